@@ -1,0 +1,1 @@
+"""Catalog access, export and figures for ASSB runs (reads the catalog only)."""

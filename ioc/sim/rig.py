@@ -1,0 +1,212 @@
+"""The simulated rig: a cell in a press with a load cell, on its own clock, with interlocks.
+
+This is the backend behind the IOC's process variables. Commands are validated here, so
+that every front end (Channel Access, tests, a future real driver) refuses the same bad
+input with the same message: :class:`RigError`, and the state is left unchanged.
+
+Safety: over-pressure (measured pressure above ``over_pressure``) and load-cell overload
+(reading above capacity) **release** the press: the mode goes to ``OFF``, the piston
+retracts and the force falls to zero. We release rather than hold because holding a
+fixed gap still lets a swelling cell push the pressure further up. The trip latches until
+:meth:`Rig.reset_interlock` is called with the condition cleared; while latched, only
+``OFF`` is accepted as a mode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .cell import Cell
+from .loadcell import LoadCell
+from .params import RigParams
+from .press import Mode, Press
+
+
+class RigError(ValueError):
+    """A command the rig refuses; the message says why and what to do instead."""
+
+
+def _finite(name: str, value: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise RigError(f"{name}: {value!r} is not a number") from None
+    if not math.isfinite(value):
+        raise RigError(f"{name}: {value} is not a finite number")
+    return value
+
+
+class Rig:
+    """Cell + press + load cell stepped on the simulated clock."""
+
+    def __init__(self, params: RigParams, seed: int | None = None):
+        self.params = params
+        self.rng = np.random.default_rng(seed)
+        self.cell = Cell(params)
+        self.load_cell = LoadCell(params.load_cell, self.rng)
+        self.press = Press(params, self.load_cell)
+        self.current = 0.0  # A applied to the cell, + = charge (the cycler's, later)
+        self.over_pressure = params.limits.over_pressure
+        self.max_setpoint = params.limits.max_setpoint
+        self.interlock: str = ""  # reason of the latched trip, "" when clear
+        self._residual = 0.0
+        self.press.pressure = self.load_cell.report(0.0) / self.press.area_mm2
+
+    # --- clock ----------------------------------------------------------------------
+    @property
+    def time(self) -> float:
+        """Experiment time (s) on the simulated clock."""
+        return self.press.time
+
+    def advance(self, dt: float) -> None:
+        """Simulate ``dt`` seconds of experiment time."""
+        period = self.press.period
+        total = self._residual + dt
+        n = math.floor(total / period + 1e-9)
+        self._residual = total - n * period
+        cell_block = max(1, round(self.params.simulation.cell_step / period))
+        while n > 0:
+            m = min(n, cell_block)
+            h = m * period
+            before = self.cell.swelling
+            self.cell.step(h, self.current, self.press.true_pressure)
+            self.press.swelling = before
+            self.press.swelling_rate = (self.cell.swelling - before) / h
+            self.load_cell.advance(h)
+            self.press.run(m, self._check_interlocks)
+            n -= m
+
+    # --- safety ---------------------------------------------------------------------
+    def _check_interlocks(self) -> None:
+        if self.interlock:
+            return
+        pressure = self.press.pressure
+        if pressure > self.over_pressure:
+            self._trip(f"over-pressure: {pressure:.1f} MPa > limit {self.over_pressure:g} MPa")
+        elif self.load_cell.overloaded:
+            force = self.load_cell.force / 1e3
+            self._trip(
+                f"load cell overload: {force:.2f} kN > capacity "
+                f"{self.load_cell.capacity / 1e3:g} kN"
+            )
+
+    def _trip(self, reason: str) -> None:
+        self.interlock = reason
+        self.press.set_mode(Mode.OFF)
+
+    def reset_interlock(self) -> None:
+        if not self.interlock:
+            return
+        if self.press.pressure > self.over_pressure or self.load_cell.overloaded:
+            raise RigError(f"cannot reset interlock: condition persists ({self.interlock})")
+        self.interlock = ""
+
+    # --- commands (validated; state unchanged on error) -------------------------------
+    def set_mode(self, mode: int | str) -> None:
+        try:
+            mode = Mode[mode.upper()] if isinstance(mode, str) else Mode(int(mode))
+        except (KeyError, ValueError):
+            names = ", ".join(m.name.title() for m in Mode)
+            raise RigError(f"mode: {mode!r} is not one of {names}") from None
+        if self.interlock and mode != Mode.OFF:
+            raise RigError(f"interlock tripped ({self.interlock}); reset it before {mode.name}")
+        self.press.set_mode(mode)
+
+    def set_pressure(self, pressure: float) -> None:
+        pressure = _finite("pressure setpoint", pressure)
+        if self.press.mode != Mode.PRESSURE:
+            raise RigError(
+                f"pressure setpoint refused: press is in {self.press.mode.name.title()} mode; "
+                "set Mode to Pressure first"
+            )
+        if not 0 <= pressure <= self.max_setpoint:
+            raise RigError(
+                f"pressure setpoint {pressure:g} MPa outside 0..{self.max_setpoint:g} MPa"
+            )
+        self.press.set_target(pressure)
+
+    def set_ramp_rate(self, rate: float) -> None:
+        rate = _finite("ramp rate", rate)
+        top = self.params.limits.max_ramp_rate
+        if not 0 <= rate <= top:
+            raise RigError(f"ramp rate {rate:g} MPa/s outside 0..{top:g} MPa/s (0 = step)")
+        self.press.set_ramp_rate(rate)
+
+    def set_over_pressure(self, limit: float) -> None:
+        limit = _finite("over-pressure limit", limit)
+        capacity_mpa = self.load_cell.capacity / self.press.area_mm2
+        if not self.max_setpoint < limit <= capacity_mpa:
+            raise RigError(
+                f"over-pressure limit {limit:g} MPa outside {self.max_setpoint:g}.."
+                f"{capacity_mpa:.1f} MPa (above the setpoint limit, within the load cell)"
+            )
+        self.over_pressure = limit
+        self._check_interlocks()
+
+    def set_max_setpoint(self, limit: float) -> None:
+        limit = _finite("setpoint limit", limit)
+        if not 0 < limit < self.over_pressure:
+            raise RigError(
+                f"setpoint limit {limit:g} MPa outside 0..{self.over_pressure:g} MPa "
+                "(must stay below the over-pressure interlock)"
+            )
+        if self.press.mode == Mode.PRESSURE and self.press.target > limit:
+            raise RigError(
+                f"setpoint limit {limit:g} MPa is below the present target "
+                f"{self.press.target:g} MPa; lower the pressure first"
+            )
+        self.max_setpoint = limit
+
+    def set_gains(
+        self, kp: float | None = None, ki: float | None = None, kd: float | None = None
+    ) -> None:
+        pid = self.press.pid
+        new = {}
+        for name, value in (("kp", kp), ("ki", ki), ("kd", kd)):
+            if value is not None:
+                value = _finite(name.upper(), value)
+                if value < 0:
+                    raise RigError(f"{name.upper()}: {value:g} must not be negative")
+                new[name] = value
+        for name, value in new.items():
+            setattr(pid, name, value)
+
+    def set_output_limits(self, drvl: float | None = None, drvh: float | None = None) -> None:
+        pid, top = self.press.pid, self.params.press.max_speed
+        lo = pid.drvl if drvl is None else _finite("DRVL", drvl)
+        hi = pid.drvh if drvh is None else _finite("DRVH", drvh)
+        if not -top <= lo < hi <= top:
+            raise RigError(
+                f"output limits DRVL={lo:g}, DRVH={hi:g} um/s: need "
+                f"-{top:g} <= DRVL < DRVH <= {top:g}"
+            )
+        pid.drvl, pid.drvh = lo, hi
+
+    def set_settle(self, tolerance: float | None = None, time: float | None = None) -> None:
+        press = self.press
+        tol = (
+            press.settle_tolerance if tolerance is None else _finite("settle tolerance", tolerance)
+        )
+        hold = press.settle_time if time is None else _finite("settle time", time)
+        if tol <= 0 or hold < 0:
+            raise RigError("settle tolerance must be > 0 MPa and settle time >= 0 s")
+        press.settle_tolerance, press.settle_time = tol, hold
+
+    def set_current(self, current: float) -> None:
+        self.current = _finite("cell current", current)
+
+    def stop(self) -> None:
+        self.press.stop()
+
+    def tare(self) -> None:
+        if self.press.mode != Mode.OFF:
+            raise RigError("tare refused: set Mode to Off first (tare only an unloaded cell)")
+        if abs(self.load_cell.force) > 0.02 * self.load_cell.capacity:
+            raise RigError(
+                f"tare refused: reading {self.load_cell.force:.0f} N is above 2 % of capacity; "
+                "unload the press first"
+            )
+        self.load_cell.tare()
+        self.press.pressure = self.load_cell.force / self.press.area_mm2
