@@ -1,5 +1,6 @@
 """Each physical law of the simulated rig, tested so that it fails if the law breaks."""
 
+import itertools
 import math
 
 import numpy as np
@@ -47,7 +48,7 @@ def cycle_capacities(params, pressure, cycles, c_rate=0.5):
 @pytest.mark.parametrize("chemistry", sorted(OCV_TABLES))
 def test_ocv_rises_with_state_of_charge(chemistry):
     values = [ocv(chemistry, s) for s in np.linspace(0, 1, 21)]
-    assert all(b > a for a, b in zip(values, values[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(values))
     assert 2.5 < values[0] < values[-1] < 4.5
 
 
@@ -165,7 +166,7 @@ def test_capacity_fades_below_critical_pressure_and_not_above(si):
     below = cycle_capacities(si, pc * 0.5, cycles=5)
     assert above[-1] == pytest.approx(above[0], rel=1e-6)
     assert below[-1] < 0.95 * below[0]
-    assert all(b < a for a, b in zip(below, below[1:], strict=False))
+    assert all(b < a for a, b in itertools.pairwise(below))
 
 
 def test_soft_short_grows_above_penetration_pressure_for_lithium_metal(li, si):

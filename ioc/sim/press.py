@@ -43,7 +43,7 @@ class Mode(IntEnum):
 
 
 # Indices of the linear state vector.
-Y, V, I, ERR, OVAL, S, SDOT, SP, SPRATE, BIAS, ONE = range(11)
+Y, V, INTEGRAL, ERR, OVAL, S, SDOT, SP, SPRATE, BIAS, ONE = range(11)
 _DYNAMIC = slice(Y, OVAL + 1)
 _FINE_BLOCK = 10  # periods between supervisor checks while every period is stepped
 
@@ -252,7 +252,7 @@ class Press:
         e[[SP, SPRATE, Y, S, BIAS]] = [1.0, ts, -c, -c, -1.0]
         gain = kp * (1.0 + ki * ts + kd / ts)
         u = gain * e
-        u[I] += 1.0
+        u[INTEGRAL] += 1.0
         u[ERR] -= kp * kd / ts
         m = np.zeros((11, 11))
         m[Y] = b2 * u
@@ -260,15 +260,21 @@ class Press:
         m[Y, V] += b1
         m[V] = (1 - a) * u
         m[V, V] += a
-        m[I] = kp * ki * ts * e
-        m[I, I] += 1.0
+        m[INTEGRAL] = kp * ki * ts * e
+        m[INTEGRAL, INTEGRAL] += 1.0
         m[ERR] = e
         m[OVAL] = u
         m[S, S], m[S, SDOT] = 1.0, ts
         m[SDOT, SDOT] = m[SP, SP] = m[SPRATE, SPRATE] = m[BIAS, BIAS] = m[ONE, ONE] = 1.0
         m[SP, SPRATE] = ts
         g = np.zeros(11)  # response to measurement noise n (MPa): e gets -n
-        g[Y], g[V], g[I], g[ERR], g[OVAL] = -b2 * gain, -(1 - a) * gain, -kp * ki * ts, -1, -gain
+        g[Y], g[V], g[INTEGRAL], g[ERR], g[OVAL] = (
+            -b2 * gain,
+            -(1 - a) * gain,
+            -kp * ki * ts,
+            -1,
+            -gain,
+        )
         return m, g
 
     def _n_period_map(self, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,6 @@
+"""Channel Access layer: caproto PVGroups mapping PVs onto the rig backend."""
+
+from .groups import RigIOC
+from .nodelay import NoDelayContext
+
+__all__ = ["NoDelayContext", "RigIOC"]

@@ -1,0 +1,379 @@
+"""The rig IOC: press, load cell and rig PVGroups over the simulated (or real) backend.
+
+PV naming: ``{prefix}{Group}:{Name}-{Suffix}`` with ``-SP`` for a value you set,
+``-RB`` for a value the rig reports and ``-Cmd`` for a push button (write 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from caproto import AlarmSeverity, AlarmStatus
+from caproto.server import SubGroup
+from ssb_ioc.sim import Mode, Rig, RigError
+
+from .pvs import RigPVGroup, choice, command, limits, publish, reading, setting, text
+
+MODES = [m.name.title() for m in Mode]  # Off, Pressure, Gap
+NO_YES = ["No", "Yes"]
+SCAN_PERIOD = 0.05  # s of wall time between simulation advances and readback updates
+
+
+class PressGroup(RigPVGroup):
+    """Servo-hydraulic press with the pressure loop (``{prefix}Press:``).
+
+    Pressure-SP       MPa   target pressure; put with callback completes when settled
+    Pressure-RB       MPa   measured pressure (load-cell force / cell area)
+    PressureDemand-RB MPa   working setpoint of the loop (follows the ramp)
+    Force-RB          kN    measured force
+    Position-RB       um    platen travel from first contact (+ = closing)
+    Gap-RB            um    distance between platens (stack thickness under load)
+    Mode-SP/-RB             Off | Pressure | Gap
+    RampRate-SP       MPa/s ramp rate for new setpoints, 0 = step
+    MaxPressure-SP    MPa   highest pressure setpoint accepted
+    OverPressure-SP   MPa   interlock: release the press above this pressure
+    KP-SP  um/s/MPa, KI-SP 1/s (repeats/s), KD-SP s, DRVH-SP/DRVL-SP um/s: epid loop
+    Output-RB         um/s  loop output (valve speed command), Error-RB MPa
+    SettleTol-SP      MPa   |pressure - target| within this ...
+    SettleTime-SP     s     ... for this long (experiment time) = settled
+    Settled-RB              No | Yes (the done flag of a pressure move)
+    Stop-Cmd                hold the pressure measured now; completes pending moves
+    """
+
+    pressure_sp = setting("Pressure-SP", "MPa", 0.0, 200.0, "Target pressure")
+    pressure_rb = reading("Pressure-RB", "MPa", -400.0, 400.0, "Measured pressure")
+    demand_rb = reading("PressureDemand-RB", "MPa", 0.0, 400.0, "Working setpoint")
+    force_rb = reading("Force-RB", "kN", -100.0, 100.0, "Measured force")
+    position_rb = reading("Position-RB", "um", -1e5, 1e5, "Platen travel", precision=2)
+    gap_rb = reading("Gap-RB", "um", -1e5, 1e5, "Distance between platens", precision=2)
+    mode_sp = choice("Mode-SP", MODES, "Press mode: Off | Pressure | Gap")
+    mode_rb = choice("Mode-RB", MODES, "Press mode in effect", read_only=True)
+    ramp_rate_sp = setting("RampRate-SP", "MPa/s", 0.0, 50.0, "Ramp rate, 0 = step")
+    max_pressure_sp = setting("MaxPressure-SP", "MPa", 0.0, 400.0, "Setpoint limit")
+    over_pressure_sp = setting("OverPressure-SP", "MPa", 0.0, 400.0, "Interlock limit")
+    kp_sp = setting("KP-SP", "um/s/MPa", 0.0, 1e4, "Proportional gain (epid KP)")
+    ki_sp = setting("KI-SP", "1/s", 0.0, 1e3, "Integral gain, repeats/s (epid KI)")
+    kd_sp = setting("KD-SP", "s", 0.0, 10.0, "Derivative time (epid KD)")
+    drvh_sp = setting("DRVH-SP", "um/s", -1e4, 1e4, "Loop output high limit")
+    drvl_sp = setting("DRVL-SP", "um/s", -1e4, 1e4, "Loop output low limit")
+    output_rb = reading("Output-RB", "um/s", -1e4, 1e4, "Loop output (valve speed)")
+    error_rb = reading("Error-RB", "MPa", -400.0, 400.0, "Loop error")
+    settle_tol_sp = setting("SettleTol-SP", "MPa", 0.001, 100.0, "Settle tolerance")
+    settle_time_sp = setting("SettleTime-SP", "s", 0.0, 3600.0, "Settle time (experiment)")
+    settled_rb = choice("Settled-RB", NO_YES, "Pressure settled at the target", read_only=True)
+    stop_cmd = command("Stop-Cmd", "Hold the present pressure; ends ramps and moves")
+
+    @pressure_sp.putter
+    async def pressure_sp(self, instance, value):
+        self.rig.set_pressure(value)
+        await instance.write(value, verify_value=False)  # show the new target at once
+        await self.root.wait_until_settled()
+        return value
+
+    @mode_sp.putter
+    async def mode_sp(self, instance, value):
+        self.rig.set_mode(value)
+        await self.root.update_readbacks()
+        return value
+
+    @ramp_rate_sp.putter
+    async def ramp_rate_sp(self, instance, value):
+        self.rig.set_ramp_rate(value)
+        return value
+
+    @max_pressure_sp.putter
+    async def max_pressure_sp(self, instance, value):
+        self.rig.set_max_setpoint(value)
+        await self.pressure_sp.write_metadata(**limits(0.0, value))
+        await self.pressure_rb.write_metadata(upper_warning_limit=value)
+        return value
+
+    @over_pressure_sp.putter
+    async def over_pressure_sp(self, instance, value):
+        self.rig.set_over_pressure(value)
+        await self.pressure_rb.write_metadata(upper_alarm_limit=value)
+        return value
+
+    @kp_sp.putter
+    async def kp_sp(self, instance, value):
+        self.rig.set_gains(kp=value)
+        return value
+
+    @ki_sp.putter
+    async def ki_sp(self, instance, value):
+        self.rig.set_gains(ki=value)
+        return value
+
+    @kd_sp.putter
+    async def kd_sp(self, instance, value):
+        self.rig.set_gains(kd=value)
+        return value
+
+    @drvh_sp.putter
+    async def drvh_sp(self, instance, value):
+        self.rig.set_output_limits(drvh=value)
+        return value
+
+    @drvl_sp.putter
+    async def drvl_sp(self, instance, value):
+        self.rig.set_output_limits(drvl=value)
+        return value
+
+    @settle_tol_sp.putter
+    async def settle_tol_sp(self, instance, value):
+        self.rig.set_settle(tolerance=value)
+        return value
+
+    @settle_time_sp.putter
+    async def settle_time_sp(self, instance, value):
+        self.rig.set_settle(time=value)
+        return value
+
+    @stop_cmd.putter
+    async def stop_cmd(self, instance, value):
+        if value:
+            self.rig.stop()
+            self.root.finish_moves()
+            await self.pressure_sp.write(self.rig.press.target, verify_value=False)
+        return 0
+
+
+class LoadCellGroup(RigPVGroup):
+    """Strain-gauge load cell (``{prefix}LC:``).
+
+    Force-RB        kN    measured force (after tare)
+    Signal-RB       mV/V  bridge output
+    Capacity-RB     kN    rated capacity (overload above it)
+    Sensitivity-RB  mV/V  rated output at capacity
+    SampleRate-RB   Hz    sampling rate
+    TareOffset-RB   kN    force subtracted by tare
+    Overload-RB           No | Yes
+    Tare-Cmd              zero the reading (press Off, cell unloaded)
+    """
+
+    force_rb = reading("Force-RB", "kN", -100.0, 100.0, "Measured force")
+    signal_rb = reading("Signal-RB", "mV/V", -100.0, 100.0, "Bridge output", precision=5)
+    capacity_rb = reading("Capacity-RB", "kN", 0.0, 1e4, "Rated capacity")
+    sensitivity_rb = reading("Sensitivity-RB", "mV/V", 0.0, 100.0, "Rated output")
+    sample_rate_rb = reading("SampleRate-RB", "Hz", 0.0, 1e6, "Sampling rate", precision=0)
+    tare_offset_rb = reading("TareOffset-RB", "kN", -100.0, 100.0, "Tare offset", precision=5)
+    overload_rb = choice("Overload-RB", NO_YES, "Force above capacity", read_only=True)
+    tare_cmd = command("Tare-Cmd", "Zero the reading (press Off, unloaded)")
+
+    @tare_cmd.putter
+    async def tare_cmd(self, instance, value):
+        if value:
+            self.rig.tare()
+            await self.root.update_readbacks()
+        return 0
+
+
+class RigIOC(RigPVGroup):
+    """Simulated pressure-controlled ASSB rig: press, load cell and cell on one clock.
+
+    Rig PVs (``{prefix}Rig:``):
+
+    Time-RB            s     experiment time on the rig's clock
+    Speed-SP           x     speed factor of the clock (1 = real time)
+    Area-RB            cm^2  cell area (pressure = force / area)
+    Cell-RB                  cell file or preset in use
+    CellVoltage-RB     V     cell terminal voltage
+    CellCurrent-SP     A     current through the cell, + = charge (until the cycler lands)
+    Status-RB                one-line state of the rig
+    Msg-RB                   last refused put or interlock event, with the reason
+    Interlock-RB             OK | Tripped (latched, MAJOR alarm)
+    InterlockReason-RB       why it tripped
+    InterlockReset-Cmd       clear a trip whose condition is gone
+
+    Press (``{prefix}Press:``) and load cell (``{prefix}LC:``) PVs: see their groups.
+    """
+
+    press = SubGroup(PressGroup, prefix="Press:")
+    load_cell = SubGroup(LoadCellGroup, prefix="LC:")
+
+    time_rb = reading("Rig:Time-RB", "s", 0.0, 1e12, "Experiment time", precision=3)
+    speed_sp = setting("Rig:Speed-SP", "x", 0.001, 1e6, "Clock speed factor")
+    area_rb = reading("Rig:Area-RB", "cm^2", 0.0, 100.0, "Cell area", precision=4)
+    cell_rb = text("Rig:Cell-RB", "Cell file or preset")
+    voltage_rb = reading("Rig:CellVoltage-RB", "V", -10.0, 10.0, "Cell voltage", precision=4)
+    current_sp = setting(
+        "Rig:CellCurrent-SP", "A", -1.0, 1.0, "Cell current, + = charge", precision=6
+    )
+    status_rb = text("Rig:Status-RB", "State of the rig")
+    msg_rb = text("Rig:Msg-RB", "Last refused put or interlock event")
+    interlock_rb = choice(
+        "Rig:Interlock-RB", ["OK", "Tripped"], "Latched interlock", read_only=True
+    )
+    interlock_reason_rb = text("Rig:InterlockReason-RB", "Why the interlock tripped")
+    interlock_reset_cmd = command("Rig:InterlockReset-Cmd", "Clear a cleared trip")
+
+    def __init__(self, *args, backend: Rig, speed: float = 1.0, source: str = "", **kwargs):
+        self.backend = backend
+        self.speed = speed
+        self.source = source
+        self._moves: list[asyncio.Future] = []
+        self._last_wall = time.monotonic()
+        super().__init__(*args, **kwargs)
+
+    # --- startup and the clock --------------------------------------------------------
+    @time_rb.startup
+    async def time_rb(self, instance, async_lib):
+        """Load limits and settings from the cell file into the PVs, then run the clock."""
+        rig, p, press = self.backend, self.backend.params, self.press
+        lc = p.load_cell
+        capacity_mpa = lc.capacity * 1e3 / (p.cell.area * 100)
+        await press.pressure_sp.write_metadata(**limits(0.0, rig.max_setpoint))
+        await press.max_pressure_sp.write_metadata(**limits(1.0, capacity_mpa))
+        await press.over_pressure_sp.write_metadata(**limits(1.0, capacity_mpa))
+        await press.pressure_rb.write_metadata(
+            upper_alarm_limit=rig.over_pressure,
+            upper_warning_limit=rig.max_setpoint,
+            lower_alarm_limit=-400.0,
+            lower_warning_limit=-400.0,
+        )
+        for pv in (press.force_rb, self.load_cell.force_rb):
+            await pv.write_metadata(
+                upper_alarm_limit=lc.capacity,
+                upper_warning_limit=0.9 * lc.capacity,
+                lower_alarm_limit=-lc.capacity,
+                lower_warning_limit=-0.9 * lc.capacity,
+            )
+        top = p.press.max_speed
+        for pv in (press.drvh_sp, press.drvl_sp, press.output_rb):
+            await pv.write_metadata(**limits(-top, top))
+        await press.ramp_rate_sp.write_metadata(**limits(0.0, p.limits.max_ramp_rate))
+        initial = {
+            press.max_pressure_sp: rig.max_setpoint,
+            press.over_pressure_sp: rig.over_pressure,
+            press.ramp_rate_sp: rig.press.ramp_rate,
+            press.kp_sp: rig.press.pid.kp,
+            press.ki_sp: rig.press.pid.ki,
+            press.kd_sp: rig.press.pid.kd,
+            press.drvh_sp: rig.press.pid.drvh,
+            press.drvl_sp: rig.press.pid.drvl,
+            press.settle_tol_sp: rig.press.settle_tolerance,
+            press.settle_time_sp: rig.press.settle_time,
+            self.speed_sp: self.speed,
+            self.load_cell.capacity_rb: lc.capacity,
+            self.load_cell.sensitivity_rb: lc.sensitivity,
+            self.load_cell.sample_rate_rb: lc.sample_rate,
+            self.area_rb: p.cell.area,
+        }
+        for pv, value in initial.items():
+            await pv.write(value, verify_value=False)
+        await self.update_readbacks()
+        await self.cell_rb.write(self.source or p.cell.name)
+        print(f"ssb-ioc: ready ({len(self.pvdb)} PVs, prefix {self.prefix!r})", flush=True)
+        self._last_wall = time.monotonic()
+        while True:
+            await async_lib.library.sleep(SCAN_PERIOD)
+            await self.tick()
+
+    async def tick(self) -> None:
+        """Advance the simulation by the wall time elapsed times the speed factor."""
+        now = time.monotonic()
+        elapsed, self._last_wall = now - self._last_wall, now
+        tripped_before = self.backend.interlock
+        self.backend.advance(elapsed * self.speed)
+        if self.backend.interlock and not tripped_before:
+            await self.report(f"interlock tripped: {self.backend.interlock}")
+        await self.update_readbacks()
+        self._resolve_moves()
+
+    # --- moves (put-completion on Press:Pressure-SP) ------------------------------------
+    async def wait_until_settled(self) -> None:
+        """Wait until the press reports settled at its target (or the move ends)."""
+        if self.backend.press.settled:
+            return
+        move = asyncio.get_running_loop().create_future()
+        self._moves.append(move)
+        await move
+
+    def finish_moves(self, error: Exception | None = None) -> None:
+        for move in self._moves:
+            if not move.done():
+                if error is None:
+                    move.set_result(None)
+                else:
+                    move.set_exception(error)
+        self._moves.clear()
+
+    def _resolve_moves(self) -> None:
+        if not self._moves:
+            return
+        press = self.backend.press
+        if self.backend.interlock:
+            self.finish_moves(RigError(f"move aborted: interlock ({self.backend.interlock})"))
+        elif press.mode != Mode.PRESSURE:
+            self.finish_moves(RigError(f"move aborted: mode changed to {press.mode.name.title()}"))
+        elif press.settled:
+            self.finish_moves()
+
+    # --- readbacks and messages -------------------------------------------------------
+    async def report(self, message: str) -> None:
+        """Publish a refusal or an interlock event on Rig:Msg-RB."""
+        await self.msg_rb.write(message[:255])
+
+    def _status(self) -> str:
+        rig, press = self.backend, self.backend.press
+        if rig.interlock:
+            return f"TRIPPED: {rig.interlock}"
+        if press.mode == Mode.PRESSURE:
+            state = "settled" if press.settled else "ramping" if press.ramping else "moving"
+            return f"Pressure {press.target:g} MPa, {state}"
+        return press.mode.name.title()
+
+    async def update_readbacks(self) -> None:
+        rig, press, lc = self.backend, self.backend.press, self.backend.load_cell
+        pg, lg = self.press, self.load_cell
+        force_kn = lc.force / 1e3
+        values = {
+            self.time_rb: rig.time,
+            self.voltage_rb: rig.cell.voltage,
+            pg.pressure_rb: press.pressure,
+            pg.demand_rb: press.setpoint,
+            pg.force_rb: force_kn,
+            pg.position_rb: press.platen_position,
+            pg.gap_rb: press.gap,
+            pg.output_rb: press.pid.oval,
+            pg.error_rb: press.pid.err,
+            pg.mode_rb: press.mode.name.title(),
+            pg.settled_rb: "Yes" if press.settled else "No",
+            lg.force_rb: force_kn,
+            lg.signal_rb: lc.signal,
+            lg.tare_offset_rb: lc.tare_offset / 1e3,
+            lg.overload_rb: "Yes" if lc.overloaded else "No",
+            self.status_rb: self._status(),
+            self.interlock_reason_rb: rig.interlock,
+        }
+        for pv, value in values.items():
+            await publish(pv, value)
+        if pg.mode_sp.value != values[pg.mode_rb]:  # a trip changed the mode
+            await pg.mode_sp.write(values[pg.mode_rb], verify_value=False)
+        tripped = "Tripped" if rig.interlock else "OK"
+        if self.interlock_rb.value != tripped:
+            severity = AlarmSeverity.MAJOR_ALARM if rig.interlock else AlarmSeverity.NO_ALARM
+            status = AlarmStatus.STATE if rig.interlock else AlarmStatus.NO_ALARM
+            await self.interlock_rb.write(tripped, status=status, severity=severity)
+
+    # --- rig-level settings -------------------------------------------------------------
+    @speed_sp.putter
+    async def speed_sp(self, instance, value):
+        self.speed = value
+        return value
+
+    @current_sp.putter
+    async def current_sp(self, instance, value):
+        self.backend.set_current(value)
+        return value
+
+    @interlock_reset_cmd.putter
+    async def interlock_reset_cmd(self, instance, value):
+        if value:
+            reason = self.backend.interlock
+            self.backend.reset_interlock()
+            if reason:
+                await self.report(f"interlock reset (was: {reason})")
+            await self.update_readbacks()
+        return 0
