@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -51,10 +52,8 @@ async def serve(ioc: RigIOC, interfaces: list[str], nodelay: bool = True) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await context.run()
-    except asyncio.CancelledError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,10 @@ import select
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
+import typing
 import uuid
 from dataclasses import dataclass
 
@@ -57,6 +59,8 @@ class RunningIOC:
     prefix: str
     process: subprocess.Popen
     context: object
+    log: typing.IO[str]
+    stderr: str = ""
 
     def pv(self, name: str, timeout: float = 5.0):
         (pv,) = self.context.get_pvs(self.prefix + name, timeout=timeout)
@@ -89,6 +93,7 @@ class RunningIOC:
 
 def start_ioc(context, *args: str, speed: float = 100.0, cell: str = "si-nmc") -> RunningIOC:
     prefix = f"T{uuid.uuid4().hex[:8]}:"
+    log = tempfile.TemporaryFile(mode="w+")  # stderr: a file cannot fill up like a pipe
     env = {**os.environ, **CA_ENV}
     process = subprocess.Popen(
         [
@@ -107,10 +112,10 @@ def start_ioc(context, *args: str, speed: float = 100.0, cell: str = "si-nmc") -
         ],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
-    ioc = RunningIOC(prefix, process, context)
+    ioc = RunningIOC(prefix, process, context, log)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # readiness: the IOC says so once its PVs are live
         ready, _, _ = select.select([process.stdout], [], [], 0.5)
@@ -120,20 +125,28 @@ def start_ioc(context, *args: str, speed: float = 100.0, cell: str = "si-nmc") -
                 ioc.pv("Rig:Cell-RB")
                 return ioc
         if process.poll() is not None:
-            raise RuntimeError(f"ssb-ioc exited early: {process.stderr.read()}")
-    process.kill()
-    raise RuntimeError("ssb-ioc did not become ready in 20 s")
+            stop_ioc(ioc)
+            raise RuntimeError(f"ssb-ioc exited early: {ioc.stderr}")
+    stop_ioc(ioc)
+    raise RuntimeError(f"ssb-ioc did not become ready in 20 s: {ioc.stderr}")
 
 
 def stop_ioc(ioc: RunningIOC) -> int:
-    if ioc.process.poll() is None:
-        ioc.process.send_signal(signal.SIGTERM)
-        try:
-            ioc.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            ioc.process.kill()
-            ioc.process.wait()
-    return ioc.process.returncode
+    """SIGTERM, wait, collect stderr into ``ioc.stderr``, close the pipes."""
+    process = ioc.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    process.stdout.close()
+    if not ioc.log.closed:
+        ioc.log.seek(0)
+        ioc.stderr = ioc.log.read()
+        ioc.log.close()
+    return process.returncode
 
 
 @pytest.fixture(scope="session")
@@ -149,4 +162,4 @@ def ca_context():
 def ioc(ca_context):
     running = start_ioc(ca_context)
     yield running
-    assert stop_ioc(running) == 0, running.process.stderr.read()
+    assert stop_ioc(running) == 0, running.stderr

@@ -63,7 +63,7 @@ def test_bad_cell_files_are_refused_naming_the_key(tmp_path, old, new, key):
 
 def test_inconsistent_limits_are_refused(tmp_path):
     text = si_text() + '\n[limits]\nmax_setpoint = "240 MPa"\n'
-    with pytest.raises(CellFileError, match="limits.max_setpoint"):
+    with pytest.raises(CellFileError, match=r"limits\.max_setpoint"):
         load_cell_file(write(tmp_path, text))
 
 

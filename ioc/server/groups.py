@@ -69,7 +69,7 @@ class PressGroup(RigPVGroup):
         self.rig.set_pressure(value)
         await instance.write(value, verify_value=False)  # show the new target at once
         await self.root.wait_until_settled()
-        return value
+        return self.rig.press.target  # differs from value after a stop
 
     @mode_sp.putter
     async def mode_sp(self, instance, value):
@@ -93,6 +93,7 @@ class PressGroup(RigPVGroup):
     async def over_pressure_sp(self, instance, value):
         self.rig.set_over_pressure(value)
         await self.pressure_rb.write_metadata(upper_alarm_limit=value)
+        await self.root.update_readbacks()  # a lowered limit may have tripped
         return value
 
     @kp_sp.putter
@@ -136,6 +137,7 @@ class PressGroup(RigPVGroup):
             self.rig.stop()
             self.root.finish_moves()
             await self.pressure_sp.write(self.rig.press.target, verify_value=False)
+            await self.root.update_readbacks()
         return 0
 
 
@@ -213,13 +215,23 @@ class RigIOC(RigPVGroup):
         self.speed = speed
         self.source = source
         self._moves: list[asyncio.Future] = []
+        self._reported_trip = ""
         self._last_wall = time.monotonic()
         super().__init__(*args, **kwargs)
 
     # --- startup and the clock --------------------------------------------------------
     @time_rb.startup
     async def time_rb(self, instance, async_lib):
-        """Load limits and settings from the cell file into the PVs, then run the clock."""
+        """Configure the PVs, say ready, then run the clock."""
+        await self.configure()
+        print(f"ssb-ioc: ready ({len(self.pvdb)} PVs, prefix {self.prefix!r})", flush=True)
+        self._last_wall = time.monotonic()
+        while True:
+            await async_lib.library.sleep(SCAN_PERIOD)
+            await self.tick()
+
+    async def configure(self) -> None:
+        """Load limits and settings from the cell file into the PVs."""
         rig, p, press = self.backend, self.backend.params, self.press
         lc = p.load_cell
         capacity_mpa = lc.capacity * 1e3 / (p.cell.area * 100)
@@ -264,20 +276,12 @@ class RigIOC(RigPVGroup):
             await pv.write(value, verify_value=False)
         await self.update_readbacks()
         await self.cell_rb.write(self.source or p.cell.name)
-        print(f"ssb-ioc: ready ({len(self.pvdb)} PVs, prefix {self.prefix!r})", flush=True)
-        self._last_wall = time.monotonic()
-        while True:
-            await async_lib.library.sleep(SCAN_PERIOD)
-            await self.tick()
 
     async def tick(self) -> None:
         """Advance the simulation by the wall time elapsed times the speed factor."""
         now = time.monotonic()
         elapsed, self._last_wall = now - self._last_wall, now
-        tripped_before = self.backend.interlock
         self.backend.advance(elapsed * self.speed)
-        if self.backend.interlock and not tripped_before:
-            await self.report(f"interlock tripped: {self.backend.interlock}")
         await self.update_readbacks()
         self._resolve_moves()
 
@@ -351,6 +355,9 @@ class RigIOC(RigPVGroup):
             await publish(pv, value)
         if pg.mode_sp.value != values[pg.mode_rb]:  # a trip changed the mode
             await pg.mode_sp.write(values[pg.mode_rb], verify_value=False)
+        if rig.interlock and rig.interlock != self._reported_trip:
+            await self.report(f"interlock tripped: {rig.interlock}")
+        self._reported_trip = rig.interlock
         tripped = "Tripped" if rig.interlock else "OK"
         if self.interlock_rb.value != tripped:
             severity = AlarmSeverity.MAJOR_ALARM if rig.interlock else AlarmSeverity.NO_ALARM

@@ -9,6 +9,7 @@ put fails, so that clients that do not surface a server-side put failure (pyepic
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 from caproto import ChannelType, SkipWrite
 from caproto.server import PVGroup, pvproperty
@@ -44,7 +45,7 @@ GuardedBoolEnum = type("GuardedBoolEnum", (_ReportsRejections, PvpropertyBoolEnu
 class RigPVGroup(PVGroup):
     """PVGroup whose writable PVs report refusals to the root group's message PV."""
 
-    type_map = {
+    type_map: ClassVar[dict] = {
         **PVGroup.type_map,
         float: GuardedDouble,
         int: GuardedInteger,

@@ -1,0 +1,155 @@
+"""The IOC as a subprocess, over Channel Access on loopback, with caproto's threading client."""
+
+import math
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from caproto import AlarmSeverity, ChannelType
+from conftest import start_ioc, stop_ioc
+
+pytestmark = pytest.mark.network
+
+
+def enter_pressure_mode(ioc, pressure):
+    ioc.put("Press:Mode-SP", "Pressure")
+    ioc.put("Press:Pressure-SP", pressure, timeout=20)
+
+
+def test_move_settles_and_completes_the_put(ioc):
+    enter_pressure_mode(ioc, 60.0)
+    assert ioc.enum("Press:Settled-RB") == "Yes"
+    assert abs(ioc.get("Press:Pressure-RB") - 60.0) <= 0.2
+    assert ioc.get("Press:Force-RB") == pytest.approx(60.0 * 78.5e-3, rel=0.01)
+    ctrl = ioc.pv("Press:Pressure-SP").read(data_type=ChannelType.CTRL_DOUBLE).metadata
+    assert ctrl.units == b"MPa"
+    assert (ctrl.lower_ctrl_limit, ctrl.upper_ctrl_limit) == (0.0, 200.0)
+    assert ctrl.precision == 3
+
+
+def test_a_move_to_the_present_value_completes(ioc):
+    enter_pressure_mode(ioc, 40.0)
+    done = threading.Event()
+    ioc.pv("Press:Pressure-SP").write([40.0], wait=False, callback=lambda _: done.set())
+    assert done.wait(timeout=2.0)
+
+
+def test_gap_mode_pressure_follows_the_breathing_cell(ioc):
+    enter_pressure_mode(ioc, 50.0)
+    ioc.put("Press:Mode-SP", "Gap")
+    start_gap = ioc.get("Press:Gap-RB")
+    start = ioc.get("Press:Pressure-RB")
+    ioc.put("Rig:Speed-SP", 5000.0)
+    ioc.put("Rig:CellCurrent-SP", 1e-3)  # C/2 charge: the silicon anode swells
+    ioc.wait_for(lambda: ioc.get("Press:Pressure-RB") > start + 3.0, what="pressure rise")
+    # the piston holds; the platen moves only by the frame's compliance (~2.4 um per 3 MPa)
+    assert ioc.get("Press:Gap-RB") == pytest.approx(start_gap, abs=5.0)
+    assert ioc.enum("Press:Mode-RB") == "Gap"
+
+
+def test_interlock_trips_releases_latches_and_resets(ioc):
+    enter_pressure_mode(ioc, 150.0)
+    ioc.put("Press:Mode-SP", "Gap")
+    ioc.put("Press:MaxPressure-SP", 120.0)
+    ioc.put("Press:OverPressure-SP", 130.0)  # below the present load: trips at once
+    ioc.wait_for(lambda: ioc.enum("Rig:Interlock-RB") == "Tripped", what="trip")
+    status = ioc.pv("Rig:Interlock-RB").read(data_type=ChannelType.STS_ENUM).metadata
+    assert status.severity == AlarmSeverity.MAJOR_ALARM
+    assert ioc.enum("Press:Mode-RB") == "Off"
+    assert "over-pressure" in ioc.text("Rig:InterlockReason-RB")
+    assert "interlock tripped" in ioc.text("Rig:Msg-RB")
+    with pytest.raises(Exception):  # noqa: B017 - refused while latched
+        ioc.put("Press:Mode-SP", "Pressure", timeout=1.0)
+    assert "reset it" in ioc.text("Rig:Msg-RB")
+    ioc.wait_for(lambda: ioc.get("Press:Pressure-RB") < 1.0, what="press released")
+    ioc.put("Rig:InterlockReset-Cmd", 1)
+    assert ioc.enum("Rig:Interlock-RB") == "OK"
+    ioc.put("Press:Mode-SP", "Pressure")
+
+
+@pytest.mark.parametrize(
+    ("value", "mode", "reason"),
+    [
+        (math.nan, "Pressure", "not a finite number"),
+        (math.inf, "Pressure", "not a finite number"),
+        (-1.0, "Pressure", "Limits are set to 0.0 and 200.0"),
+        (250.0, "Pressure", "Limits are set to 0.0 and 200.0"),
+        (10.0, "Off", "press is in Off mode"),
+    ],
+)
+def test_refused_puts_change_nothing_and_say_why(ioc, value, mode, reason):
+    if mode == "Pressure":
+        enter_pressure_mode(ioc, 30.0)
+    before = ioc.get("Press:Pressure-SP")
+    with pytest.raises(Exception):  # noqa: B017 - caproto's client may time out instead
+        ioc.put("Press:Pressure-SP", value, timeout=1.0)
+    assert reason in ioc.text("Rig:Msg-RB")
+    assert ioc.get("Press:Pressure-SP") == before
+    sts = ioc.pv("Press:Pressure-SP").read(data_type=ChannelType.STS_DOUBLE).metadata
+    assert sts.severity == AlarmSeverity.MAJOR_ALARM
+    if mode == "Pressure":
+        assert abs(ioc.get("Press:Pressure-RB") - 30.0) < 0.5  # still holding
+
+
+def test_stop_completes_a_pending_move(ioc):
+    ioc.put("Press:Mode-SP", "Pressure")
+    ioc.put("Press:RampRate-SP", 0.5)
+    done = threading.Event()
+    ioc.pv("Press:Pressure-SP").write([150.0], wait=False, callback=lambda _: done.set())
+    ioc.wait_for(lambda: ioc.get("Press:Pressure-RB") > 5.0, what="ramp under way")
+    assert not done.is_set()
+    ioc.put("Press:Stop-Cmd", 1)
+    assert done.wait(timeout=2.0)
+    held = ioc.get("Press:Pressure-SP")
+    assert 5.0 < held < 150.0
+    assert ioc.get("Press:PressureDemand-RB") == pytest.approx(held)
+
+
+def put_latencies(ioc, count=200):
+    """Put-with-callback round trips on a connection that also carries a monitor."""
+    pv = ioc.pv("Press:KP-SP")
+    monitor = ioc.pv("Press:Pressure-RB")  # same server, same circuit
+    updates = []
+    sub = monitor.subscribe(data_type=ChannelType.TIME_DOUBLE)
+    def on_update(sub, response):
+        updates.append(response)
+
+    sub.add_callback(on_update)  # held here: caproto keeps callbacks by weak reference
+    times = []
+    for i in range(count):
+        t0 = time.perf_counter()
+        pv.write([19.0 + (i % 2)], wait=True, timeout=2.0)
+        times.append(time.perf_counter() - t0)
+    sub.clear()
+    assert updates, "the monitor delivered nothing"
+    return times
+
+
+def test_put_with_callback_while_monitoring_has_no_nagle_stalls(ioc):
+    """Without TCP_NODELAY ~7 % of these puts stall ~40 ms here (Nagle + delayed ACK)."""
+    times = put_latencies(ioc, count=300)
+    stalls = sum(t > 0.020 for t in times)
+    assert statistics.median(times) < 0.005
+    assert stalls <= 3, f"{stalls}/300 puts stalled > 20 ms: TCP_NODELAY missing?"
+
+
+def test_sigint_stops_the_ioc_cleanly(ca_context):
+    running = start_ioc(ca_context)
+    running.process.send_signal(signal.SIGINT)
+    assert running.process.wait(timeout=10) == 0
+    assert stop_ioc(running) == 0
+
+
+def test_bad_cell_file_is_refused_before_serving(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[cell]\nname = "x"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "ssb_ioc.cli", "--cell", str(bad)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "cell.chemistry: missing" in result.stderr
