@@ -7,60 +7,23 @@ so runs on the same machine never see each other's PVs.
 from __future__ import annotations
 
 import os
-import select
-import signal
-import socket
-import subprocess
-import tempfile
-import sys
 import time
-import typing
-import uuid
-from dataclasses import dataclass
 
 import pytest
 from caproto import ChannelType
 
+from ssb_ioc.launch import IOCProcess, free_port_pair, loopback_ca_env
 
-def _free_port_pair() -> int:
-    """A port free for TCP and UDP whose successor is free for UDP too."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 65000:
-            continue
-        try:
-            for p in (port, port + 1):
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                    u.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair on loopback")
-
-
-_PORT = _free_port_pair()
-CA_ENV = {
-    "EPICS_CA_ADDR_LIST": "127.0.0.1",
-    "EPICS_CA_AUTO_ADDR_LIST": "NO",
-    "EPICS_CA_SERVER_PORT": str(_PORT),
-    "EPICS_CA_REPEATER_PORT": str(_PORT + 1),
-    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-    "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
-    "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-    "EPICS_CAS_BEACON_PORT": str(_PORT + 1),
-}
+CA_ENV = loopback_ca_env(free_port_pair())
 os.environ.update(CA_ENV)  # before any caproto client context exists
 
 
-@dataclass
-class RunningIOC:
-    prefix: str
-    process: subprocess.Popen
-    context: object
-    log: typing.IO[str]
-    stderr: str = ""
+class RunningIOC(IOCProcess):
+    """An IOC subprocess plus small helpers on caproto's threading client."""
+
+    def __init__(self, context, **kwargs):
+        super().__init__(env=CA_ENV, **kwargs)
+        self.context = context
 
     def pv(self, name: str, timeout: float = 5.0):
         (pv,) = self.context.get_pvs(self.prefix + name, timeout=timeout)
@@ -92,61 +55,13 @@ class RunningIOC:
 
 
 def start_ioc(context, *args: str, speed: float = 100.0, cell: str = "si-nmc") -> RunningIOC:
-    prefix = f"T{uuid.uuid4().hex[:8]}:"
-    log = tempfile.TemporaryFile(mode="w+")  # stderr: a file cannot fill up like a pipe
-    env = {**os.environ, **CA_ENV}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ssb_ioc.cli",
-            "--prefix",
-            prefix,
-            "--speed",
-            str(speed),
-            "--cell",
-            cell,
-            "--seed",
-            "1",
-            *args,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    ioc = RunningIOC(prefix, process, context, log)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # readiness: the IOC says so once its PVs are live
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            line = process.stdout.readline()
-            if "ready" in line:
-                ioc.pv("Rig:Cell-RB")
-                return ioc
-        if process.poll() is not None:
-            stop_ioc(ioc)
-            raise RuntimeError(f"ssb-ioc exited early: {ioc.stderr}")
-    stop_ioc(ioc)
-    raise RuntimeError(f"ssb-ioc did not become ready in 20 s: {ioc.stderr}")
+    ioc = RunningIOC(context, cell=cell, speed=speed, seed=1, extra_args=args).start()
+    ioc.pv("Rig:Cell-RB")
+    return ioc
 
 
 def stop_ioc(ioc: RunningIOC) -> int:
-    """SIGTERM, wait, collect stderr into ``ioc.stderr``, close the pipes."""
-    process = ioc.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    process.stdout.close()
-    if not ioc.log.closed:
-        ioc.log.seek(0)
-        ioc.stderr = ioc.log.read()
-        ioc.log.close()
-    return process.returncode
+    return ioc.stop()
 
 
 @pytest.fixture(scope="session")
@@ -162,4 +77,4 @@ def ca_context():
 def ioc(ca_context):
     running = start_ioc(ca_context)
     yield running
-    assert stop_ioc(running) == 0, running.stderr
+    assert running.stop() == 0, running.stderr

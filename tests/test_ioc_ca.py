@@ -115,6 +115,7 @@ def put_latencies(ioc, count=200):
     monitor = ioc.pv("Press:Pressure-RB")  # same server, same circuit
     updates = []
     sub = monitor.subscribe(data_type=ChannelType.TIME_DOUBLE)
+
     def on_update(sub, response):
         updates.append(response)
 
@@ -139,7 +140,7 @@ def test_put_with_callback_while_monitoring_has_no_nagle_stalls(ioc):
 
 def test_sigint_stops_the_ioc_cleanly(ca_context):
     running = start_ioc(ca_context)
-    running.process.send_signal(signal.SIGINT)
+    running.process.send_signal(signal.SIGINT)  # as Ctrl-C in its own terminal
     assert running.process.wait(timeout=10) == 0
     assert stop_ioc(running) == 0
 
@@ -149,7 +150,9 @@ def test_bad_cell_file_is_refused_before_serving(tmp_path):
     bad.write_text('[cell]\nname = "x"\n')
     result = subprocess.run(
         [sys.executable, "-m", "ssb_ioc.cli", "--cell", str(bad)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "cell.chemistry: missing" in result.stderr

@@ -20,7 +20,9 @@ def li():
 
 
 def pressurised(params, pressure=100.0, seed=0, settle=5.0):
+    """A rig with a tared load cell, settled at ``pressure``."""
     rig = Rig(params, seed=seed)
+    rig.tare()
     rig.set_mode("Pressure")
     rig.set_pressure(pressure)
     rig.advance(settle)
@@ -411,6 +413,7 @@ def test_bad_limits_and_gains_are_refused(si):
 
 def test_tare_refused_under_load(si):
     rig = pressurised(si, pressure=50.0)
+    before = rig.load_cell.tare_offset
     with pytest.raises(RigError, match="Off first"):
         rig.tare()
-    assert rig.load_cell.tare_offset == 0.0
+    assert rig.load_cell.tare_offset == before

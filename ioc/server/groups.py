@@ -47,7 +47,7 @@ class PressGroup(RigPVGroup):
     force_rb = reading("Force-RB", "kN", -100.0, 100.0, "Measured force")
     position_rb = reading("Position-RB", "um", -1e5, 1e5, "Platen travel", precision=2)
     gap_rb = reading("Gap-RB", "um", -1e5, 1e5, "Distance between platens", precision=2)
-    mode_sp = choice("Mode-SP", MODES, "Press mode: Off | Pressure | Gap")
+    mode_sp = choice("Mode-SP", MODES, "Press mode: Off, Pressure or Gap")
     mode_rb = choice("Mode-RB", MODES, "Press mode in effect", read_only=True)
     ramp_rate_sp = setting("RampRate-SP", "MPa/s", 0.0, 50.0, "Ramp rate, 0 = step")
     max_pressure_sp = setting("MaxPressure-SP", "MPa", 0.0, 400.0, "Setpoint limit")
@@ -208,7 +208,7 @@ class RigIOC(RigPVGroup):
         "Rig:Interlock-RB", ["OK", "Tripped"], "Latched interlock", read_only=True
     )
     interlock_reason_rb = text("Rig:InterlockReason-RB", "Why the interlock tripped")
-    interlock_reset_cmd = command("Rig:InterlockReset-Cmd", "Clear a cleared trip")
+    interlock_reset_cmd = command("Rig:InterlockReset-Cmd", "Clear a trip whose condition is gone")
 
     def __init__(self, *args, backend: Rig, speed: float = 1.0, source: str = "", **kwargs):
         self.backend = backend

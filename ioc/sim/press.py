@@ -151,7 +151,8 @@ class Press:
             if self.mode != Mode.PRESSURE:
                 done = self._run_open_loop(n)
             elif self.allow_linear and self._linear_ok():
-                m = n if (self.settled and not self.ramping) else min(n, chunk)
+                # Settling is timed in chunks; a ramp or a settled hold runs to the block end.
+                m = n if (self.settled or self.ramping) else min(n, chunk)
                 m = min(m, self._steps_to_ramp_end())
                 done = m if self._run_linear(m) else self._run_fine(min(m, _FINE_BLOCK))
             else:

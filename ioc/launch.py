@@ -1,0 +1,131 @@
+"""Start ``ssb-ioc`` as a subprocess on loopback: free ports, random prefix, readiness.
+
+Used by the tests, the benchmarks and ``ssb demo``. Channel Access is kept on loopback
+with non-default ports so that runs on one machine never see each other's PVs.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+
+
+def free_port_pair(host: str = "127.0.0.1") -> int:
+    """A port free for TCP and UDP whose successor is free for UDP (the repeater/beacons)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port > 65000:
+            continue
+        try:
+            for p in (port, port + 1):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                    u.bind((host, p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair on loopback")
+
+
+def loopback_ca_env(port: int) -> dict[str, str]:
+    """EPICS environment for client and server: loopback only, on ``port``."""
+    return {
+        "EPICS_CA_ADDR_LIST": "127.0.0.1",
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CA_SERVER_PORT": str(port),
+        "EPICS_CA_REPEATER_PORT": str(port + 1),
+        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_CAS_BEACON_PORT": str(port + 1),
+    }
+
+
+def random_prefix(stem: str = "T") -> str:
+    return f"{stem}{uuid.uuid4().hex[:8]}:"
+
+
+class IOCProcess:
+    """An ``ssb-ioc`` subprocess; ``start()`` returns once its PVs are live.
+
+    Use as a context manager; leaving it sends SIGTERM (then SIGKILL after a timeout),
+    so no process is left behind.
+    """
+
+    def __init__(
+        self,
+        prefix: str | None = None,
+        *,
+        cell: str = "si-nmc",
+        speed: float = 1.0,
+        seed: int | None = None,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ):
+        self.prefix = prefix or random_prefix()
+        self.args = ["--prefix", self.prefix, "--cell", cell, "--speed", str(speed)]
+        if seed is not None:
+            self.args += ["--seed", str(seed)]
+        self.args += list(extra_args)
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen | None = None
+        self.stderr = ""
+        self._log = None
+
+    def start(self, timeout: float = 20.0) -> IOCProcess:
+        self._log = tempfile.TemporaryFile(mode="w+")  # a file cannot fill up like a pipe
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ssb_ioc.cli", *self.args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, we stop the IOC
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # the IOC prints "ready" once its PVs are live
+            readable, _, _ = select.select([self.process.stdout], [], [], 0.2)
+            if readable and "ready" in self.process.stdout.readline():
+                return self
+            if self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(
+                    f"ssb-ioc exited with {self.process.returncode}: {self.stderr.strip()}"
+                )
+        self.stop()
+        raise RuntimeError(f"ssb-ioc was not ready within {timeout:g} s: {self.stderr.strip()}")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, wait, then SIGKILL if needed; returns the exit code."""
+        process = self.process
+        if process is None:
+            return 0
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout and not process.stdout.closed:
+            process.stdout.close()
+        if self._log is not None and not self._log.closed:
+            self._log.seek(0)
+            self.stderr = self._log.read()
+            self._log.close()
+        return process.returncode
+
+    def __enter__(self) -> IOCProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
