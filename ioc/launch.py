@@ -82,7 +82,8 @@ class IOCProcess:
         self._log = None
 
     def start(self, timeout: float = 20.0) -> IOCProcess:
-        self._log = tempfile.TemporaryFile(mode="w+")  # a file cannot fill up like a pipe
+        # stderr to a file (closed in stop()): a file cannot fill up and block like a pipe
+        self._log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ssb_ioc.cli", *self.args],
             env=self.env,

@@ -1,6 +1,7 @@
 """Cell files: presets load, and every kind of bad file is refused naming the key."""
 
 import pytest
+
 from ssb_ioc.sim import CellFileError, load_cell_file, preset_names
 from ssb_ioc.sim.params import SECTIONS
 

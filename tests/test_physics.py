@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+
 from ssb_ioc.sim import Cell, Epid, Mode, Rig, RigError, load_cell_file, ocv
 from ssb_ioc.sim.cell import OCV_TABLES
 

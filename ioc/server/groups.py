@@ -11,6 +11,7 @@ import time
 
 from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import SubGroup
+
 from ssb_ioc.sim import Mode, Rig, RigError
 
 from .pvs import RigPVGroup, choice, command, limits, publish, reading, setting, text
