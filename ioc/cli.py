@@ -58,8 +58,8 @@ async def serve(ioc: RigIOC, interfaces: list[str], nodelay: bool = True) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if not args.speed > 0:
-        print(f"ssb-ioc: --speed must be > 0, got {args.speed}", file=sys.stderr)
+    if not 0 < args.speed <= 1e5:
+        print(f"ssb-ioc: --speed must be in (0, 100000], got {args.speed}", file=sys.stderr)
         return 2
     try:
         params = load_cell_file(args.cell)

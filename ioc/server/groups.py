@@ -19,6 +19,7 @@ from .pvs import RigPVGroup, choice, command, limits, publish, reading, setting,
 MODES = [m.name.title() for m in Mode]  # Off, Pressure, Gap
 NO_YES = ["No", "Yes"]
 SCAN_PERIOD = 0.05  # s of wall time between simulation advances and readback updates
+TICK_BUDGET = 0.04  # s of wall time the simulation may use per scan
 
 
 class PressGroup(RigPVGroup):
@@ -179,6 +180,7 @@ class RigIOC(RigPVGroup):
 
     Time-RB            s     experiment time on the rig's clock
     Speed-SP           x     speed factor of the clock (1 = real time)
+    ActualSpeed-RB     x     speed achieved (lower if the simulation cannot keep up)
     Area-RB            cm^2  cell area (pressure = force / area)
     Cell-RB                  cell file or preset in use
     CellVoltage-RB     V     cell terminal voltage
@@ -196,7 +198,8 @@ class RigIOC(RigPVGroup):
     load_cell = SubGroup(LoadCellGroup, prefix="LC:")
 
     time_rb = reading("Rig:Time-RB", "s", 0.0, 1e12, "Experiment time", precision=3)
-    speed_sp = setting("Rig:Speed-SP", "x", 0.001, 1e6, "Clock speed factor")
+    speed_sp = setting("Rig:Speed-SP", "x", 0.001, 1e5, "Clock speed factor")
+    actual_speed_rb = reading("Rig:ActualSpeed-RB", "x", 0.0, 1e6, "Speed achieved", precision=1)
     area_rb = reading("Rig:Area-RB", "cm^2", 0.0, 100.0, "Cell area", precision=4)
     cell_rb = text("Rig:Cell-RB", "Cell file or preset")
     voltage_rb = reading("Rig:CellVoltage-RB", "V", -10.0, 10.0, "Cell voltage", precision=4)
@@ -217,6 +220,7 @@ class RigIOC(RigPVGroup):
         self.source = source
         self._moves: list[asyncio.Future] = []
         self._reported_trip = ""
+        self._actual_speed = speed
         self._last_wall = time.monotonic()
         super().__init__(*args, **kwargs)
 
@@ -279,10 +283,22 @@ class RigIOC(RigPVGroup):
         await self.cell_rb.write(self.source or p.cell.name)
 
     async def tick(self) -> None:
-        """Advance the simulation by the wall time elapsed times the speed factor."""
+        """Advance the simulation by the wall time elapsed times the speed factor.
+
+        The work per scan is capped (``TICK_BUDGET`` of wall time): if the simulation
+        cannot keep up with the speed factor, experiment time runs slower rather than
+        the IOC stop answering. ``Rig:ActualSpeed-RB`` shows the speed achieved.
+        """
         now = time.monotonic()
         elapsed, self._last_wall = now - self._last_wall, now
-        self.backend.advance(elapsed * self.speed)
+        wanted, done = elapsed * self.speed, 0.0
+        slice_ = max(1.0, wanted / 20)
+        while done < wanted and time.monotonic() - now < TICK_BUDGET:
+            step = min(slice_, wanted - done)
+            self.backend.advance(step)
+            done += step
+        if elapsed > 0:
+            self._actual_speed += 0.2 * (done / elapsed - self._actual_speed)
         await self.update_readbacks()
         self._resolve_moves()
 

@@ -248,6 +248,11 @@ def _check_consistency(p: RigParams) -> None:
             f"limits.max_setpoint: {lim.max_setpoint:g} MPa exceeds the load cell capacity "
             f"({capacity_mpa:.1f} MPa on {p.cell.area:g} cm^2)"
         )
+    if c.period < 1.0 / lc.sample_rate - 1e-12:
+        raise CellFileError(
+            "controller.period: the loop cannot run faster than the load cell "
+            f"samples ({lc.sample_rate:g} Hz)"
+        )
     if p.simulation.chunk > p.simulation.cell_step:
         raise CellFileError("simulation.chunk: must not exceed simulation.cell_step")
     if lim.ramp_rate > lim.max_ramp_rate:
