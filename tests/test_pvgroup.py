@@ -171,3 +171,18 @@ def test_tare_refused_under_load_and_accepted_when_off(ioc):
     run(go())
     assert ioc.load_cell.force_rb.value == 0.0
     assert ioc.load_cell.tare_offset_rb.value != 0.0
+
+
+def test_a_scan_that_cannot_keep_up_slows_the_clock_instead_of_blocking(ioc):
+    async def go():
+        await ioc.press.mode_sp.write("Pressure")
+        ioc.backend.press.allow_linear = False  # every loop period: ~500x real time
+        ioc.speed = 1e5
+        ioc._last_wall -= 0.05  # one scan period has passed
+        start = ioc.backend.time
+        await ioc.tick()
+        return ioc.backend.time - start
+
+    advanced = run(go())
+    assert 0 < advanced < 0.05 * 1e5
+    assert ioc.actual_speed_rb.value < 1e5
