@@ -1,1 +1,23 @@
-"""ophyd devices for the pressure-controlled ASSB rig (grows in the devices issue)."""
+"""ophyd devices for the pressure-controlled ASSB rig served by ``ssb-ioc``.
+
+Every device is built from the rig's PV prefix (``SSB:`` by default)::
+
+    from ssb_devices import Rig
+    rig = Rig("SSB:", name="rig")
+    rig.wait_for_connection()
+    rig.press.regulate().wait()
+    rig.press.set(100).wait()
+"""
+
+from .press import MODES, Press, PressureRejected, RigDisconnected
+from .rig import ExperimentClock, LoadCell, Rig
+
+__all__ = [
+    "MODES",
+    "ExperimentClock",
+    "LoadCell",
+    "Press",
+    "PressureRejected",
+    "Rig",
+    "RigDisconnected",
+]

@@ -1,0 +1,67 @@
+"""Open the run catalog: a local directory (embedded Tiled SQL catalog) or a Tiled server.
+
+Both paths give the same client, a databroker-style ``CatalogOfBlueskyRuns``:
+``catalog[-1]``, ``catalog[uid]``, ``catalog.search(Key("cell_id") == "A1")``,
+``run.primary.read()`` and ``catalog.v1[...]`` all work on either.
+
+The local catalog keeps its run index in ``catalog.db`` and the event tables in
+``tables.db`` (both SQLite, so a second process can read while one writes) and arrays in
+``data/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+CATALOG_ENV = "SSB_CATALOG"
+API_KEY_ENV = "SSB_CATALOG_API_KEY"
+_ROOT_SPECS = [{"name": "CatalogOfBlueskyRuns", "version": "3.0"}]
+
+
+def default_location() -> str:
+    """``$SSB_CATALOG``, else ``$XDG_DATA_HOME/ssb-bluesky/catalog`` (~/.local/share/...)."""
+    if os.environ.get(CATALOG_ENV):
+        return os.environ[CATALOG_ENV]
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return str(Path(data_home) / "ssb-bluesky" / "catalog")
+
+
+def is_server(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+def open_catalog(location: str | os.PathLike | None = None, api_key: str | None = None):
+    """The catalog at ``location`` (directory or ``http(s)://`` Tiled URL).
+
+    A directory is created and initialised on first use. For a server, the API key
+    comes from ``api_key`` or ``$SSB_CATALOG_API_KEY``.
+    """
+    location = str(location or default_location())
+    if is_server(location):
+        from tiled.client import from_uri
+
+        return from_uri(location, api_key=api_key or os.environ.get(API_KEY_ENV))
+    return _open_local(Path(location).expanduser())
+
+
+def _open_local(directory: Path):
+    from tiled.catalog import from_uri
+    from tiled.client import Context, from_context
+    from tiled.server.app import build_app
+
+    logging.getLogger("tiled.server.app").setLevel(logging.WARNING)  # no banner per open
+
+    (directory / "data").mkdir(parents=True, exist_ok=True)
+    index = directory / "catalog.db"
+    adapter = from_uri(
+        f"sqlite:///{index}",
+        writable_storage=[str(directory / "data"), f"sqlite:///{directory / 'tables.db'}"],
+        init_if_not_exists=not index.exists(),  # initialising spawns a process: once only
+        specs=_ROOT_SPECS,
+    )
+    with warnings.catch_warnings():  # tiled's in-process transport; not the user's concern
+        warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
+        return from_context(Context.from_app(build_app(adapter)))

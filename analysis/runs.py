@@ -1,0 +1,80 @@
+"""List, search and describe runs in the catalog (``ssb runs``, ``ssb show``)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+SEARCH_KEYS = ("cell_id", "purpose", "plan_name", "operator")
+
+
+def search(catalog, **criteria: Any):
+    """The runs whose start document matches every ``key=value`` given."""
+    from tiled.queries import Key
+
+    for key, value in criteria.items():
+        if value is not None:
+            catalog = catalog.search(Key(key) == value)
+    return catalog
+
+
+def _when(start: Mapping[str, Any]) -> str:
+    return datetime.datetime.fromtimestamp(start.get("time", 0)).strftime("%Y-%m-%d %H:%M")
+
+
+def summarize(runs: Iterable[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        start, stop = run.start, run.stop or {}
+        rows.append({
+            "scan_id": start.get("scan_id", ""),
+            "uid": start["uid"][:8],
+            "time": _when(start),
+            "plan": start.get("plan_name", ""),
+            "cell_id": start.get("cell_id", ""),
+            "purpose": start.get("purpose", ""),
+            "status": stop.get("exit_status", "running"),
+            "events": sum((stop.get("num_events") or {}).values()),
+        })
+    return rows
+
+
+def latest(catalog, limit: int) -> list[Any]:
+    """The ``limit`` most recent runs, newest first."""
+    count = len(catalog)
+    return [catalog[-k] for k in range(1, min(limit, count) + 1)]
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no runs match"
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+def describe(run) -> str:
+    """Metadata, streams (with units and row counts) and outcome of one run."""
+    start, stop = run.start, run.stop or {}
+    lines = [f"run {start['uid']}  scan_id {start.get('scan_id')}  {_when(start)}"]
+    for key in ("plan_name", "plan_args", "purpose", "operator", "cell_id", "rig_prefix"):
+        if key in start:
+            lines.append(f"  {key}: {start[key]}")
+    cell = start.get("cell") or {}
+    for key, value in cell.items():
+        lines.append(f"  cell.{key}: {value}")
+    outcome = stop.get("exit_status", "running (no stop document yet)")
+    reason = stop.get("reason")
+    lines.append(f"  exit_status: {outcome}" + (f" ({reason})" if reason else ""))
+    for name in run:
+        stream = run[name]
+        keys = stream.descriptors[0]["data_keys"] if stream.descriptors else {}
+        rows = (stop.get("num_events") or {}).get(name, "?")
+        lines.append(f"stream {name}: {rows} events")
+        for key, info in keys.items():
+            unit = info.get("units") or ""
+            lines.append(f"  {key:32s} {info.get('dtype', ''):8s} {unit}")
+    return "\n".join(lines)

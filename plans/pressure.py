@@ -1,0 +1,202 @@
+"""Pressure plans: set, ramp, hold and step the stack pressure, recording as they go.
+
+Durations and recording intervals are experiment time, kept by the rig's clock (the
+IOC); nothing here sleeps. Recording resolves to the IOC's update period times the speed
+factor (50 ms x speed), and every reading carries the rig's own clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from bluesky.protocols import Readable
+from bluesky.utils import MsgGenerator
+
+from ssb_devices import Rig
+
+from .metadata import validate_run_metadata
+
+
+def start_metadata(rig: Rig, plan_name: str, plan_args: dict[str, Any],
+                   md: dict[str, Any] | None, detectors: Sequence[Readable] = ()) -> dict:
+    """The start document a plan asks for (checked for what it already contains)."""
+    _md = {
+        "plan_name": plan_name,
+        "plan_args": plan_args,
+        "rig_prefix": rig.prefix,
+        "detectors": [rig.name, *(d.name for d in detectors)],
+        "hints": {"dimensions": [([rig.clock.time.name], "primary")]},
+    }
+    _md.update(md or {})
+    validate_run_metadata(_md, partial=True)
+    return _md
+
+
+# --- stubs -------------------------------------------------------------------------------
+
+
+def record(rig: Rig, detectors: Sequence[Readable] = ()) -> MsgGenerator:
+    """A checkpoint, then one reading of the rig (and any detectors) into the primary
+    stream. The checkpoint is where a pause or a suspension resumes from."""
+    yield from bps.checkpoint()
+    return (yield from bps.trigger_and_read([rig, *detectors]))
+
+
+def wait_until(rig: Rig, experiment_time: float) -> MsgGenerator:
+    """Wait until the rig's clock reads ``experiment_time`` seconds."""
+    yield from bps.abs_set(rig.clock, experiment_time, wait=True)
+
+
+def regulate(rig: Rig) -> MsgGenerator:
+    """Put the press in Pressure mode (holding what it measures now) if it is not."""
+    mode = yield from bps.rd(rig.press.mode)
+    if mode != "Pressure":
+        yield from bps.mv(rig.press.mode, "Pressure")
+
+
+def move_recording(rig: Rig, pressure: float, interval: float,
+                   detectors: Sequence[Readable] = ()) -> MsgGenerator:
+    """Move to ``pressure`` (at the press's ramp rate), recording every ``interval`` s of
+    experiment time until the IOC reports the pressure settled."""
+    yield from regulate(rig)
+    status = yield from bps.abs_set(rig.press, pressure, group="ssb-move")
+    while not status.done:
+        now = yield from bps.rd(rig.clock.time)
+        yield from record(rig, detectors)
+        yield from wait_until(rig, now + interval)
+    yield from bps.wait(group="ssb-move")  # raises if the IOC refused or the link died
+    yield from record(rig, detectors)
+
+
+def hold_recording(rig: Rig, duration: float, interval: float,
+                   detectors: Sequence[Readable] = ()) -> MsgGenerator:
+    """Let ``duration`` s of experiment time pass, recording every ``interval`` s."""
+    start = yield from bps.rd(rig.clock.time)
+    ticks = max(1, round(duration / interval))
+    for k in range(1, ticks + 1):
+        yield from wait_until(rig, start + min(k * interval, duration))
+        yield from record(rig, detectors)
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name}: expected a positive number of seconds or MPa/s, "
+                         f"got {value!r}")
+
+
+def _check_pressure(rig: Rig, pressure: float) -> None:
+    rig.press.check_value(pressure)
+
+
+# --- plans -------------------------------------------------------------------------------
+
+
+def set_pressure(rig: Rig, pressure: float, *, detectors: Sequence[Readable] = (),
+                 md: dict[str, Any] | None = None) -> MsgGenerator[str]:
+    """Go to ``pressure`` MPa (a step, or a ramp at the press's ramp rate) and record the
+    rig before and after; returns the run uid once the pressure has settled."""
+    _check_pressure(rig, pressure)
+    _md = start_metadata(rig, "set_pressure", {"pressure": pressure}, md, detectors)
+
+    @bpp.stage_decorator([rig, *detectors])
+    @bpp.run_decorator(md=_md)
+    def inner():
+        yield from record(rig, detectors)
+        yield from regulate(rig)
+        yield from bps.mv(rig.press, pressure)
+        yield from record(rig, detectors)
+
+    return (yield from inner())
+
+
+def ramp_pressure(rig: Rig, pressure: float, rate: float, *, interval: float = 10.0,
+                  detectors: Sequence[Readable] = (),
+                  md: dict[str, Any] | None = None) -> MsgGenerator[str]:
+    """Ramp to ``pressure`` MPa at ``rate`` MPa/s, recording every ``interval`` s of
+    experiment time; the press's previous ramp rate is restored afterwards."""
+    _check_pressure(rig, pressure)
+    _check_positive("rate", rate)
+    _check_positive("interval", interval)
+    args = {"pressure": pressure, "rate": rate, "interval": interval}
+    _md = start_metadata(rig, "ramp_pressure", args, md, detectors)
+
+    @bpp.stage_decorator([rig, *detectors])
+    @bpp.run_decorator(md=_md)
+    def inner():
+        previous = yield from bps.rd(rig.press.ramp_rate)
+
+        def restore():
+            yield from bps.mv(rig.press.ramp_rate, previous)
+
+        def ramp():
+            yield from bps.mv(rig.press.ramp_rate, rate)
+            yield from move_recording(rig, pressure, interval, detectors)
+
+        yield from bpp.finalize_wrapper(ramp(), restore())
+
+    return (yield from inner())
+
+
+def hold_pressure(rig: Rig, duration: float, *, pressure: float | None = None,
+                  interval: float = 60.0, detectors: Sequence[Readable] = (),
+                  md: dict[str, Any] | None = None) -> MsgGenerator[str]:
+    """Hold the pressure for ``duration`` s of experiment time (going to ``pressure`` MPa
+    first if given), recording every ``interval`` s; the IOC's loop does the holding."""
+    if pressure is not None:
+        _check_pressure(rig, pressure)
+    _check_positive("duration", duration)
+    _check_positive("interval", interval)
+    args = {"duration": duration, "pressure": pressure, "interval": interval}
+    _md = start_metadata(rig, "hold_pressure", args, md, detectors)
+
+    @bpp.stage_decorator([rig, *detectors])
+    @bpp.run_decorator(md=_md)
+    def inner():
+        if pressure is None:
+            yield from regulate(rig)
+            yield from record(rig, detectors)
+        else:
+            yield from move_recording(rig, pressure, interval, detectors)
+        yield from hold_recording(rig, duration, interval, detectors)
+
+    return (yield from inner())
+
+
+def pressure_steps(rig: Rig, pressures: Sequence[float], hold: float, *,
+                   rate: float | None = None, interval: float = 60.0,
+                   detectors: Sequence[Readable] = (),
+                   md: dict[str, Any] | None = None) -> MsgGenerator[str]:
+    """Step through ``pressures`` (MPa), holding ``hold`` s of experiment time at each,
+    in one run; with ``rate`` (MPa/s) each step is a ramp."""
+    pressures = list(pressures)
+    if not pressures:
+        raise ValueError("pressures: give at least one pressure")
+    for p in pressures:
+        _check_pressure(rig, p)
+    _check_positive("hold", hold)
+    _check_positive("interval", interval)
+    if rate is not None:
+        _check_positive("rate", rate)
+    args = {"pressures": pressures, "hold": hold, "rate": rate, "interval": interval}
+    _md = start_metadata(rig, "pressure_steps", args, md, detectors)
+
+    @bpp.stage_decorator([rig, *detectors])
+    @bpp.run_decorator(md=_md)
+    def inner():
+        previous = yield from bps.rd(rig.press.ramp_rate)
+
+        def steps():
+            yield from bps.mv(rig.press.ramp_rate, rate or 0.0)
+            for p in pressures:
+                yield from move_recording(rig, p, interval, detectors)
+                yield from hold_recording(rig, hold, interval, detectors)
+
+        def restore():
+            yield from bps.mv(rig.press.ramp_rate, previous)
+
+        yield from bpp.finalize_wrapper(steps(), restore())
+
+    return (yield from inner())

@@ -1,0 +1,97 @@
+"""The load cell, the rig's experiment clock and the composite rig device."""
+
+from __future__ import annotations
+
+import threading
+
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
+from ophyd.status import Status
+
+from .press import Press, RigDisconnected
+
+
+class LoadCell(Device):
+    """Strain-gauge load cell (kN), built from the rig prefix."""
+
+    force = Cpt(EpicsSignalRO, "LC:Force-RB", kind=Kind.hinted)
+    signal = Cpt(EpicsSignalRO, "LC:Signal-RB", kind=Kind.normal)
+    overload = Cpt(EpicsSignalRO, "LC:Overload-RB", string=True, kind=Kind.normal)
+    capacity = Cpt(EpicsSignalRO, "LC:Capacity-RB", kind=Kind.config)
+    sensitivity = Cpt(EpicsSignalRO, "LC:Sensitivity-RB", kind=Kind.config)
+    sample_rate = Cpt(EpicsSignalRO, "LC:SampleRate-RB", kind=Kind.config)
+    tare_offset = Cpt(EpicsSignalRO, "LC:TareOffset-RB", kind=Kind.config)
+    tare_cmd = Cpt(EpicsSignal, "LC:Tare-Cmd", kind=Kind.omitted, put_complete=True)
+
+    def tare(self):
+        """Zero the reading (the IOC accepts it only with the press Off and unloaded)."""
+        return self.tare_cmd.set(1)
+
+
+class ExperimentClock(Device):
+    """The rig's clock: experiment time in seconds, owned by the IOC.
+
+    ``set(t)`` does not change the time: its status completes once the rig's clock has
+    reached ``t`` (so ``bps.abs_set(rig.clock, t, wait=True)`` waits on experiment time,
+    whatever the speed factor). Waits resolve to the IOC's update period times the
+    speed factor.
+    """
+
+    time = Cpt(EpicsSignalRO, "Rig:Time-RB", kind=Kind.normal, auto_monitor=True)
+    speed = Cpt(EpicsSignal, "Rig:Speed-SP", kind=Kind.config)
+    actual_speed = Cpt(EpicsSignalRO, "Rig:ActualSpeed-RB", kind=Kind.omitted)
+
+    def set(self, target: float) -> Status:
+        status = Status(obj=self)
+        lock = threading.Lock()
+
+        def finish(exc: Exception | None = None) -> None:
+            with lock:
+                if status.done:
+                    return
+                self.time.clear_sub(on_time)
+                self.time.clear_sub(on_meta)
+                if exc is None:
+                    status.set_finished()
+                else:
+                    status.set_exception(exc)
+
+        def on_time(value=None, **kwargs):
+            if value is not None and value >= target:
+                finish()
+
+        def on_meta(connected=True, **kwargs):
+            if not connected:
+                finish(RigDisconnected(f"{self.name}: lost {self.time.pvname} while waiting "
+                                       f"for experiment time {target:g} s; is the IOC running?"))
+
+        self.time.subscribe(on_meta, event_type="meta", run=False)
+        self.time.subscribe(on_time, run=True)
+        return status
+
+
+class Rig(Device):
+    """The pressure-controlled ASSB rig: press, load cell, clock, cell and interlock.
+
+    >>> rig = Rig("SSB:", name="rig")
+    >>> rig.wait_for_connection()
+    """
+
+    press = Cpt(Press, "")
+    load_cell = Cpt(LoadCell, "")
+    clock = Cpt(ExperimentClock, "")
+    voltage = Cpt(EpicsSignalRO, "Rig:CellVoltage-RB", kind=Kind.normal)
+    current = Cpt(EpicsSignal, "Rig:CellCurrent-SP", kind=Kind.normal)
+    interlock = Cpt(EpicsSignalRO, "Rig:Interlock-RB", string=True, kind=Kind.normal)
+    area = Cpt(EpicsSignalRO, "Rig:Area-RB", kind=Kind.config)
+    cell = Cpt(EpicsSignalRO, "Rig:Cell-RB", string=True, kind=Kind.config)
+    status_text = Cpt(EpicsSignalRO, "Rig:Status-RB", string=True, kind=Kind.omitted)
+    message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted)
+    interlock_reason = Cpt(EpicsSignalRO, "Rig:InterlockReason-RB", string=True,
+                           kind=Kind.omitted)
+    interlock_reset_cmd = Cpt(EpicsSignal, "Rig:InterlockReset-Cmd", kind=Kind.omitted,
+                              put_complete=True)
+
+    def reset_interlock(self):
+        """Clear a latched trip once its condition is gone (the IOC checks)."""
+        return self.interlock_reset_cmd.set(1)
