@@ -27,16 +27,18 @@ def summarize(runs: Iterable[Any]) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
         start, stop = run.start, run.stop or {}
-        rows.append({
-            "scan_id": start.get("scan_id", ""),
-            "uid": start["uid"][:8],
-            "time": _when(start),
-            "plan": start.get("plan_name", ""),
-            "cell_id": start.get("cell_id", ""),
-            "purpose": start.get("purpose", ""),
-            "status": stop.get("exit_status", "running"),
-            "events": sum((stop.get("num_events") or {}).values()),
-        })
+        rows.append(
+            {
+                "scan_id": start.get("scan_id", ""),
+                "uid": start["uid"][:8],
+                "time": _when(start),
+                "plan": start.get("plan_name", ""),
+                "cell_id": start.get("cell_id", ""),
+                "purpose": start.get("purpose", ""),
+                "status": stop.get("exit_status", "running"),
+                "events": sum((stop.get("num_events") or {}).values()),
+            }
+        )
     return rows
 
 

@@ -1,8 +1,8 @@
 """``ssb``: the demo, and the catalog from the shell.
 
-    ssb demo                 run an accelerated experiment on the simulated rig
-    ssb runs [--cell-id ID]  list (and search) runs in the catalog
-    ssb show RUN             a run's metadata and streams (RUN: scan id, uid or -1)
+ssb demo                 run an accelerated experiment on the simulated rig
+ssb runs [--cell-id ID]  list (and search) runs in the catalog
+ssb show RUN             a run's metadata and streams (RUN: scan id, uid or -1)
 """
 
 from __future__ import annotations
@@ -21,11 +21,16 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="accelerated experiment on the simulated rig")
     demo.add_argument("--catalog", help=catalog_help)
-    demo.add_argument("--speed", type=float, default=600.0,
-                      help="simulation speed factor (default 600)")
+    demo.add_argument(
+        "--speed", type=float, default=600.0, help="simulation speed factor (default 600)"
+    )
     demo.add_argument("--cell", default="si-nmc", help="cell preset or file")
-    demo.add_argument("--hold", type=float, default=3600.0,
-                      help="hold at 100 MPa, seconds of experiment time (default 3600)")
+    demo.add_argument(
+        "--hold",
+        type=float,
+        default=3600.0,
+        help="hold at 100 MPa, seconds of experiment time (default 3600)",
+    )
 
     runs = sub.add_parser("runs", help="list and search runs")
     runs.add_argument("--catalog", help=catalog_help)
@@ -52,12 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         if not 0 < args.speed <= 1e5:
-            print(f"ssb demo: --speed must be in (0, 100000], got {args.speed}",
-                  file=sys.stderr)
+            print(f"ssb demo: --speed must be in (0, 100000], got {args.speed}", file=sys.stderr)
             return 2
         try:
-            return run_demo(speed=args.speed, catalog=args.catalog, cell=args.cell,
-                            hold=args.hold)
+            return run_demo(speed=args.speed, catalog=args.catalog, cell=args.cell, hold=args.hold)
         except KeyboardInterrupt:
             print("ssb demo: interrupted", file=sys.stderr)
             return 130
@@ -65,14 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "runs":
         criteria = {key: getattr(args, key) for key in run_listing.SEARCH_KEYS}
         found = run_listing.search(catalog, **criteria)
-        print(run_listing.format_table(run_listing.summarize(
-            run_listing.latest(found, args.limit))))
+        print(
+            run_listing.format_table(run_listing.summarize(run_listing.latest(found, args.limit)))
+        )
         return 0
     try:
         run = _lookup(catalog, args.run)
     except KeyError:
-        print(f"ssb show: no run {args.run!r} in {args.catalog or default_location()}",
-              file=sys.stderr)
+        print(
+            f"ssb show: no run {args.run!r} in {args.catalog or default_location()}",
+            file=sys.stderr,
+        )
         return 1
     print(run_listing.describe(run))
     return 0

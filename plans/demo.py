@@ -35,16 +35,30 @@ DEMO_CELL = {
 }
 
 
-def demo_experiment(rig: Rig, *, peak: float = 100.0, ramp_rate: float = 1.0,
-                    hold: float = 3600.0, steps: Sequence[float] = (75.0, 50.0, 25.0),
-                    step_hold: float = 600.0, current: float = 1e-3,
-                    interval: float = 60.0,
-                    md: dict[str, Any] | None = None) -> MsgGenerator[str]:
+def demo_experiment(
+    rig: Rig,
+    *,
+    peak: float = 100.0,
+    ramp_rate: float = 1.0,
+    hold: float = 3600.0,
+    steps: Sequence[float] = (75.0, 50.0, 25.0),
+    step_hold: float = 600.0,
+    current: float = 1e-3,
+    interval: float = 60.0,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
     """One run: ramp to ``peak`` MPa at ``ramp_rate`` MPa/s, hold ``hold`` s while the
     cell charges at ``current`` A, then step down through ``steps`` holding ``step_hold``
     s at each; recording every ``interval`` s of experiment time."""
-    args = {"peak": peak, "ramp_rate": ramp_rate, "hold": hold, "steps": list(steps),
-            "step_hold": step_hold, "current": current, "interval": interval}
+    args = {
+        "peak": peak,
+        "ramp_rate": ramp_rate,
+        "hold": hold,
+        "steps": list(steps),
+        "step_hold": step_hold,
+        "current": current,
+        "interval": interval,
+    }
     _md = start_metadata(rig, "demo_experiment", args, md)
 
     @bpp.stage_decorator([rig])
@@ -85,9 +99,11 @@ class Progress:
         self.t0 = t if self.t0 is None else self.t0
         done = min((t - self.t0) / self.planned, 1.0)
         bar = "#" * int(done * 30)
-        line = (f"[{bar:<30s}] {done:4.0%}  t={(t - self.t0) / 3600:5.2f} h  "
-                f"P={data['rig_press_readback']:7.2f} MPa  gap={data['rig_press_gap']:7.2f} um"
-                f"  V={data['rig_voltage']:.3f} V")
+        line = (
+            f"[{bar:<30s}] {done:4.0%}  t={(t - self.t0) / 3600:5.2f} h  "
+            f"P={data['rig_press_readback']:7.2f} MPa  gap={data['rig_press_gap']:7.2f} um"
+            f"  V={data['rig_voltage']:.3f} V"
+        )
         if self.tty:
             self.stream.write("\r" + line)
         elif int(done * 10) > self.shown:
@@ -111,16 +127,21 @@ def summary(run, peak: float) -> str:
     lines = [f"  {len(t)} readings over {(t[-1] - t[0]) / 3600:.2f} h of experiment time"]
     if held.any():
         err = p[held] - peak
-        lines.append(f"  hold at {peak:g} MPa while charging: pressure error "
-                     f"{math.sqrt((err**2).mean()):.3f} MPa RMS, "
-                     f"{abs(err).max():.3f} MPa peak")
-        lines.append(f"  the cell breathed: gap grew {gap[held].max() - gap[held].min():.2f} um "
-                     "at constant pressure")
+        lines.append(
+            f"  hold at {peak:g} MPa while charging: pressure error "
+            f"{math.sqrt((err**2).mean()):.3f} MPa RMS, "
+            f"{abs(err).max():.3f} MPa peak"
+        )
+        lines.append(
+            f"  the cell breathed: gap grew {gap[held].max() - gap[held].min():.2f} um "
+            "at constant pressure"
+        )
     return "\n".join(lines)
 
 
-def run_demo(*, speed: float = 600.0, catalog: str | None = None, cell: str = "si-nmc",
-             hold: float = 3600.0) -> int:
+def run_demo(
+    *, speed: float = 600.0, catalog: str | None = None, cell: str = "si-nmc", hold: float = 3600.0
+) -> int:
     """Run the demo; returns a process exit code."""
     from bluesky.utils import RunEngineInterrupted
 
@@ -129,13 +150,18 @@ def run_demo(*, speed: float = 600.0, catalog: str | None = None, cell: str = "s
     wall0 = time.monotonic()
     env = loopback_ca_env(free_port_pair())
     os.environ.update(env)  # this process's CA client talks to our IOC only
-    print(f"ssb demo: starting the simulated rig (cell {cell}, x{speed:g} real time, "
-          f"Channel Access on 127.0.0.1:{env['EPICS_CA_SERVER_PORT']})", flush=True)
+    print(
+        f"ssb demo: starting the simulated rig (cell {cell}, x{speed:g} real time, "
+        f"Channel Access on 127.0.0.1:{env['EPICS_CA_SERVER_PORT']})",
+        flush=True,
+    )
     with IOCProcess(env=env, cell=cell, speed=speed, seed=0) as ioc:
+        print(f"ssb demo: IOC pid {ioc.process.pid}, PV prefix {ioc.prefix}", flush=True)
         session = start_session(catalog, progress=False)
         print(f"ssb demo: catalog {session.location}", flush=True)
         session.describe_experiment(
-            cell={**DEMO_CELL, "preset": cell}, purpose="material analysis",
+            cell={**DEMO_CELL, "preset": cell},
+            purpose="material analysis",
             operator=getpass.getuser() or "demo",
         )
         rig = Rig(ioc.prefix, name="rig")
@@ -149,19 +175,25 @@ def run_demo(*, speed: float = 600.0, catalog: str | None = None, cell: str = "s
         except RunEngineInterrupted:
             progress.close()
             session.RE.abort(reason="interrupted by the user (Ctrl-C)")
-            print("ssb demo: interrupted; the run was closed as aborted, its data kept",
-                  file=sys.stderr)
+            print(
+                "ssb demo: interrupted; the run was closed as aborted, its data kept",
+                file=sys.stderr,
+            )
             return 130
         finally:
             session.RE.unsubscribe(token)
         progress.close()
         run = session.catalog[uid]
-        print(f"ssb demo: run {uid} (scan {run.start['scan_id']}) stored, "
-              f"exit status {run.stop['exit_status']}")
+        print(
+            f"ssb demo: run {uid} (scan {run.start['scan_id']}) stored, "
+            f"exit status {run.stop['exit_status']}"
+        )
         print(summary(run, peak=100.0))
         rig.destroy()
     print(f"ssb demo: done in {time.monotonic() - wall0:.1f} s wall time. Read it back:")
     print(f"  ssb show {uid[:8]} --catalog {session.location}")
-    print("  python -c \"from ssb_analysis.catalog import open_catalog; "
-          f"print(open_catalog('{session.location}')['{uid[:8]}'].primary.read())\"")
+    print(
+        '  python -c "from ssb_analysis.catalog import open_catalog; '
+        f"print(open_catalog('{session.location}')['{uid[:8]}'].primary.read())\""
+    )
     return 0

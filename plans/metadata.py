@@ -34,8 +34,9 @@ def _number(name: str, value: Any, unit: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MetadataError(f"{name}: expected a number in {unit}, got {value!r}")
     if not math.isfinite(value) or not low < value <= high:
-        raise MetadataError(f"{name}: {value!r} {unit} is impossible (needs > {low:g}, "
-                            f"<= {high:g})")
+        raise MetadataError(
+            f"{name}: {value!r} {unit} is impossible (needs > {low:g}, <= {high:g})"
+        )
     return float(value)
 
 
@@ -45,8 +46,9 @@ def validate_cell(cell: Any) -> dict[str, Any]:
         raise MetadataError(f"cell: expected a mapping of cell fields, got {cell!r}")
     unknown = set(cell) - set(CELL_FIELDS)
     if unknown:
-        raise MetadataError(f"cell.{sorted(unknown)[0]}: unknown field "
-                            f"(known: {', '.join(CELL_FIELDS)})")
+        raise MetadataError(
+            f"cell.{sorted(unknown)[0]}: unknown field (known: {', '.join(CELL_FIELDS)})"
+        )
     out: dict[str, Any] = {}
     for field, (required, kind, unit, low, high) in CELL_FIELDS.items():
         name = f"cell.{field}"
@@ -63,10 +65,13 @@ def validate_cell(cell: Any) -> dict[str, Any]:
             out[field] = _number(name, value, unit, low, high)
         else:  # layer thicknesses
             if not isinstance(value, Mapping) or not value:
-                raise MetadataError(f"{name}: expected layer thicknesses, e.g. "
-                                    '{"cathode": 60, "separator": 500, "anode": 40}')
-            out[field] = {str(k): _number(f"{name}.{k}", v, unit, low, high)
-                          for k, v in value.items()}
+                raise MetadataError(
+                    f"{name}: expected layer thicknesses, e.g. "
+                    '{"cathode": 60, "separator": 500, "anode": 40}'
+                )
+            out[field] = {
+                str(k): _number(f"{name}.{k}", v, unit, low, high) for k, v in value.items()
+            }
     if "capacity_mAh" not in out and "active_mass_mg" not in out:
         raise MetadataError("cell.capacity_mAh: missing (give capacity_mAh or active_mass_mg)")
     return out
@@ -80,12 +85,15 @@ def validate_run_metadata(md: Mapping[str, Any], *, partial: bool = False) -> No
     """
     if "cell" in md or not partial:
         if "cell" not in md:
-            raise MetadataError("cell: missing (describe the cell: cell_id, chemistry, "
-                                "area_cm2, layers_um, capacity_mAh)")
+            raise MetadataError(
+                "cell: missing (describe the cell: cell_id, chemistry, "
+                "area_cm2, layers_um, capacity_mAh)"
+            )
         cell = validate_cell(md["cell"])
         if "cell_id" in md and md["cell_id"] != cell["cell_id"]:
-            raise MetadataError(f"cell_id: {md['cell_id']!r} differs from cell.cell_id "
-                                f"{cell['cell_id']!r}")
+            raise MetadataError(
+                f"cell_id: {md['cell_id']!r} differs from cell.cell_id {cell['cell_id']!r}"
+            )
     if "purpose" in md or not partial:
         if md.get("purpose") not in PURPOSES:
             raise MetadataError(f"purpose: {md.get('purpose')!r} is not one of {PURPOSES}")

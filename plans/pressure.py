@@ -13,15 +13,20 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
-from bluesky.utils import MsgGenerator
+from bluesky.utils import FailedStatus, MsgGenerator
 
 from ssb_devices import Rig
 
 from .metadata import validate_run_metadata
 
 
-def start_metadata(rig: Rig, plan_name: str, plan_args: dict[str, Any],
-                   md: dict[str, Any] | None, detectors: Sequence[Readable] = ()) -> dict:
+def start_metadata(
+    rig: Rig,
+    plan_name: str,
+    plan_args: dict[str, Any],
+    md: dict[str, Any] | None,
+    detectors: Sequence[Readable] = (),
+) -> dict:
     """The start document a plan asks for (checked for what it already contains)."""
     _md = {
         "plan_name": plan_name,
@@ -39,42 +44,60 @@ def start_metadata(rig: Rig, plan_name: str, plan_args: dict[str, Any],
 
 
 def record(rig: Rig, detectors: Sequence[Readable] = ()) -> MsgGenerator:
-    """A checkpoint, then one reading of the rig (and any detectors) into the primary
-    stream. The checkpoint is where a pause or a suspension resumes from."""
+    """One reading of the rig (and any detectors) into the primary stream, then a
+    checkpoint: a pause or a suspension resumes from there, with the next wait (whose
+    target has then passed) and a fresh reading, never a duplicate one."""
+    ret = yield from bps.trigger_and_read([rig, *detectors])
     yield from bps.checkpoint()
-    return (yield from bps.trigger_and_read([rig, *detectors]))
+    return ret
+
+
+def wait_for_reason(group: str) -> MsgGenerator:
+    """``bps.wait``, but a failed status raises the device's own exception (e.g. why the
+    IOC refused a move), so that the run's stop document carries that reason."""
+    try:
+        yield from bps.wait(group=group)
+    except FailedStatus as failed:
+        status = failed.args[0] if failed.args else None
+        reason = status.exception() if hasattr(status, "exception") else None
+        if reason is None:
+            raise
+        raise reason from failed
 
 
 def wait_until(rig: Rig, experiment_time: float) -> MsgGenerator:
     """Wait until the rig's clock reads ``experiment_time`` seconds."""
-    yield from bps.abs_set(rig.clock, experiment_time, wait=True)
+    yield from bps.abs_set(rig.clock, experiment_time, group="ssb-clock")
+    yield from wait_for_reason("ssb-clock")
 
 
 def regulate(rig: Rig) -> MsgGenerator:
     """Put the press in Pressure mode (holding what it measures now) if it is not."""
-    mode = yield from bps.rd(rig.press.mode)
+    mode = yield from bps.rd(rig.press.mode, default_value="Off")
     if mode != "Pressure":
         yield from bps.mv(rig.press.mode, "Pressure")
 
 
-def move_recording(rig: Rig, pressure: float, interval: float,
-                   detectors: Sequence[Readable] = ()) -> MsgGenerator:
+def move_recording(
+    rig: Rig, pressure: float, interval: float, detectors: Sequence[Readable] = ()
+) -> MsgGenerator:
     """Move to ``pressure`` (at the press's ramp rate), recording every ``interval`` s of
     experiment time until the IOC reports the pressure settled."""
     yield from regulate(rig)
     status = yield from bps.abs_set(rig.press, pressure, group="ssb-move")
-    while not status.done:
-        now = yield from bps.rd(rig.clock.time)
+    while status is not None and not status.done:  # None: a simulator, no RunEngine
+        now = yield from bps.rd(rig.clock.time, default_value=0.0)
         yield from record(rig, detectors)
         yield from wait_until(rig, now + interval)
-    yield from bps.wait(group="ssb-move")  # raises if the IOC refused or the link died
+    yield from wait_for_reason("ssb-move")  # raises if the IOC refused or the link died
     yield from record(rig, detectors)
 
 
-def hold_recording(rig: Rig, duration: float, interval: float,
-                   detectors: Sequence[Readable] = ()) -> MsgGenerator:
+def hold_recording(
+    rig: Rig, duration: float, interval: float, detectors: Sequence[Readable] = ()
+) -> MsgGenerator:
     """Let ``duration`` s of experiment time pass, recording every ``interval`` s."""
-    start = yield from bps.rd(rig.clock.time)
+    start = yield from bps.rd(rig.clock.time, default_value=0.0)
     ticks = max(1, round(duration / interval))
     for k in range(1, ticks + 1):
         yield from wait_until(rig, start + min(k * interval, duration))
@@ -83,8 +106,7 @@ def hold_recording(rig: Rig, duration: float, interval: float,
 
 def _check_positive(name: str, value: float) -> None:
     if not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name}: expected a positive number of seconds or MPa/s, "
-                         f"got {value!r}")
+        raise ValueError(f"{name}: expected a positive number of seconds or MPa/s, got {value!r}")
 
 
 def _check_pressure(rig: Rig, pressure: float) -> None:
@@ -94,8 +116,13 @@ def _check_pressure(rig: Rig, pressure: float) -> None:
 # --- plans -------------------------------------------------------------------------------
 
 
-def set_pressure(rig: Rig, pressure: float, *, detectors: Sequence[Readable] = (),
-                 md: dict[str, Any] | None = None) -> MsgGenerator[str]:
+def set_pressure(
+    rig: Rig,
+    pressure: float,
+    *,
+    detectors: Sequence[Readable] = (),
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
     """Go to ``pressure`` MPa (a step, or a ramp at the press's ramp rate) and record the
     rig before and after; returns the run uid once the pressure has settled."""
     _check_pressure(rig, pressure)
@@ -106,15 +133,22 @@ def set_pressure(rig: Rig, pressure: float, *, detectors: Sequence[Readable] = (
     def inner():
         yield from record(rig, detectors)
         yield from regulate(rig)
-        yield from bps.mv(rig.press, pressure)
+        yield from bps.abs_set(rig.press, pressure, group="ssb-move")
+        yield from wait_for_reason("ssb-move")
         yield from record(rig, detectors)
 
     return (yield from inner())
 
 
-def ramp_pressure(rig: Rig, pressure: float, rate: float, *, interval: float = 10.0,
-                  detectors: Sequence[Readable] = (),
-                  md: dict[str, Any] | None = None) -> MsgGenerator[str]:
+def ramp_pressure(
+    rig: Rig,
+    pressure: float,
+    rate: float,
+    *,
+    interval: float = 10.0,
+    detectors: Sequence[Readable] = (),
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
     """Ramp to ``pressure`` MPa at ``rate`` MPa/s, recording every ``interval`` s of
     experiment time; the press's previous ramp rate is restored afterwards."""
     _check_pressure(rig, pressure)
@@ -126,7 +160,7 @@ def ramp_pressure(rig: Rig, pressure: float, rate: float, *, interval: float = 1
     @bpp.stage_decorator([rig, *detectors])
     @bpp.run_decorator(md=_md)
     def inner():
-        previous = yield from bps.rd(rig.press.ramp_rate)
+        previous = yield from bps.rd(rig.press.ramp_rate, default_value=0.0)
 
         def restore():
             yield from bps.mv(rig.press.ramp_rate, previous)
@@ -140,9 +174,15 @@ def ramp_pressure(rig: Rig, pressure: float, rate: float, *, interval: float = 1
     return (yield from inner())
 
 
-def hold_pressure(rig: Rig, duration: float, *, pressure: float | None = None,
-                  interval: float = 60.0, detectors: Sequence[Readable] = (),
-                  md: dict[str, Any] | None = None) -> MsgGenerator[str]:
+def hold_pressure(
+    rig: Rig,
+    duration: float,
+    *,
+    pressure: float | None = None,
+    interval: float = 60.0,
+    detectors: Sequence[Readable] = (),
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
     """Hold the pressure for ``duration`` s of experiment time (going to ``pressure`` MPa
     first if given), recording every ``interval`` s; the IOC's loop does the holding."""
     if pressure is not None:
@@ -165,10 +205,16 @@ def hold_pressure(rig: Rig, duration: float, *, pressure: float | None = None,
     return (yield from inner())
 
 
-def pressure_steps(rig: Rig, pressures: Sequence[float], hold: float, *,
-                   rate: float | None = None, interval: float = 60.0,
-                   detectors: Sequence[Readable] = (),
-                   md: dict[str, Any] | None = None) -> MsgGenerator[str]:
+def pressure_steps(
+    rig: Rig,
+    pressures: Sequence[float],
+    hold: float,
+    *,
+    rate: float | None = None,
+    interval: float = 60.0,
+    detectors: Sequence[Readable] = (),
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
     """Step through ``pressures`` (MPa), holding ``hold`` s of experiment time at each,
     in one run; with ``rate`` (MPa/s) each step is a ramp."""
     pressures = list(pressures)
@@ -186,7 +232,7 @@ def pressure_steps(rig: Rig, pressures: Sequence[float], hold: float, *,
     @bpp.stage_decorator([rig, *detectors])
     @bpp.run_decorator(md=_md)
     def inner():
-        previous = yield from bps.rd(rig.press.ramp_rate)
+        previous = yield from bps.rd(rig.press.ramp_rate, default_value=0.0)
 
         def steps():
             yield from bps.mv(rig.press.ramp_rate, rate or 0.0)

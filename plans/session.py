@@ -1,13 +1,14 @@
 """One call for an IPython profile: RunEngine, catalog writer, persistent metadata.
 
-    from ssb_plans import start_session
-    session = start_session()                      # local catalog (default directory)
-    session = start_session("https://tiled.example.org/api", api_key="...")  # a server
-    RE, catalog = session.RE, session.catalog
+from ssb_plans import start_session
+session = start_session()                      # local catalog (default directory)
+session = start_session("https://tiled.example.org/api", api_key="...")  # a server
+RE, catalog = session.RE, session.catalog
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,11 @@ class Session:
     writer: CatalogWriter
     location: str
     tokens: list[int] = field(default_factory=list)
+    md_lock: Any = None
 
-    def describe_experiment(self, *, cell: dict[str, Any], purpose: str, operator: str,
-                            **extra: Any) -> None:
+    def describe_experiment(
+        self, *, cell: dict[str, Any], purpose: str, operator: str, **extra: Any
+    ) -> None:
         """Set the cell, purpose and operator every following run will carry (kept in
         the persistent ``RE.md``); checked now, so a mistake shows before any run."""
         md = {**cell_metadata(cell), "purpose": purpose, "operator": operator, **extra}
@@ -39,9 +42,17 @@ class Session:
         self.RE.md.update(md)
 
     def close(self) -> None:
+        """Unsubscribe the writer and write ``RE.md`` to disk now (not at garbage
+        collection, where a stale copy could overwrite a newer session's scan_id)."""
         for token in self.tokens:
             self.RE.unsubscribe(token)
         self.tokens.clear()
+        finalizer = getattr(self.RE.md, "_finalizer", None)
+        if finalizer is not None:
+            finalizer()  # runs once; a weakref.finalize is dead afterwards
+        if self.md_lock is not None:
+            self.md_lock.close()  # releases the flock
+            self.md_lock = None
 
 
 def default_md_dir() -> Path:
@@ -49,10 +60,34 @@ def default_md_dir() -> Path:
     return Path(data_home) / "ssb-bluesky" / "runengine-md"
 
 
-def start_session(catalog: str | os.PathLike | None = None, *, api_key: str | None = None,
-                  md_dir: str | os.PathLike | None = None, live: str | None = None,
-                  progress: bool = True, flush_interval: float = 1.0,
-                  context_managers: list | None = None) -> Session:
+def _lock_md_dir(md_dir: Path):
+    """Hold an exclusive lock on the RE.md directory: two sessions writing the same files
+    corrupt them (zict), so a second one is refused with what to do instead."""
+    md_dir.mkdir(parents=True, exist_ok=True)
+    # Beside the directory, not in it: every file in it is an RE.md key.
+    lock_path = md_dir.with_name(md_dir.name + ".lock")
+    handle = open(lock_path, "w")  # noqa: SIM115 - held for the session
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise RuntimeError(
+            f"another session is using {md_dir}: close it (session.close()) or pass "
+            "md_dir=... for a separate RE.md"
+        ) from None
+    return handle
+
+
+def start_session(
+    catalog: str | os.PathLike | None = None,
+    *,
+    api_key: str | None = None,
+    md_dir: str | os.PathLike | None = None,
+    live: str | None = None,
+    progress: bool = True,
+    flush_interval: float = 1.0,
+    context_managers: list | None = None,
+) -> Session:
     """A RunEngine writing every run into ``catalog`` as it runs.
 
     ``catalog``: a directory (default ``$SSB_CATALOG`` or ~/.local/share/ssb-bluesky/
@@ -68,14 +103,18 @@ def start_session(catalog: str | os.PathLike | None = None, *, api_key: str | No
     client = open_catalog(location, api_key=api_key)
     if md_dir is None:
         md_dir = default_md_dir() if is_server(location) else Path(location) / "runengine-md"
-    Path(md_dir).mkdir(parents=True, exist_ok=True)
+    md_lock = _lock_md_dir(Path(md_dir))
     kwargs = {} if context_managers is None else {"context_managers": context_managers}
     RE = RunEngine(md_validator=validate_run_metadata, **kwargs)
-    RE.md = PersistentDict(str(md_dir))
+    try:
+        RE.md = PersistentDict(str(md_dir))
+    except Exception:
+        md_lock.close()
+        raise
     if progress:
         RE.waiting_hook = ProgressBarManager()
     writer = CatalogWriter(client, flush_interval=flush_interval)
-    session = Session(RE=RE, catalog=client, writer=writer, location=location)
+    session = Session(RE=RE, catalog=client, writer=writer, location=location, md_lock=md_lock)
     session.tokens.append(RE.subscribe(writer))
     if live:
         from bluesky.callbacks.best_effort import BestEffortCallback

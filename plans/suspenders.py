@@ -16,14 +16,15 @@ class SuspendOutsidePressureBand(SuspenderBase):
     ...                                                 hysteresis=1))
     """
 
-    def __init__(self, signal, low: float, high: float, *, hysteresis: float = 0.0,
-                 **kwargs):
+    def __init__(self, signal, low: float, high: float, *, hysteresis: float = 0.0, **kwargs):
         for name, value in (("low", low), ("high", high), ("hysteresis", hysteresis)):
             if not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"{name}: expected a finite number, got {value!r}")
         if hysteresis < 0 or low + hysteresis >= high - hysteresis:
-            raise ValueError(f"band {low:g}..{high:g} MPa with hysteresis {hysteresis:g} "
-                             "leaves no resume band (need low + h < high - h, h >= 0)")
+            raise ValueError(
+                f"band {low:g}..{high:g} MPa with hysteresis {hysteresis:g} "
+                "leaves no resume band (need low + h < high - h, h >= 0)"
+            )
         self.low, self.high, self.hysteresis = low, high, hysteresis
         self._last = math.nan
         super().__init__(signal, **kwargs)
@@ -39,6 +40,8 @@ class SuspendOutsidePressureBand(SuspenderBase):
     def _get_justification(self) -> str:
         if not self.tripped:
             return ""
-        return (f"pressure {self._last:.3f} outside {self.low:g}..{self.high:g} MPa; "
-                f"resuming once within {self.low + self.hysteresis:g}.."
-                f"{self.high - self.hysteresis:g} MPa")
+        return (
+            f"pressure {self._last:.3f} outside {self.low:g}..{self.high:g} MPa; "
+            f"resuming once within {self.low + self.hysteresis:g}.."
+            f"{self.high - self.hysteresis:g} MPa"
+        )

@@ -39,7 +39,7 @@ class Press(PVPositionerPC):
     >>> press.set(100).wait()          # returns once the IOC says the pressure settled
     """
 
-    setpoint = Cpt(EpicsSignal, "Press:Pressure-SP", kind=Kind.normal, auto_monitor=True)
+    setpoint = Cpt(EpicsSignal, "Press:Pressure-SP", kind=Kind.normal, auto_monitor=False)
     # Read fresh from the IOC (not a cached monitor value), so that a reading taken
     # right after a completed move shows the settled pressure.
     readback = Cpt(EpicsSignalRO, "Press:Pressure-RB", kind=Kind.hinted, auto_monitor=False)
@@ -54,8 +54,14 @@ class Press(PVPositionerPC):
     output = Cpt(EpicsSignalRO, "Press:Output-RB", kind=Kind.omitted)
     error = Cpt(EpicsSignalRO, "Press:Error-RB", kind=Kind.omitted)
 
-    mode = Cpt(EpicsSignal, "Press:Mode-RB", write_pv="Press:Mode-SP", string=True,
-               kind=Kind.config, put_complete=True)
+    mode = Cpt(
+        EpicsSignal,
+        "Press:Mode-RB",
+        write_pv="Press:Mode-SP",
+        string=True,
+        kind=Kind.config,
+        put_complete=True,
+    )
     ramp_rate = Cpt(EpicsSignal, "Press:RampRate-SP", kind=Kind.config, put_complete=True)
     max_pressure = Cpt(EpicsSignal, "Press:MaxPressure-SP", kind=Kind.config)
     over_pressure = Cpt(EpicsSignal, "Press:OverPressure-SP", kind=Kind.config)
@@ -67,8 +73,7 @@ class Press(PVPositionerPC):
     settle_tolerance = Cpt(EpicsSignal, "Press:SettleTol-SP", kind=Kind.config)
     settle_time = Cpt(EpicsSignal, "Press:SettleTime-SP", kind=Kind.config)
 
-    message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted,
-                  auto_monitor=True)
+    message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted, auto_monitor=True)
 
     def __init__(self, prefix: str = "", *, name: str, egu: str = "MPa", **kwargs):
         super().__init__(prefix, name=name, egu=egu, **kwargs)
@@ -135,10 +140,12 @@ class Press(PVPositionerPC):
 
     def _on_connection(self, connected: bool = True, **kwargs) -> None:
         if not connected:
-            self._fail_pending(RigDisconnected(
-                f"{self.name}: lost the connection to {self.readback.pvname} during a move; "
-                "is the IOC running?"
-            ))
+            self._fail_pending(
+                RigDisconnected(
+                    f"{self.name}: lost the connection to {self.readback.pvname} during a move; "
+                    "is the IOC running?"
+                )
+            )
 
     def _done_moving(self, **kwargs) -> None:
         with self._lock:

@@ -62,8 +62,12 @@ class ExperimentClock(Device):
 
         def on_meta(connected=True, **kwargs):
             if not connected:
-                finish(RigDisconnected(f"{self.name}: lost {self.time.pvname} while waiting "
-                                       f"for experiment time {target:g} s; is the IOC running?"))
+                finish(
+                    RigDisconnected(
+                        f"{self.name}: lost {self.time.pvname} while waiting "
+                        f"for experiment time {target:g} s; is the IOC running?"
+                    )
+                )
 
         self.time.subscribe(on_meta, event_type="meta", run=False)
         self.time.subscribe(on_time, run=True)
@@ -87,10 +91,10 @@ class Rig(Device):
     cell = Cpt(EpicsSignalRO, "Rig:Cell-RB", string=True, kind=Kind.config)
     status_text = Cpt(EpicsSignalRO, "Rig:Status-RB", string=True, kind=Kind.omitted)
     message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted)
-    interlock_reason = Cpt(EpicsSignalRO, "Rig:InterlockReason-RB", string=True,
-                           kind=Kind.omitted)
-    interlock_reset_cmd = Cpt(EpicsSignal, "Rig:InterlockReset-Cmd", kind=Kind.omitted,
-                              put_complete=True)
+    interlock_reason = Cpt(EpicsSignalRO, "Rig:InterlockReason-RB", string=True, kind=Kind.omitted)
+    interlock_reset_cmd = Cpt(
+        EpicsSignal, "Rig:InterlockReset-Cmd", kind=Kind.omitted, put_complete=True
+    )
 
     def reset_interlock(self):
         """Clear a latched trip once its condition is gone (the IOC checks)."""
