@@ -94,9 +94,8 @@ def validate_run_metadata(md: Mapping[str, Any], *, partial: bool = False) -> No
             raise MetadataError(
                 f"cell_id: {md['cell_id']!r} differs from cell.cell_id {cell['cell_id']!r}"
             )
-    if "purpose" in md or not partial:
-        if md.get("purpose") not in PURPOSES:
-            raise MetadataError(f"purpose: {md.get('purpose')!r} is not one of {PURPOSES}")
+    if ("purpose" in md or not partial) and md.get("purpose") not in PURPOSES:
+        raise MetadataError(f"purpose: {md.get('purpose')!r} is not one of {PURPOSES}")
     if "operator" in md or not partial:
         operator = md.get("operator")
         if not isinstance(operator, str) or not operator.strip():

@@ -35,9 +35,11 @@ class CatalogWriter(TiledWriter):
         super().__call__(name, doc)
         if name == "stop":
             self._runs.pop(doc["run_start"], None)
-        elif name in ("event", "event_page"):
-            if time.monotonic() - self._last_flush >= self.flush_interval:
-                self.flush()
+        elif name in ("event", "event_page") and self._flush_due():
+            self.flush()
+
+    def _flush_due(self) -> bool:
+        return time.monotonic() - self._last_flush >= self.flush_interval
 
     def flush(self) -> None:
         """Write every buffered row of every open run now."""
