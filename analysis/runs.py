@@ -19,6 +19,14 @@ def search(catalog, **criteria: Any):
     return catalog
 
 
+def stop_document(run) -> dict[str, Any] | None:
+    """The run's stop document, or None while it is running (or if it died)."""
+    try:
+        return run.stop
+    except KeyError:
+        return None
+
+
 def _when(start: Mapping[str, Any]) -> str:
     return datetime.datetime.fromtimestamp(start.get("time", 0)).strftime("%Y-%m-%d %H:%M")
 
@@ -26,7 +34,7 @@ def _when(start: Mapping[str, Any]) -> str:
 def summarize(runs: Iterable[Any]) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
-        start, stop = run.start, run.stop or {}
+        start, stop = run.start, stop_document(run) or {}
         rows.append(
             {
                 "scan_id": start.get("scan_id", ""),
@@ -60,7 +68,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def describe(run) -> str:
     """Metadata, streams (with units and row counts) and outcome of one run."""
-    start, stop = run.start, run.stop or {}
+    start, stop = run.start, stop_document(run) or {}
     lines = [f"run {start['uid']}  scan_id {start.get('scan_id')}  {_when(start)}"]
     for key in ("plan_name", "plan_args", "purpose", "operator", "cell_id", "rig_prefix"):
         if key in start:

@@ -9,6 +9,7 @@ the summary. Leaves no process behind, also on Ctrl-C.
 from __future__ import annotations
 
 import getpass
+import logging
 import math
 import os
 import sys
@@ -174,6 +175,8 @@ def run_demo(
             (uid,) = session.RE(demo_experiment(rig, hold=hold))
         except RunEngineInterrupted:
             progress.close()
+            # A user's abort is not an error: keep bluesky from printing a traceback.
+            logging.getLogger("bluesky").setLevel(logging.CRITICAL)
             session.RE.abort(reason="interrupted by the user (Ctrl-C)")
             print(
                 "ssb demo: interrupted; the run was closed as aborted, its data kept",

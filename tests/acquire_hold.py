@@ -1,0 +1,27 @@
+"""Acquire a very long pressure hold into a catalog until killed.
+
+Run by tests/test_catalog_live.py as a separate process:
+``python tests/acquire_hold.py CATALOG MD_DIR PREFIX``.
+"""
+
+import sys
+
+from ssb_devices import Rig
+from ssb_plans import hold_pressure, start_session
+
+CELL = {
+    "cell_id": "LIVE-1",
+    "chemistry": "NMC811 | Li6PS5Cl | Si",
+    "area_cm2": 0.785,
+    "layers_um": {"cathode": 60, "separator": 500, "anode": 40},
+    "capacity_mAh": 2.0,
+}
+
+if __name__ == "__main__":
+    catalog, md_dir, prefix = sys.argv[1:4]
+    session = start_session(catalog, md_dir=md_dir, progress=False, context_managers=[])
+    session.describe_experiment(cell=CELL, purpose="failure mechanism", operator="tester")
+    rig = Rig(prefix, name="rig")
+    rig.wait_for_connection(timeout=10)
+    print("acquiring", flush=True)
+    session.RE(hold_pressure(rig, 1e7, pressure=30.0, interval=5.0))
