@@ -40,8 +40,10 @@ def trial(env: dict, samples: int) -> tuple[list[float], float]:
         catalog_dir = Path(tmp) / "catalog"
         open_catalog(catalog_dir)
         writer = subprocess.Popen(
-            [sys.executable, str(ACQUIRE), str(catalog_dir), str(Path(tmp) / "md"),
-             ioc.prefix], env={**os.environ, **env}, stdout=subprocess.PIPE, text=True,
+            [sys.executable, str(ACQUIRE), str(catalog_dir), str(Path(tmp) / "md"), ioc.prefix],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             select.select([writer.stdout], [], [], 60)
@@ -75,10 +77,14 @@ def main() -> None:
         losses.append(loss)
     print("| measure | median (s) | max (s) | n |")
     print("|---|---:|---:|---:|")
-    print(f"| reader lag: now - newest stored reading, while running | "
-          f"{statistics.median(lags):.2f} | {max(lags):.2f} | {len(lags)} |")
-    print(f"| data lost by SIGKILL: kill time - newest stored reading | "
-          f"{statistics.median(losses):.2f} | {max(losses):.2f} | {len(losses)} |")
+    print(
+        f"| reader lag: now - newest stored reading, while running | "
+        f"{statistics.median(lags):.2f} | {max(lags):.2f} | {len(lags)} |"
+    )
+    print(
+        f"| data lost by SIGKILL: kill time - newest stored reading | "
+        f"{statistics.median(losses):.2f} | {max(losses):.2f} | {len(losses)} |"
+    )
 
 
 if __name__ == "__main__":

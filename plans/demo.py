@@ -24,7 +24,7 @@ from bluesky.utils import MsgGenerator
 from ssb_devices import Rig
 from ssb_ioc.launch import IOCProcess, free_port_pair, loopback_ca_env
 
-from .pressure import hold_recording, move_recording, start_metadata
+from .pressure import at_ramp_rate, hold_recording, move_recording, start_metadata
 
 DEMO_CELL = {
     "cell_id": "demo-si-nmc",
@@ -66,7 +66,6 @@ def demo_experiment(
     @bpp.run_decorator(md=_md)
     def inner():
         def experiment():
-            yield from bps.mv(rig.press.ramp_rate, ramp_rate)
             yield from move_recording(rig, peak, interval)
             yield from bps.mv(rig.current, current)
             yield from hold_recording(rig, hold, interval)
@@ -77,7 +76,7 @@ def demo_experiment(
         def leave_safe():  # cell at rest; the press keeps holding whatever it holds
             yield from bps.mv(rig.current, 0.0)
 
-        yield from bpp.finalize_wrapper(experiment(), leave_safe())
+        yield from bpp.finalize_wrapper(at_ramp_rate(rig, ramp_rate, experiment()), leave_safe())
 
     return (yield from inner())
 

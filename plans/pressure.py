@@ -104,6 +104,21 @@ def hold_recording(
         yield from record(rig, detectors)
 
 
+def at_ramp_rate(rig: Rig, rate: float, plan: MsgGenerator) -> MsgGenerator:
+    """Run ``plan`` with the press ramping at ``rate`` MPa/s (0 = steps), then put the
+    previous rate back, also if the plan fails."""
+    previous = yield from bps.rd(rig.press.ramp_rate, default_value=0.0)
+
+    def restore():
+        yield from bps.mv(rig.press.ramp_rate, previous)
+
+    def with_rate():
+        yield from bps.mv(rig.press.ramp_rate, rate)
+        return (yield from plan)
+
+    return (yield from bpp.finalize_wrapper(with_rate(), restore()))
+
+
 def _check_positive(name: str, value: float) -> None:
     if not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"{name}: expected a positive number of seconds or MPa/s, got {value!r}")
@@ -160,16 +175,7 @@ def ramp_pressure(
     @bpp.stage_decorator([rig, *detectors])
     @bpp.run_decorator(md=_md)
     def inner():
-        previous = yield from bps.rd(rig.press.ramp_rate, default_value=0.0)
-
-        def restore():
-            yield from bps.mv(rig.press.ramp_rate, previous)
-
-        def ramp():
-            yield from bps.mv(rig.press.ramp_rate, rate)
-            yield from move_recording(rig, pressure, interval, detectors)
-
-        yield from bpp.finalize_wrapper(ramp(), restore())
+        yield from at_ramp_rate(rig, rate, move_recording(rig, pressure, interval, detectors))
 
     return (yield from inner())
 
@@ -232,17 +238,11 @@ def pressure_steps(
     @bpp.stage_decorator([rig, *detectors])
     @bpp.run_decorator(md=_md)
     def inner():
-        previous = yield from bps.rd(rig.press.ramp_rate, default_value=0.0)
-
         def steps():
-            yield from bps.mv(rig.press.ramp_rate, rate or 0.0)
             for p in pressures:
                 yield from move_recording(rig, p, interval, detectors)
                 yield from hold_recording(rig, hold, interval, detectors)
 
-        def restore():
-            yield from bps.mv(rig.press.ramp_rate, previous)
-
-        yield from bpp.finalize_wrapper(steps(), restore())
+        yield from at_ramp_rate(rig, rate or 0.0, steps())
 
     return (yield from inner())

@@ -8,14 +8,9 @@ import sys
 
 from ssb_devices import Rig
 from ssb_plans import hold_pressure, start_session
+from ssb_plans.demo import DEMO_CELL
 
-CELL = {
-    "cell_id": "LIVE-1",
-    "chemistry": "NMC811 | Li6PS5Cl | Si",
-    "area_cm2": 0.785,
-    "layers_um": {"cathode": 60, "separator": 500, "anode": 40},
-    "capacity_mAh": 2.0,
-}
+CELL = {**DEMO_CELL, "cell_id": "LIVE-1"}
 
 if __name__ == "__main__":
     catalog, md_dir, prefix = sys.argv[1:4]

@@ -74,6 +74,17 @@ def ca_context():
 
 
 @pytest.fixture
+def rig(ioc):
+    """The ophyd Rig connected to the test's IOC."""
+    from ssb_devices import Rig
+
+    device = Rig(ioc.prefix, name="rig")
+    device.wait_for_connection(timeout=10)
+    yield device
+    device.destroy()
+
+
+@pytest.fixture
 def ioc(ca_context):
     running = start_ioc(ca_context)
     yield running

@@ -17,14 +17,6 @@ from ssb_ioc.sim import load_cell_file
 from ssb_plans import set_pressure
 
 
-@pytest.fixture
-def rig(ioc):
-    device = Rig(ioc.prefix, name="rig")
-    device.wait_for_connection(timeout=10)
-    yield device
-    device.destroy()
-
-
 def test_every_device_pv_is_served_by_the_ioc():
     served = set(RigIOC(prefix="SSB:", backend=SimRig(load_cell_file("si-nmc"))).pvdb)
     device = Rig("SSB:", name="rig")

@@ -16,14 +16,9 @@ from ssb_plans import (
     validate_cell,
     validate_run_metadata,
 )
+from ssb_plans.demo import DEMO_CELL
 
-CELL = {
-    "cell_id": "A1",
-    "chemistry": "NMC811 | Li6PS5Cl | Si",
-    "area_cm2": 0.785,
-    "layers_um": {"cathode": 60, "separator": 500, "anode": 40},
-    "capacity_mAh": 2.0,
-}
+CELL = {**DEMO_CELL, "cell_id": "A1"}
 GOOD_MD = {"cell": CELL, "cell_id": "A1", "purpose": "material analysis", "operator": "ada"}
 
 

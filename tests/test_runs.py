@@ -6,7 +6,7 @@ import threading
 import pytest
 from tiled.queries import Key
 
-from ssb_devices import PressureRejected, Rig, RigDisconnected
+from ssb_devices import PressureRejected, RigDisconnected
 from ssb_plans import (
     MetadataError,
     SuspendOutsidePressureBand,
@@ -16,15 +16,9 @@ from ssb_plans import (
     set_pressure,
     start_session,
 )
+from ssb_plans.demo import DEMO_CELL
 
-CELL = {
-    "cell_id": "E2E-1",
-    "chemistry": "NMC811 | Li6PS5Cl | Si",
-    "area_cm2": 0.785,
-    "layers_um": {"cathode": 60, "separator": 500, "anode": 40},
-    "capacity_mAh": 2.0,
-    "preset": "si-nmc",
-}
+CELL = {**DEMO_CELL, "cell_id": "E2E-1"}
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +32,6 @@ def session(catalog_dir, tmp_path):
     s.describe_experiment(cell=CELL, purpose="material analysis", operator="tester")
     yield s
     s.close()
-
-
-@pytest.fixture
-def rig(ioc):
-    device = Rig(ioc.prefix, name="rig")
-    device.wait_for_connection(timeout=10)
-    yield device
-    device.destroy()
 
 
 def when_event(RE, n, action):

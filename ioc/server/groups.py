@@ -51,18 +51,74 @@ class PressGroup(RigPVGroup):
     gap_rb = reading("Gap-RB", "um", -1e5, 1e5, "Distance between platens", precision=2)
     mode_sp = choice("Mode-SP", MODES, "Press mode: Off, Pressure or Gap")
     mode_rb = choice("Mode-RB", MODES, "Press mode in effect", read_only=True)
-    ramp_rate_sp = setting("RampRate-SP", "MPa/s", 0.0, 50.0, "Ramp rate, 0 = step")
+    ramp_rate_sp = setting(
+        "RampRate-SP",
+        "MPa/s",
+        0.0,
+        50.0,
+        "Ramp rate, 0 = step",
+        apply=lambda rig, value: rig.set_ramp_rate(value),
+    )
     max_pressure_sp = setting("MaxPressure-SP", "MPa", 0.0, 400.0, "Setpoint limit")
     over_pressure_sp = setting("OverPressure-SP", "MPa", 0.0, 400.0, "Interlock limit")
-    kp_sp = setting("KP-SP", "um/s/MPa", 0.0, 1e4, "Proportional gain (epid KP)")
-    ki_sp = setting("KI-SP", "1/s", 0.0, 1e3, "Integral gain, repeats/s (epid KI)")
-    kd_sp = setting("KD-SP", "s", 0.0, 10.0, "Derivative time (epid KD)")
-    drvh_sp = setting("DRVH-SP", "um/s", -1e4, 1e4, "Loop output high limit")
-    drvl_sp = setting("DRVL-SP", "um/s", -1e4, 1e4, "Loop output low limit")
+    kp_sp = setting(
+        "KP-SP",
+        "um/s/MPa",
+        0.0,
+        1e4,
+        "Proportional gain (epid KP)",
+        apply=lambda rig, value: rig.set_gains(kp=value),
+    )
+    ki_sp = setting(
+        "KI-SP",
+        "1/s",
+        0.0,
+        1e3,
+        "Integral gain, repeats/s (epid KI)",
+        apply=lambda rig, value: rig.set_gains(ki=value),
+    )
+    kd_sp = setting(
+        "KD-SP",
+        "s",
+        0.0,
+        10.0,
+        "Derivative time (epid KD)",
+        apply=lambda rig, value: rig.set_gains(kd=value),
+    )
+    drvh_sp = setting(
+        "DRVH-SP",
+        "um/s",
+        -1e4,
+        1e4,
+        "Loop output high limit",
+        apply=lambda rig, value: rig.set_output_limits(drvh=value),
+    )
+    drvl_sp = setting(
+        "DRVL-SP",
+        "um/s",
+        -1e4,
+        1e4,
+        "Loop output low limit",
+        apply=lambda rig, value: rig.set_output_limits(drvl=value),
+    )
     output_rb = reading("Output-RB", "um/s", -1e4, 1e4, "Loop output (valve speed)")
     error_rb = reading("Error-RB", "MPa", -400.0, 400.0, "Loop error")
-    settle_tol_sp = setting("SettleTol-SP", "MPa", 0.001, 100.0, "Settle tolerance")
-    settle_time_sp = setting("SettleTime-SP", "s", 0.0, 3600.0, "Settle time (experiment)")
+    settle_tol_sp = setting(
+        "SettleTol-SP",
+        "MPa",
+        0.001,
+        100.0,
+        "Settle tolerance",
+        apply=lambda rig, value: rig.set_settle(tolerance=value),
+    )
+    settle_time_sp = setting(
+        "SettleTime-SP",
+        "s",
+        0.0,
+        3600.0,
+        "Settle time (experiment)",
+        apply=lambda rig, value: rig.set_settle(time=value),
+    )
     settled_rb = choice("Settled-RB", NO_YES, "Pressure settled at the target", read_only=True)
     stop_cmd = command("Stop-Cmd", "Hold the present pressure; ends ramps and moves")
 
@@ -79,11 +135,6 @@ class PressGroup(RigPVGroup):
         await self.root.update_readbacks()
         return value
 
-    @ramp_rate_sp.putter
-    async def ramp_rate_sp(self, instance, value):
-        self.rig.set_ramp_rate(value)
-        return value
-
     @max_pressure_sp.putter
     async def max_pressure_sp(self, instance, value):
         self.rig.set_max_setpoint(value)
@@ -96,41 +147,6 @@ class PressGroup(RigPVGroup):
         self.rig.set_over_pressure(value)
         await self.pressure_rb.write_metadata(upper_alarm_limit=value)
         await self.root.update_readbacks()  # a lowered limit may have tripped
-        return value
-
-    @kp_sp.putter
-    async def kp_sp(self, instance, value):
-        self.rig.set_gains(kp=value)
-        return value
-
-    @ki_sp.putter
-    async def ki_sp(self, instance, value):
-        self.rig.set_gains(ki=value)
-        return value
-
-    @kd_sp.putter
-    async def kd_sp(self, instance, value):
-        self.rig.set_gains(kd=value)
-        return value
-
-    @drvh_sp.putter
-    async def drvh_sp(self, instance, value):
-        self.rig.set_output_limits(drvh=value)
-        return value
-
-    @drvl_sp.putter
-    async def drvl_sp(self, instance, value):
-        self.rig.set_output_limits(drvl=value)
-        return value
-
-    @settle_tol_sp.putter
-    async def settle_tol_sp(self, instance, value):
-        self.rig.set_settle(tolerance=value)
-        return value
-
-    @settle_time_sp.putter
-    async def settle_time_sp(self, instance, value):
-        self.rig.set_settle(time=value)
         return value
 
     @stop_cmd.putter

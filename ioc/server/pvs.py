@@ -9,7 +9,8 @@ put fails, so that clients that do not surface a server-side put failure (pyepic
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from caproto import ChannelType, SkipWrite
 from caproto.server import PVGroup, pvproperty
@@ -77,8 +78,7 @@ def limits(lo: float, hi: float) -> dict[str, float]:
     }
 
 
-def setting(name: str, units: str, lo: float, hi: float, doc: str, precision: int = 3):
-    """A writable numeric PV with units, precision and limits."""
+def _numeric(name: str, units: str, lo: float, hi: float, doc: str, precision: int, **kwargs):
     return pvproperty(
         name=name,
         value=0.0,
@@ -88,22 +88,34 @@ def setting(name: str, units: str, lo: float, hi: float, doc: str, precision: in
         doc=doc,
         alarm_group=name,
         **limits(lo, hi),
+        **kwargs,
     )
+
+
+def setting(
+    name: str,
+    units: str,
+    lo: float,
+    hi: float,
+    doc: str,
+    precision: int = 3,
+    apply: Callable[[Any, float], None] | None = None,
+):
+    """A writable numeric PV with units, precision and limits; ``apply(rig, value)``,
+    if given, hands an accepted value to the rig backend (which may still refuse it)."""
+    if apply is None:
+        return _numeric(name, units, lo, hi, doc, precision)
+
+    async def put(group, instance, value):
+        apply(group.rig, value)
+        return value
+
+    return _numeric(name, units, lo, hi, doc, precision, put=put)
 
 
 def reading(name: str, units: str, lo: float, hi: float, doc: str, precision: int = 3):
     """A read-only numeric PV with units, precision and display/control range."""
-    return pvproperty(
-        name=name,
-        value=0.0,
-        dtype=float,
-        read_only=True,
-        units=units,
-        precision=precision,
-        doc=doc,
-        alarm_group=name,
-        **limits(lo, hi),
-    )
+    return _numeric(name, units, lo, hi, doc, precision, read_only=True)
 
 
 def text(name: str, doc: str, writable: bool = False):
