@@ -41,10 +41,19 @@ def open_catalog(location: str | os.PathLike | None = None, api_key: str | None 
     """
     location = str(location or default_location())
     if is_server(location):
-        from tiled.client import from_uri
-
-        return from_uri(location, api_key=api_key or os.environ.get(API_KEY_ENV))
+        return _open_server(location, api_key or os.environ.get(API_KEY_ENV))
     return _open_local(Path(location).expanduser())
+
+
+def _open_server(url: str, api_key: str | None):
+    from tiled.client import Context, from_context
+
+    context, path = Context.from_any_uri(url, api_key=api_key)
+    try:
+        return from_context(context, node_path_parts=path)
+    except Exception:  # e.g. a wrong API key: do not leave the connection open
+        context.close()
+        raise
 
 
 def _open_local(directory: Path):

@@ -42,8 +42,9 @@ class Session:
         self.RE.md.update(md)
 
     def close(self) -> None:
-        """Unsubscribe the writer and write ``RE.md`` to disk now (not at garbage
-        collection, where a stale copy could overwrite a newer session's scan_id)."""
+        """Unsubscribe the writer, write ``RE.md`` to disk now (not at garbage collection,
+        where a stale copy could overwrite a newer session's scan_id), close the catalog
+        connection. Idempotent."""
         for token in self.tokens:
             self.RE.unsubscribe(token)
         self.tokens.clear()
@@ -53,6 +54,7 @@ class Session:
         if self.md_lock is not None:
             self.md_lock.close()  # releases the flock
             self.md_lock = None
+        self.catalog.context.close()  # the HTTP connections (or the in-process app)
 
 
 def default_md_dir() -> Path:
