@@ -40,12 +40,27 @@ OCV_TABLES: dict[str, np.ndarray] = {
     "nmc-liin": _NMC_VS_LI - 0.62,
     "nmc-si": np.array([3.00, 3.30, 3.45, 3.55, 3.62, 3.68, 3.74, 3.81, 3.88, 3.95, 4.03, 4.12]),
 }
+# Beyond the rated window the voltage runs away steeply (overcharge / overdischarge), so
+# that a cycler with no voltage limit meets its safety limits as on a real cell.
+SOC_RANGE = (-0.1, 1.1)
+_EDGE_SOC = np.array([-0.1, -0.05, -0.02])
+_EDGE_DV_LOW = np.array([-3.0, -1.5, -0.5])
+_EDGE_SOC_HIGH = np.array([1.02, 1.05, 1.1])
+_EDGE_DV_HIGH = np.array([0.3, 1.0, 3.0])
 MAH = 3.6  # coulombs per mAh
 
 
 def ocv(chemistry: str, soc: float) -> float:
-    """Open-circuit voltage (V) of the full cell at a state of charge in [0, 1]."""
-    return float(np.interp(soc, _SOC, OCV_TABLES[chemistry]))
+    """Open-circuit voltage (V) of the full cell at a state of charge; rated in [0, 1],
+    steep outside it (down to -0.1 and up to 1.1)."""
+    table = OCV_TABLES[chemistry]
+    if soc < 0:
+        return float(np.interp(soc, [*_EDGE_SOC, 0.0], [*(table[0] + _EDGE_DV_LOW), table[0]]))
+    if soc > 1:
+        return float(
+            np.interp(soc, [1.0, *_EDGE_SOC_HIGH], [table[-1], *(table[-1] + _EDGE_DV_HIGH)])
+        )
+    return float(np.interp(soc, _SOC, table))
 
 
 @dataclass
@@ -84,7 +99,8 @@ class Cell:
 
     @property
     def soc(self) -> float:
-        return min(max(self.state.charge / self.accessible_capacity, 0.0), 1.0)
+        """Stored charge over accessible capacity: 0..1 rated, beyond it over(dis)charged."""
+        return self.state.charge / self.accessible_capacity
 
     @property
     def open_circuit_voltage(self) -> float:
@@ -115,7 +131,10 @@ class Cell:
         short_current = s.short_conductance * self.open_circuit_voltage
         net = current - short_current
         delta = net * dt / MAH  # mAh
-        s.charge = min(max(s.charge + delta, 0.0), self.accessible_capacity)
+        low, high = SOC_RANGE
+        s.charge = min(
+            max(s.charge + delta, low * self.accessible_capacity), high * self.accessible_capacity
+        )
 
         decay = math.exp(-dt / e.tau_pol)
         s.v_rc = s.v_rc * decay + current * e.r_pol * (1.0 - decay)

@@ -112,6 +112,16 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
+class CyclerSection:
+    v_min: float = _q("V", 0, 10)
+    v_max: float = _q("V", 0, 10)
+    i_max: float = _q("A", 0, 10, lo_open=True)
+    log_period: float = _q("s", 0, 1e6, lo_open=True)
+    log_dv: float = _q("V", 0, 10)
+    buffer_size: float = _q("", 100, 1e8)
+
+
+@dataclass(frozen=True)
 class SimulationSection:
     cell_step: float = _q("s", 0, 60, lo_open=True)
     chunk: float = _q("s", 0, 60, lo_open=True)
@@ -129,6 +139,7 @@ class RigParams:
     load_cell: LoadCellSection
     controller: ControllerSection
     limits: LimitsSection
+    cycler: CyclerSection
     simulation: SimulationSection
     source: str = "<defaults>"
 
@@ -152,9 +163,10 @@ SECTIONS: dict[str, type] = {
     "load_cell": LoadCellSection,
     "controller": ControllerSection,
     "limits": LimitsSection,
+    "cycler": CyclerSection,
     "simulation": SimulationSection,
 }
-RIG_SECTIONS = ("press", "load_cell", "controller", "limits", "simulation")
+RIG_SECTIONS = ("press", "load_cell", "controller", "limits", "cycler", "simulation")
 
 
 @cache
@@ -255,6 +267,8 @@ def _check_consistency(p: RigParams) -> None:
         )
     if p.simulation.chunk > p.simulation.cell_step:
         raise CellFileError("simulation.chunk: must not exceed simulation.cell_step")
+    if p.cycler.v_min >= p.cycler.v_max:
+        raise CellFileError("cycler.v_min: must be below cycler.v_max")
     if lim.ramp_rate > lim.max_ramp_rate:
         raise CellFileError("limits.ramp_rate: exceeds limits.max_ramp_rate")
 

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from .cell import Cell
+from .cycler import Cycler, CyclerError, SafetyLimits, Step, StepKind
 from .loadcell import LoadCell
 from .params import RigParams
 from .press import Mode, Press
@@ -47,7 +48,14 @@ class Rig:
         self.cell = Cell(params)
         self.load_cell = LoadCell(params.load_cell, self.rng)
         self.press = Press(params, self.load_cell)
-        self.current = 0.0  # A applied to the cell, + = charge (the cycler's, later)
+        cyc = params.cycler
+        self.cycler = Cycler(
+            self.cell,
+            SafetyLimits(cyc.v_min, cyc.v_max, cyc.i_max),
+            log_period=cyc.log_period,
+            log_dv=cyc.log_dv,
+            buffer_size=int(cyc.buffer_size),
+        )
         self.over_pressure = params.limits.over_pressure
         self.max_setpoint = params.limits.max_setpoint
         self.interlock: str = ""  # reason of the latched trip, "" when clear
@@ -69,13 +77,25 @@ class Rig:
         cell_block = max(1, round(self.params.simulation.cell_step / period))
         while n > 0:
             m = min(n, cell_block)
+            limit = self.cycler.max_step()  # do not step past a time termination
+            if limit < m * period:
+                m = max(1, math.ceil(limit / period - 1e-9))
             h = m * period
             before = self.cell.swelling
-            self.cell.step(h, self.current, self.press.true_pressure)
+            current = self.cycler.command(self.press.true_pressure)
+            self.cell.step(h, current, self.press.true_pressure)
             self.press.swelling = before
             self.press.swelling_rate = (self.cell.swelling - before) / h
             self.load_cell.advance(h)
             self.press.run(m, self._check_interlocks)
+            self.cycler.account(
+                h,
+                current,
+                self.press.pressure,
+                self.load_cell.force / 1e3,
+                self.press.gap,
+                self.interlock,
+            )
             n -= m
 
     # --- safety ---------------------------------------------------------------------
@@ -194,8 +214,21 @@ class Rig:
             raise RigError("settle tolerance must be > 0 MPa and settle time >= 0 s")
         press.settle_tolerance, press.settle_time = tol, hold
 
+    @property
+    def current(self) -> float:
+        """A through the cell now, + = charge."""
+        return self.cell.current
+
     def set_current(self, current: float) -> None:
-        self.current = _finite("cell current", current)
+        """Manual constant current (no terminations; 0 = rest) on the cycler channel."""
+        current = _finite("cell current", current)
+        if current == 0:
+            self.cycler.stop("manual rest")
+            return
+        try:
+            self.cycler.start(Step(StepKind.CC, current=current))
+        except CyclerError as ex:
+            raise RigError(f"cell current refused: {ex}") from None
 
     def stop(self) -> None:
         self.press.stop()

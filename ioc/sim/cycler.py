@@ -1,0 +1,336 @@
+"""One battery-cycler channel driving the simulated cell, as a commercial cycler does.
+
+Conventions (BioLogic/Arbin/Maccor-like):
+
+* Current in A, **positive on charge**; capacities in mAh, energies in mWh, counted
+  separately for charge and discharge, per step and cumulative.
+* A step is ``REST`` (open circuit), ``CC`` (constant current), ``CV`` (constant voltage
+  with a current limit) or ``CCCV`` (constant current until the voltage reaches the CV
+  voltage, then constant voltage). Up to three terminations; the first one met ends the
+  step and its reason is kept: voltage (direction follows the step unless given:
+  charge rising, discharge falling), current magnitude (falls below), step time, step
+  capacity.
+* Safety limits are checked on every simulation step whatever any client does: the
+  voltage window, the current magnitude, and the press interlock. A violation puts the
+  channel at open circuit, latches the reason, and refuses new steps until reset.
+* Samples are logged on the instrument every ``log_period`` s of test time, on a voltage
+  change of ``log_dv``, and at every step end, into a buffer that clients read in bulk
+  by sequence number, so that nothing taken while no client reads is lost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from .cell import MAH, Cell
+
+
+class StepKind(Enum):
+    REST = "rest"
+    CC = "cc"
+    CV = "cv"
+    CCCV = "cccv"
+
+
+class Limit(Enum):
+    VOLTAGE = "voltage"  # V
+    CURRENT = "current"  # A, magnitude falling below
+    TIME = "time"  # s of step time
+    CAPACITY = "capacity"  # mAh passed in the step
+
+
+@dataclass(frozen=True)
+class Termination:
+    limit: Limit
+    value: float
+    rising: bool | None = None  # voltage only: None = follow the step's direction
+
+    def describe(self) -> str:
+        unit = {Limit.VOLTAGE: "V", Limit.CURRENT: "A", Limit.TIME: "s", Limit.CAPACITY: "mAh"}[
+            self.limit
+        ]
+        return f"{self.limit.value} {self.value:g} {unit}"
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    current: float = 0.0  # A: CC/CCCV current (signed); CV current limit (magnitude)
+    voltage: float | None = None  # V for CV and CCCV
+    terminations: tuple[Termination, ...] = ()
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    v_min: float = 2.0
+    v_max: float = 4.5
+    i_max: float = 0.02  # A
+
+
+class CyclerError(ValueError):
+    """A step the channel refuses; the message names the problem."""
+
+
+SAMPLE_FIELDS = (
+    "seq",
+    "test_time",
+    "step_time",
+    "cycle",
+    "step",
+    "voltage",
+    "current",
+    "charge_capacity",
+    "discharge_capacity",
+    "charge_energy",
+    "discharge_energy",
+    "pressure",
+    "force",
+    "gap",
+)
+
+
+@dataclass
+class Counters:
+    test_time: float = 0.0
+    step_time: float = 0.0
+    cycle: int = 0
+    step: int = 0
+    step_charge: float = 0.0  # mAh
+    step_discharge: float = 0.0
+    charge_capacity: float = 0.0  # cumulative mAh
+    discharge_capacity: float = 0.0
+    charge_energy: float = 0.0  # cumulative mWh
+    discharge_energy: float = 0.0
+
+
+@dataclass
+class SampleBuffer:
+    """Ring buffer of logged samples, read by sequence number."""
+
+    size: int = 100_000
+    data: np.ndarray = field(init=False)
+    next_seq: int = 0  # sequence number the next sample gets
+
+    def __post_init__(self):
+        self.data = np.zeros((self.size, len(SAMPLE_FIELDS)))
+
+    def append(self, row: list[float]) -> None:
+        self.data[self.next_seq % self.size] = [self.next_seq, *row]
+        self.next_seq += 1
+
+    @property
+    def oldest_seq(self) -> int:
+        return max(0, self.next_seq - self.size)
+
+    def since(self, seq: int, limit: int | None = None) -> np.ndarray:
+        """Samples with sequence numbers >= ``seq`` still held (oldest first)."""
+        start = max(seq, self.oldest_seq)
+        stop = self.next_seq if limit is None else min(self.next_seq, start + limit)
+        idx = np.arange(start, stop) % self.size
+        return self.data[idx].copy()
+
+
+class Cycler:
+    """A cycler channel; call :meth:`command` before and :meth:`account` after each
+    simulation step of the cell."""
+
+    def __init__(
+        self,
+        cell: Cell,
+        limits: SafetyLimits | None = None,
+        *,
+        log_period: float = 10.0,
+        log_dv: float = 0.0,
+        buffer_size: int = 100_000,
+    ):
+        self.cell = cell
+        self.limits = limits or SafetyLimits()
+        self.log_period = log_period
+        self.log_dv = log_dv
+        self.buffer = SampleBuffer(buffer_size)
+        self.counters = Counters()
+        self.step: Step = Step(StepKind.REST)
+        self.running = False  # a step is executing (REST included)
+        self.reason = ""  # why the last step ended
+        self.tripped = ""  # latched safety reason
+        self._cv_phase = False
+        self._last_log_time = -math.inf
+        self._last_log_v = math.nan
+
+    # --- commands -----------------------------------------------------------------------
+    def start(self, step: Step, *, cycle: int | None = None, index: int | None = None) -> None:
+        """Begin ``step`` now (validated; refused while a safety trip is latched)."""
+        if self.tripped:
+            raise CyclerError(f"safety trip latched ({self.tripped}); reset it first")
+        self._validate(step)
+        c = self.counters
+        if cycle is not None:
+            c.cycle = cycle
+        c.step = c.step + 1 if index is None else index
+        c.step_time = c.step_charge = c.step_discharge = 0.0
+        self.step, self.running, self.reason = step, True, ""
+        self._cv_phase = step.kind == StepKind.CV
+
+    def stop(self, reason: str = "stopped") -> None:
+        """End the step now; the channel rests at open circuit."""
+        if self.running:
+            self._end(reason)
+        self.step = Step(StepKind.REST)
+
+    def reset(self) -> None:
+        """Clear a latched safety trip (the condition is checked again next step)."""
+        self.tripped = ""
+
+    def _validate(self, step: Step) -> None:
+        lim = self.limits
+        if len(step.terminations) > 3:
+            raise CyclerError("a step takes at most three terminations")
+        if not math.isfinite(step.current) or abs(step.current) > lim.i_max:
+            raise CyclerError(f"current {step.current:g} A outside +-{lim.i_max:g} A")
+        if step.kind in (StepKind.CV, StepKind.CCCV):
+            v = step.voltage
+            if v is None or not math.isfinite(v) or not lim.v_min <= v <= lim.v_max:
+                raise CyclerError(f"voltage {v} V outside {lim.v_min:g}..{lim.v_max:g} V")
+            if step.current == 0:
+                raise CyclerError(f"{step.kind.value} needs a non-zero current (limit)")
+        if step.kind == StepKind.CC and step.current == 0:
+            raise CyclerError("constant current of 0 A: use a rest step")
+        for t in step.terminations:
+            if not math.isfinite(t.value) or t.value < 0:
+                raise CyclerError(f"termination {t.describe()}: needs a finite value >= 0")
+
+    # --- control law -----------------------------------------------------------------------
+    def command(self, pressure: float) -> float:
+        """Current (A) to apply over the next simulation step."""
+        if not self.running or self.tripped:
+            return 0.0
+        step = self.step
+        if step.kind == StepKind.REST:
+            return 0.0
+        if step.kind == StepKind.CC or (step.kind == StepKind.CCCV and not self._cv_phase):
+            return step.current
+        cell = self.cell
+        ohmic = cell.p.electrochemistry.r_bulk + cell.interfacial_resistance(pressure)
+        wanted = (step.voltage - cell.open_circuit_voltage - cell.state.v_rc) / ohmic
+        limit = abs(step.current)
+        return min(max(wanted, -limit), limit)
+
+    def max_step(self) -> float:
+        """Longest simulation step (s) that cannot overshoot a time termination."""
+        for t in self.step.terminations:
+            if t.limit == Limit.TIME and self.running:
+                return max(t.value - self.counters.step_time, 1e-3)
+        return math.inf
+
+    # --- bookkeeping after a simulation step ---------------------------------------------------
+    def account(
+        self,
+        dt: float,
+        current: float,
+        pressure: float,
+        force: float,
+        gap: float,
+        interlock: str = "",
+    ) -> None:
+        """Count what the step did, log, check safety and terminations."""
+        c, v = self.counters, self.cell.voltage
+        c.test_time += dt
+        charge = current * dt / MAH  # mAh, signed
+        if charge > 0:
+            c.step_charge += charge
+            c.charge_capacity += charge
+            c.charge_energy += charge * v
+        elif charge < 0:
+            c.step_discharge -= charge
+            c.discharge_capacity -= charge
+            c.discharge_energy -= charge * v
+        if self.running:
+            c.step_time += dt
+        row = (pressure, force, gap)
+        safety = self._safety(v, current, interlock)
+        if safety and not self.tripped:
+            self.tripped = safety
+            if self.running:
+                self._end(f"safety: {safety}", row)
+            return
+        if self.running:
+            if (
+                self.step.kind == StepKind.CCCV
+                and not self._cv_phase
+                and self._crossed(v, self.step.voltage, self.step.current > 0)
+            ):
+                self._cv_phase = True
+            reason = self._terminated(v, current)
+            if reason:
+                self._end(reason, row)
+                return
+        due = c.test_time - self._last_log_time >= self.log_period - 1e-9
+        moved = self.log_dv > 0 and abs(v - self._last_log_v) >= self.log_dv
+        if due or moved or math.isnan(self._last_log_v):
+            self._log(current, row)
+
+    def _safety(self, v: float, current: float, interlock: str) -> str:
+        lim = self.limits
+        if interlock:
+            return f"press interlock ({interlock})"
+        if not lim.v_min <= v <= lim.v_max:
+            return f"voltage {v:.3f} V outside {lim.v_min:g}..{lim.v_max:g} V"
+        if abs(current) > lim.i_max * (1 + 1e-9):
+            return f"current {current:g} A beyond {lim.i_max:g} A"
+        return ""
+
+    @staticmethod
+    def _crossed(v: float, target: float, rising: bool) -> bool:
+        return v >= target if rising else v <= target
+
+    def _direction(self) -> bool:
+        """True if the step charges (voltage rises)."""
+        step = self.step
+        if step.kind == StepKind.CV:
+            return step.voltage >= self.cell.open_circuit_voltage
+        return step.current >= 0
+
+    def _terminated(self, v: float, current: float) -> str:
+        c = self.counters
+        for t in self.step.terminations:
+            if t.limit == Limit.VOLTAGE:
+                rising = self._direction() if t.rising is None else t.rising
+                if self._crossed(v, t.value, rising):
+                    return f"voltage {'>=' if rising else '<='} {t.value:g} V"
+            elif t.limit == Limit.CURRENT:
+                if abs(current) <= t.value and (c.step_time > 0):
+                    return f"current <= {t.value:g} A"
+            elif t.limit == Limit.TIME:
+                if c.step_time >= t.value - 1e-9:
+                    return f"time {t.value:g} s"
+            elif t.limit == Limit.CAPACITY and max(c.step_charge, c.step_discharge) >= t.value:
+                return f"capacity {t.value:g} mAh"
+        return ""
+
+    def _end(self, reason: str, row: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
+        self.running, self.reason = False, reason
+        self._log(self.cell.current, row)
+        self.step = Step(StepKind.REST)
+
+    def _log(self, current: float, row: tuple[float, float, float]) -> None:
+        c, v = self.counters, self.cell.voltage
+        self.buffer.append(
+            [
+                c.test_time,
+                c.step_time,
+                c.cycle,
+                c.step,
+                v,
+                current,
+                c.charge_capacity,
+                c.discharge_capacity,
+                c.charge_energy,
+                c.discharge_energy,
+                *row,
+            ]
+        )
+        self._last_log_time, self._last_log_v = c.test_time, v
