@@ -77,7 +77,7 @@ def test_move_reports_progress_for_a_progress_bar(rig):
     status = rig.press.set(60.0)
     status.watch(watcher)
     status.wait(30)
-    assert len(updates) >= 5
+    assert len(updates) >= 3  # ~12 at 20 Hz; fewer when the machine is busy
     assert all(target == 60.0 for _, target, _ in updates)
     currents = [c for c, _, _ in updates]
     fractions = [f for _, _, f in updates]
