@@ -76,6 +76,24 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(float(x))
 
 
+def _scaled(x: float, units: list[tuple[str, float]]) -> str:
+    """``x`` in the largest unit that shows it exactly (so that it parses back equal)."""
+    for name, factor in units:
+        value = x / factor
+        if value >= 1 and float(value).is_integer() and value * factor == x:
+            return f"{_num(value)} {name}"
+    return f"{_num(x)} {units[-1][0]}"
+
+
+def _duration_text(seconds: float) -> str:
+    text = _scaled(seconds, [("hours", 3600.0), ("minutes", 60.0), ("seconds", 1.0)])
+    return text[:-1] if text.startswith("1 ") else text  # "1 hour", "1 minute"
+
+
+def _frequency_text(hz: float) -> str:
+    return _scaled(hz, [("MHz", 1e6), ("kHz", 1e3), ("Hz", 1.0), ("mHz", 1e-3)])
+
+
 @dataclass(frozen=True)
 class Quantity:
     """An amount: ``kind`` is current (A), c_rate (1/h), voltage (V), power (W) or
@@ -86,6 +104,9 @@ class Quantity:
 
     def __str__(self) -> str:
         if self.kind == "c_rate":
+            n = round(1 / self.value) if self.value < 1 else 0
+            if n > 1 and 1 / n == self.value:
+                return f"C/{n}"
             return f"{_num(self.value)}C"
         return f"{_num(self.value)} {SYMBOL[self.kind]}"
 
@@ -115,12 +136,12 @@ class Electro:
         parts = [self.action.capitalize()]
         if self.amount is not None:
             parts.append(f"at {self.amount}")
-        ends = [f"for {_num(self.duration)} seconds"] if self.duration is not None else []
+        ends = [f"for {_duration_text(self.duration)}"] if self.duration is not None else []
         ends += [str(u) for u in self.until]
         if ends:
             parts.append(" or ".join(ends))
         if self.period is not None:
-            parts.append(f"({_num(self.period)} second period)")
+            parts.append(f"({_duration_text(self.period)} period)")
         return " ".join(parts)
 
 
@@ -137,7 +158,7 @@ class PressureStep:
             return f"Set pressure to {_num(self.pressure)} MPa"
         if self.action == "ramp":
             return f"Ramp pressure to {_num(self.pressure)} MPa at {_num(self.rate)} MPa/s"
-        return f"Hold pressure at {_num(self.pressure)} MPa for {_num(self.duration)} seconds"
+        return f"Hold pressure at {_num(self.pressure)} MPa for {_duration_text(self.duration)}"
 
 
 @dataclass(frozen=True)
@@ -147,7 +168,10 @@ class Impedance:
     line: int = field(default=0, compare=False)
 
     def __str__(self) -> str:
-        return f"Measure impedance from {_num(self.f_start)} Hz to {_num(self.f_end)} Hz"
+        return (
+            f"Measure impedance from {_frequency_text(self.f_start)} to "
+            f"{_frequency_text(self.f_end)}"
+        )
 
 
 @dataclass(frozen=True)
