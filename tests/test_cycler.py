@@ -112,6 +112,23 @@ def test_rest_is_open_circuit(rig):
     assert rig.cell.voltage == pytest.approx(rig.cell.open_circuit_voltage, abs=2e-3)
 
 
+def test_constant_power_and_constant_resistance_steps(rig):
+    run_step(rig, Step(StepKind.CC, C2, terminations=(Termination(Limit.TIME, 3600),)))
+    run_step(rig, Step(StepKind.CP, power=-3e-3, terminations=(Termination(Limit.TIME, 600),)))
+    data = rig.cycler.buffer.since(0)
+    cp = data[(data[:, COL["step"]] == rig.cycler.counters.step) & (data[:, COL["step_time"]] > 0)]
+    cp = cp[cp[:, COL["current"]] != 0]
+    power = cp[:, COL["voltage"]] * cp[:, COL["current"]]
+    assert np.abs(power + 3e-3).max() < 1e-4  # -3 mW held while the voltage falls
+    reason = run_step(rig, Step(StepKind.CR, resistance=4000.0, terminations=(v(3.4),)))
+    assert reason == "voltage <= 3.4 V"
+    data = rig.cycler.buffer.since(0)
+    cr = data[(data[:, COL["step"]] == rig.cycler.counters.step) & (data[:, COL["step_time"]] > 0)]
+    cr = cr[cr[:, COL["current"]] != 0]  # idle samples after the step ended
+    ratio = cr[:, COL["voltage"]] / -cr[:, COL["current"]]
+    assert np.abs(ratio - 4000.0).max() < 400.0  # V/I follows the load (within one step)
+
+
 def test_overvoltage_trips_to_open_circuit_with_no_client(rig):
     rig.cycler.start(Step(StepKind.CC, 5 * C2))  # no terminations: runs into the limit
     rig.advance(5 * 3600.0)
@@ -143,6 +160,8 @@ def test_press_interlock_trips_the_cycler(rig):
         (Step(StepKind.CCCV, C2), "voltage None V"),
         (Step(StepKind.CC, C2, terminations=(v(4),) * 4), "at most three"),
         (Step(StepKind.CC, C2, terminations=(Termination(Limit.TIME, -1),)), "termination"),
+        (Step(StepKind.CP), "constant power"),
+        (Step(StepKind.CR, resistance=-5.0), "resistance > 0"),
     ],
 )
 def test_bad_steps_are_refused_and_change_nothing(rig, step, match):

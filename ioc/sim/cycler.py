@@ -5,11 +5,12 @@ Conventions (BioLogic/Arbin/Maccor-like):
 * Current in A, **positive on charge**; capacities in mAh, energies in mWh, counted
   separately for charge and discharge, per step and cumulative.
 * A step is ``REST`` (open circuit), ``CC`` (constant current), ``CV`` (constant voltage
-  with a current limit) or ``CCCV`` (constant current until the voltage reaches the CV
-  voltage, then constant voltage). Up to three terminations; the first one met ends the
-  step and its reason is kept: voltage (direction follows the step unless given:
-  charge rising, discharge falling), current magnitude (falls below), step time, step
-  capacity.
+  with a current limit), ``CCCV`` (constant current until the voltage reaches the CV
+  voltage, then constant voltage), ``CP`` (constant power) or ``CR`` (discharge through a
+  constant resistance); CP and CR are held to the channel's current limit. Up to three
+  terminations; the first one met ends the step and its reason is kept: voltage
+  (direction follows the step unless given: charge rising, discharge falling), current
+  magnitude (falls below), step time, step capacity.
 * Safety limits are checked on every simulation step whatever any client does: the
   voltage window, the current magnitude, and the press interlock. A violation puts the
   channel at open circuit, latches the reason, and refuses new steps until reset.
@@ -34,6 +35,8 @@ class StepKind(Enum):
     CC = "cc"
     CV = "cv"
     CCCV = "cccv"
+    CP = "cp"  # constant power (W, + = charge)
+    CR = "cr"  # constant load resistance (Ohm): a discharge
 
 
 class Limit(Enum):
@@ -61,6 +64,8 @@ class Step:
     kind: StepKind
     current: float = 0.0  # A: CC/CCCV current (signed); CV current limit (magnitude)
     voltage: float | None = None  # V for CV and CCCV
+    power: float | None = None  # W for CP (signed, + = charge)
+    resistance: float | None = None  # Ohm for CR
     terminations: tuple[Termination, ...] = ()
 
 
@@ -199,6 +204,16 @@ class Cycler:
                 raise CyclerError(f"{step.kind.value} needs a non-zero current (limit)")
         if step.kind == StepKind.CC and step.current == 0:
             raise CyclerError("constant current of 0 A: use a rest step")
+        if step.kind == StepKind.CP and (
+            step.power is None or not math.isfinite(step.power) or step.power == 0
+        ):
+            raise CyclerError(f"constant power needs a finite, non-zero power, got {step.power}")
+        if step.kind == StepKind.CR and (
+            step.resistance is None or not math.isfinite(step.resistance) or step.resistance <= 0
+        ):
+            raise CyclerError(
+                f"constant resistance needs a resistance > 0 Ohm, got {step.resistance}"
+            )
         for t in step.terminations:
             if not math.isfinite(t.value) or t.value < 0:
                 raise CyclerError(f"termination {t.describe()}: needs a finite value >= 0")
@@ -213,7 +228,11 @@ class Cycler:
             return 0.0
         if step.kind == StepKind.CC or (step.kind == StepKind.CCCV and not self._cv_phase):
             return step.current
-        cell = self.cell
+        cell, i_max = self.cell, self.limits.i_max
+        if step.kind == StepKind.CP:  # I = P / V at the present terminal voltage
+            return min(max(step.power / max(cell.voltage, 0.1), -i_max), i_max)
+        if step.kind == StepKind.CR:  # the cell discharges through the load
+            return max(-cell.voltage / step.resistance, -i_max)
         ohmic = cell.p.electrochemistry.r_bulk + cell.interfacial_resistance(pressure)
         wanted = (step.voltage - cell.open_circuit_voltage - cell.state.v_rc) / ohmic
         limit = abs(step.current)
@@ -292,6 +311,10 @@ class Cycler:
         step = self.step
         if step.kind == StepKind.CV:
             return step.voltage >= self.cell.open_circuit_voltage
+        if step.kind == StepKind.CP:
+            return step.power > 0
+        if step.kind == StepKind.CR:
+            return False
         return step.current >= 0
 
     def _terminated(self, v: float, current: float) -> str:
