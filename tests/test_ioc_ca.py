@@ -131,11 +131,12 @@ def put_latencies(ioc, count=200):
 
 
 def test_put_with_callback_while_monitoring_has_no_nagle_stalls(ioc):
-    """Without TCP_NODELAY ~7 % of these puts stall ~40 ms here (Nagle + delayed ACK)."""
+    """Without TCP_NODELAY 4-7 % of these puts stall ~40 ms here (Nagle + delayed ACK);
+    with it none do, bar a rare scheduling hiccup on a shared machine (2 % allowed)."""
     times = put_latencies(ioc, count=300)
     stalls = sum(t > 0.020 for t in times)
     assert statistics.median(times) < 0.005
-    assert stalls <= 3, f"{stalls}/300 puts stalled > 20 ms: TCP_NODELAY missing?"
+    assert stalls <= 6, f"{stalls}/300 puts stalled > 20 ms: TCP_NODELAY missing?"
 
 
 def test_sigint_stops_the_ioc_cleanly(ca_context):

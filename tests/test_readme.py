@@ -20,5 +20,5 @@ def test_readme_gives_the_commands_ci_runs():
 def test_readme_pv_table_lists_every_pv():
     readme = (ROOT / "README.md").read_text()
     ioc = RigIOC(prefix="SSB:", backend=Rig(load_cell_file("si-nmc")))
-    listed = set(re.findall(r"`(SSB:[A-Za-z]+:[A-Za-z-]+)`", readme))
+    listed = set(re.findall(r"`(SSB:[A-Za-z0-9:-]+)`", readme))
     assert listed == set(ioc.pvdb)

@@ -14,6 +14,7 @@ from caproto.server import SubGroup
 
 from ssb_ioc.sim import Mode, Rig, RigError
 
+from .cycler import CyclerGroup
 from .pvs import RigPVGroup, choice, command, limits, publish, reading, setting, text
 
 MODES = [m.name.title() for m in Mode]  # Off, Pressure, Gap
@@ -207,11 +208,13 @@ class RigIOC(RigPVGroup):
     InterlockReason-RB       why it tripped
     InterlockReset-Cmd       clear a trip whose condition is gone
 
-    Press (``{prefix}Press:``) and load cell (``{prefix}LC:``) PVs: see their groups.
+    Press (``{prefix}Press:``), load cell (``{prefix}LC:``) and cycler (``{prefix}Cyc:``)
+    PVs: see their groups.
     """
 
     press = SubGroup(PressGroup, prefix="Press:")
     load_cell = SubGroup(LoadCellGroup, prefix="LC:")
+    cycler = SubGroup(CyclerGroup, prefix="Cyc:")
 
     time_rb = reading("Rig:Time-RB", "s", 0.0, 1e12, "Experiment time", precision=3)
     speed_sp = setting("Rig:Speed-SP", "x", 0.001, 1e5, "Clock speed factor")
@@ -295,6 +298,10 @@ class RigIOC(RigPVGroup):
         }
         for pv, value in initial.items():
             await pv.write(value, verify_value=False)
+        cyc = p.cycler
+        await self.cycler.current_sp.write_metadata(**limits(-cyc.i_max, cyc.i_max))
+        await self.cycler.voltage_sp.write_metadata(**limits(cyc.v_min, cyc.v_max))
+        await self.current_sp.write_metadata(**limits(-cyc.i_max, cyc.i_max))
         await self.update_readbacks()
         await self.cell_rb.write(self.source or p.cell.name)
 
@@ -388,6 +395,7 @@ class RigIOC(RigPVGroup):
             await publish(pv, value)
         if pg.mode_sp.value != values[pg.mode_rb]:  # a trip changed the mode
             await pg.mode_sp.write(values[pg.mode_rb], verify_value=False)
+        await self.cycler.update()
         if rig.interlock and rig.interlock != self._reported_trip:
             await self.report(f"interlock tripped: {rig.interlock}")
         self._reported_trip = rig.interlock

@@ -1,0 +1,239 @@
+"""The cycler channel's PVs (``{prefix}Cyc:``): define a step, start it, read it back.
+
+A client writes the step's settings (type, current, voltage, power, resistance, up to
+three terminations), then puts ``Start-Cmd`` with a callback: the put completes when the
+step terminates (its reason on ``Reason-RB``) and fails if a safety trip ends it. Samples
+logged on the instrument are read in bulk: put the first wanted sequence number to
+``Buf:ReadFrom-SP`` (completes once the arrays are filled), then read ``Buf:Count-RB``
+and the ``Buf:*-RB`` arrays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from caproto import AlarmSeverity, AlarmStatus
+from caproto.server import pvproperty
+
+from ssb_ioc.sim import RigError
+from ssb_ioc.sim.cycler import SAMPLE_FIELDS, CyclerError, Limit, Step, StepKind, Termination
+
+from .pvs import RigPVGroup, choice, command, publish, reading, setting, text
+
+STEP_TYPES = ["Rest", "CC", "CV", "CCCV", "CP", "CR"]
+TERM_TYPES = ["None", "Voltage", "Current", "Time", "Capacity"]
+DIRECTIONS = ["Auto", "Rising", "Falling"]
+BUFFER_READ = 10_000  # samples per bulk read
+ARRAY_UNITS = {
+    "test_time": "s",
+    "step_time": "s",
+    "voltage": "V",
+    "current": "A",
+    "charge_capacity": "mAh",
+    "discharge_capacity": "mAh",
+    "charge_energy": "mWh",
+    "discharge_energy": "mWh",
+    "pressure": "MPa",
+    "force": "kN",
+    "gap": "um",
+}
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _array(field: str):
+    return pvproperty(
+        name=f"Buf:{_camel(field)}-RB",
+        value=[0.0],
+        dtype=float,
+        max_length=BUFFER_READ,
+        read_only=True,
+        alarm_group=field,
+        units=ARRAY_UNITS.get(field, ""),
+        doc=f"Buffered samples: {field}",
+    )
+
+
+def _termination(kind: str, value: float, direction: str) -> Termination | None:
+    if kind == "None":
+        return None
+    rising = {"Auto": None, "Rising": True, "Falling": False}[direction]
+    return Termination(Limit(kind.lower()), value, rising if kind == "Voltage" else None)
+
+
+class CyclerGroup(RigPVGroup):
+    """Battery cycler channel (``{prefix}Cyc:``); current positive on charge.
+
+    StepType-SP        Rest | CC | CV | CCCV | CP | CR
+    Current-SP    A    CC/CCCV current, CV current limit
+    Voltage-SP    V    CV/CCCV voltage
+    Power-SP      W    CP power;  Resistance-SP Ohm: CR load
+    TermN{Type,Value,Dir}-SP  up to three terminations (Voltage V, Current A, Time s,
+                       Capacity mAh; Dir Auto/Rising/Falling for voltage)
+    Cycle-SP           cycle index recorded with the step
+    Start-Cmd          start the step; put-completion = the step has ended
+    Stop-Cmd, Reset-Cmd  end the step (open circuit); clear a safety trip
+    Running-RB, Reason-RB, Tripped-RB, TripReason-RB
+    Voltage-RB, Current-RB, TestTime-RB, StepTime-RB, CycleIndex-RB, StepIndex-RB,
+    StepCharge-RB, StepDischarge-RB, ChargeCapacity-RB, DischargeCapacity-RB (mAh),
+    ChargeEnergy-RB, DischargeEnergy-RB (mWh)
+    Buf:NextSeq-RB, Buf:OldestSeq-RB, Buf:ReadFrom-SP, Buf:Count-RB, Buf:<Field>-RB
+    """
+
+    step_type = choice("StepType-SP", STEP_TYPES, "Type of the next step")
+    current_sp = setting("Current-SP", "A", -1.0, 1.0, "Step current (+ = charge)", 6)
+    voltage_sp = setting("Voltage-SP", "V", 0.0, 10.0, "Step voltage (CV, CCCV)", 4)
+    power_sp = setting("Power-SP", "W", -10.0, 10.0, "Step power (CP, + = charge)", 6)
+    resistance_sp = setting("Resistance-SP", "Ohm", 0.0, 1e7, "Load resistance (CR)", 2)
+    term1_type = choice("Term1Type-SP", TERM_TYPES, "Termination 1")
+    term1_value = setting("Term1Value-SP", "", 0.0, 1e9, "Termination 1 value", 6)
+    term1_dir = choice("Term1Dir-SP", DIRECTIONS, "Termination 1 voltage direction")
+    term2_type = choice("Term2Type-SP", TERM_TYPES, "Termination 2")
+    term2_value = setting("Term2Value-SP", "", 0.0, 1e9, "Termination 2 value", 6)
+    term2_dir = choice("Term2Dir-SP", DIRECTIONS, "Termination 2 voltage direction")
+    term3_type = choice("Term3Type-SP", TERM_TYPES, "Termination 3")
+    term3_value = setting("Term3Value-SP", "", 0.0, 1e9, "Termination 3 value", 6)
+    term3_dir = choice("Term3Dir-SP", DIRECTIONS, "Termination 3 voltage direction")
+    cycle_sp = setting("Cycle-SP", "", 0.0, 1e9, "Cycle index for the step", 0)
+    start_cmd = command("Start-Cmd", "Start the step; completes when it ends")
+    stop_cmd = command("Stop-Cmd", "End the step: open circuit")
+    reset_cmd = command("Reset-Cmd", "Clear a latched safety trip")
+
+    running_rb = choice("Running-RB", ["No", "Yes"], "A step is running", read_only=True)
+    reason_rb = text("Reason-RB", "Why the last step ended")
+    tripped_rb = choice("Tripped-RB", ["OK", "Tripped"], "Safety trip latched", read_only=True)
+    trip_reason_rb = text("TripReason-RB", "Why the channel tripped")
+    voltage_rb = reading("Voltage-RB", "V", -10.0, 10.0, "Cell voltage", 4)
+    current_rb = reading("Current-RB", "A", -1.0, 1.0, "Cell current", 6)
+    test_time_rb = reading("TestTime-RB", "s", 0.0, 1e12, "Test time", 1)
+    step_time_rb = reading("StepTime-RB", "s", 0.0, 1e12, "Step time", 1)
+    cycle_rb = reading("CycleIndex-RB", "", 0.0, 1e9, "Cycle index", 0)
+    step_rb = reading("StepIndex-RB", "", 0.0, 1e9, "Step index", 0)
+    step_charge_rb = reading("StepCharge-RB", "mAh", 0.0, 1e9, "Step charge capacity", 5)
+    step_discharge_rb = reading("StepDischarge-RB", "mAh", 0.0, 1e9, "Step discharge capacity", 5)
+    charge_rb = reading("ChargeCapacity-RB", "mAh", 0.0, 1e9, "Charge capacity", 5)
+    discharge_rb = reading("DischargeCapacity-RB", "mAh", 0.0, 1e9, "Discharge capacity", 5)
+    charge_energy_rb = reading("ChargeEnergy-RB", "mWh", 0.0, 1e9, "Charge energy", 5)
+    discharge_energy_rb = reading("DischargeEnergy-RB", "mWh", 0.0, 1e9, "Discharge energy", 5)
+
+    next_seq_rb = reading("Buf:NextSeq-RB", "", 0.0, 1e15, "Next sample's sequence no.", 0)
+    oldest_seq_rb = reading("Buf:OldestSeq-RB", "", 0.0, 1e15, "Oldest sample held", 0)
+    read_from_sp = setting("Buf:ReadFrom-SP", "", 0.0, 1e15, "Fill arrays from this seq", 0)
+    count_rb = reading("Buf:Count-RB", "", 0.0, 1e6, "Samples in the arrays", 0)
+    buf_seq = _array("seq")
+    buf_test_time = _array("test_time")
+    buf_step_time = _array("step_time")
+    buf_cycle = _array("cycle")
+    buf_step = _array("step")
+    buf_voltage = _array("voltage")
+    buf_current = _array("current")
+    buf_charge_capacity = _array("charge_capacity")
+    buf_discharge_capacity = _array("discharge_capacity")
+    buf_charge_energy = _array("charge_energy")
+    buf_discharge_energy = _array("discharge_energy")
+    buf_pressure = _array("pressure")
+    buf_force = _array("force")
+    buf_gap = _array("gap")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._ends: list[asyncio.Future] = []
+
+    def _step(self) -> Step:
+        kind = StepKind(self.step_type.value.lower())
+        terms = tuple(
+            t
+            for t in (
+                _termination(self.term1_type.value, self.term1_value.value, self.term1_dir.value),
+                _termination(self.term2_type.value, self.term2_value.value, self.term2_dir.value),
+                _termination(self.term3_type.value, self.term3_value.value, self.term3_dir.value),
+            )
+            if t is not None
+        )
+        return Step(
+            kind,
+            current=self.current_sp.value,
+            voltage=self.voltage_sp.value,
+            power=self.power_sp.value,
+            resistance=self.resistance_sp.value,
+            terminations=terms,
+        )
+
+    @start_cmd.putter
+    async def start_cmd(self, instance, value):
+        if not value:
+            return 0
+        try:
+            self.rig.cycler.start(self._step(), cycle=int(self.cycle_sp.value))
+        except CyclerError as ex:
+            raise RigError(f"step refused: {ex}") from None
+        await self.update()
+        end = asyncio.get_running_loop().create_future()
+        self._ends.append(end)
+        await end
+        return 0
+
+    @stop_cmd.putter
+    async def stop_cmd(self, instance, value):
+        if value:
+            self.rig.cycler.stop("stopped by a client")
+            await self.update()
+        return 0
+
+    @reset_cmd.putter
+    async def reset_cmd(self, instance, value):
+        if value:
+            self.rig.cycler.reset()
+            await self.update()
+        return 0
+
+    @read_from_sp.putter
+    async def read_from_sp(self, instance, value):
+        rows = self.rig.cycler.buffer.since(int(value), limit=BUFFER_READ)
+        for i, field in enumerate(SAMPLE_FIELDS):
+            await getattr(self, f"buf_{field}").write(rows[:, i] if len(rows) else [0.0])
+        await self.count_rb.write(float(len(rows)))
+        return value
+
+    async def update(self) -> None:
+        """Publish the channel's state; complete or fail pending Start-Cmd puts."""
+        cyc = self.rig.cycler
+        c = cyc.counters
+        values = {
+            self.running_rb: "Yes" if cyc.running else "No",
+            self.reason_rb: cyc.reason,
+            self.trip_reason_rb: cyc.tripped,
+            self.voltage_rb: self.rig.cell.voltage,
+            self.current_rb: self.rig.cell.current,
+            self.test_time_rb: c.test_time,
+            self.step_time_rb: c.step_time,
+            self.cycle_rb: float(c.cycle),
+            self.step_rb: float(c.step),
+            self.step_charge_rb: c.step_charge,
+            self.step_discharge_rb: c.step_discharge,
+            self.charge_rb: c.charge_capacity,
+            self.discharge_rb: c.discharge_capacity,
+            self.charge_energy_rb: c.charge_energy,
+            self.discharge_energy_rb: c.discharge_energy,
+            self.next_seq_rb: float(cyc.buffer.next_seq),
+            self.oldest_seq_rb: float(cyc.buffer.oldest_seq),
+        }
+        for pv, value in values.items():
+            await publish(pv, value)
+        tripped = "Tripped" if cyc.tripped else "OK"
+        if self.tripped_rb.value != tripped:
+            severity = AlarmSeverity.MAJOR_ALARM if cyc.tripped else AlarmSeverity.NO_ALARM
+            status = AlarmStatus.STATE if cyc.tripped else AlarmStatus.NO_ALARM
+            await self.tripped_rb.write(tripped, status=status, severity=severity)
+        if not cyc.running and self._ends:
+            ends, self._ends = self._ends, []
+            failed = cyc.reason.startswith("safety")
+            for end in ends:
+                if end.done():
+                    continue
+                if failed:
+                    end.set_exception(RigError(f"step ended by a {cyc.reason}"))
+                else:
+                    end.set_result(None)
