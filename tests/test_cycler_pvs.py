@@ -38,8 +38,11 @@ async def define(cyc, kind, current=0.0, voltage=0.0, terms=()):
     await cyc.current_sp.write(current)
     if voltage:
         await cyc.voltage_sp.write(voltage)
-    slots = [(cyc.term1_type, cyc.term1_value), (cyc.term2_type, cyc.term2_value),
-             (cyc.term3_type, cyc.term3_value)]
+    slots = [
+        (cyc.term1_type, cyc.term1_value),
+        (cyc.term2_type, cyc.term2_value),
+        (cyc.term3_type, cyc.term3_value),
+    ]
     for (type_pv, value_pv), (kind_, value) in zip(slots, terms, strict=False):
         await type_pv.write(kind_)
         await value_pv.write(value)
