@@ -1,8 +1,11 @@
 """The protocol language: PyBaMM forms, pressure/impedance/repeat steps, round trips,
 errors with positions, limits and summaries."""
 
+import textwrap
+
 import pytest
 
+import ssb_plans.protocol as protocol_module
 from ssb_plans.protocol import (
     Electro,
     Impedance,
@@ -18,18 +21,8 @@ from ssb_plans.protocol import (
     summarize,
 )
 
-EXAMPLE = """\
-# Si | LPSCl | NMC formation under pressure
-Set pressure to 100 MPa
-Hold pressure at 100 MPa for 10 minutes
-Repeat 3 times:
-    Charge at C/10 until 4.2 V
-    Hold at 4.2 V until C/50
-    Rest for 1 hour
-    Discharge at C/10 until 2.5 V
-Measure impedance from 1 MHz to 100 mHz
-Ramp pressure to 50 MPa at 0.5 MPa/s
-"""
+# The example in the module's docstring: the documentation must parse.
+EXAMPLE = textwrap.dedent(protocol_module.__doc__.split("\n\n")[1])
 
 
 def one(text):
