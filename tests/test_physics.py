@@ -418,3 +418,18 @@ def test_tare_refused_under_load(si):
     with pytest.raises(RigError, match="Off first"):
         rig.tare()
     assert rig.load_cell.tare_offset == before
+
+
+def test_setpoint_limit_settle_and_current_refusals_change_nothing(si):
+    rig = pressurised(si, pressure=150.0)
+    with pytest.raises(RigError, match="below the present target"):
+        rig.set_max_setpoint(100.0)
+    with pytest.raises(RigError, match="over-pressure interlock"):
+        rig.set_max_setpoint(300.0)
+    with pytest.raises(RigError, match="settle tolerance"):
+        rig.set_settle(tolerance=0.0)
+    with pytest.raises(RigError, match="cell current refused"):
+        rig.set_current(1.0)  # beyond the cycler channel's 20 mA
+    assert rig.max_setpoint == si.limits.max_setpoint
+    assert rig.press.settle_tolerance == si.limits.settle_tolerance
+    assert not rig.cycler.running
