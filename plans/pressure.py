@@ -7,6 +7,7 @@ factor (50 ms x speed), and every reading carries the rig's own clock.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import FailedStatus, MsgGenerator
 
-from ssb_devices import Rig
+from ssb_devices import Rig, RigDisconnected
 
 from .metadata import validate_run_metadata
 
@@ -52,17 +53,44 @@ def record(rig: Rig, detectors: Sequence[Readable] = ()) -> MsgGenerator:
     return ret
 
 
+def _reason(failed: FailedStatus) -> BaseException | None:
+    status = failed.args[0] if failed.args else None
+    return status.exception() if hasattr(status, "exception") else None
+
+
 def wait_for_reason(group: str) -> MsgGenerator:
     """``bps.wait``, but a failed status raises the device's own exception (e.g. why the
     IOC refused a move), so that the run's stop document carries that reason."""
     try:
         yield from bps.wait(group=group)
     except FailedStatus as failed:
-        status = failed.args[0] if failed.args else None
-        reason = status.exception() if hasattr(status, "exception") else None
+        reason = _reason(failed)
         if reason is None:
             raise
         raise reason from failed
+
+
+def raise_reasons(plan_function):
+    """Decorate a plan so that a status failing while it does something else (the
+    RunEngine raises ``FailedStatus`` from whatever message comes next) raises the
+    device's own exception instead, as :func:`wait_for_reason` does; and a read the IOC
+    never answers raises :class:`RigDisconnected`."""
+
+    @functools.wraps(plan_function)
+    def wrapper(*args, **kwargs):
+        try:
+            return (yield from plan_function(*args, **kwargs))
+        except FailedStatus as failed:
+            reason = _reason(failed)
+            if reason is None:
+                raise
+            raise reason from failed
+        except TimeoutError as timeout:  # a read or a put that the IOC never answered
+            raise RigDisconnected(
+                f"no answer from the rig ({timeout}); is the IOC running?"
+            ) from timeout
+
+    return wrapper
 
 
 def wait_until(rig: Rig, experiment_time: float) -> MsgGenerator:
@@ -145,6 +173,7 @@ def set_pressure(
 
     @bpp.stage_decorator([rig, *detectors])
     @bpp.run_decorator(md=_md)
+    @raise_reasons
     def inner():
         yield from record(rig, detectors)
         yield from regulate(rig)
@@ -174,6 +203,7 @@ def ramp_pressure(
 
     @bpp.stage_decorator([rig, *detectors])
     @bpp.run_decorator(md=_md)
+    @raise_reasons
     def inner():
         yield from at_ramp_rate(rig, rate, move_recording(rig, pressure, interval, detectors))
 
@@ -200,6 +230,7 @@ def hold_pressure(
 
     @bpp.stage_decorator([rig, *detectors])
     @bpp.run_decorator(md=_md)
+    @raise_reasons
     def inner():
         if pressure is None:
             yield from regulate(rig)
@@ -237,6 +268,7 @@ def pressure_steps(
 
     @bpp.stage_decorator([rig, *detectors])
     @bpp.run_decorator(md=_md)
+    @raise_reasons
     def inner():
         def steps():
             for p in pressures:

@@ -9,15 +9,31 @@ Every device is built from the rig's PV prefix (``SSB:`` by default)::
     rig.press.set(100).wait()
 """
 
+from .cycler import (
+    Cycler,
+    CyclerStep,
+    ImpedanceLog,
+    SampleLog,
+    StepRejected,
+    StepStatus,
+    Termination,
+)
 from .press import MODES, Press, PressureRejected, RigDisconnected
 from .rig import ExperimentClock, LoadCell, Rig
 
 __all__ = [
     "MODES",
+    "Cycler",
+    "CyclerStep",
     "ExperimentClock",
+    "ImpedanceLog",
     "LoadCell",
     "Press",
     "PressureRejected",
     "Rig",
     "RigDisconnected",
+    "SampleLog",
+    "StepRejected",
+    "StepStatus",
+    "Termination",
 ]

@@ -8,6 +8,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import Status
 
+from .cycler import Cycler
 from .press import Press, RigDisconnected
 
 
@@ -75,7 +76,7 @@ class ExperimentClock(Device):
 
 
 class Rig(Device):
-    """The pressure-controlled ASSB rig: press, load cell, clock, cell and interlock.
+    """The pressure-controlled ASSB rig: press, load cell, cycler, clock, interlock.
 
     >>> rig = Rig("SSB:", name="rig")
     >>> rig.wait_for_connection()
@@ -83,6 +84,7 @@ class Rig(Device):
 
     press = Cpt(Press, "")
     load_cell = Cpt(LoadCell, "")
+    cycler = Cpt(Cycler, "")
     clock = Cpt(ExperimentClock, "")
     voltage = Cpt(EpicsSignalRO, "Rig:CellVoltage-RB", kind=Kind.normal)
     current = Cpt(EpicsSignal, "Rig:CellCurrent-SP", kind=Kind.normal)

@@ -73,15 +73,53 @@ def ca_context():
     context.disconnect()
 
 
+def connected_rig(prefix: str):
+    from ssb_devices import Rig
+
+    device = Rig(prefix, name="rig")
+    device.wait_for_connection(timeout=10)
+    return device
+
+
 @pytest.fixture
 def rig(ioc):
     """The ophyd Rig connected to the test's IOC."""
-    from ssb_devices import Rig
-
-    device = Rig(ioc.prefix, name="rig")
-    device.wait_for_connection(timeout=10)
+    device = connected_rig(ioc.prefix)
     yield device
     device.destroy()
+
+
+@pytest.fixture
+def fast_ioc(ca_context):
+    """An IOC at 5000x: hours of cycling in seconds."""
+    running = start_ioc(ca_context, speed=5000.0)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def fast_rig(fast_ioc):
+    device = connected_rig(fast_ioc.prefix)
+    yield device
+    device.destroy()
+
+
+@pytest.fixture(scope="module")
+def catalog_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("catalog")
+
+
+@pytest.fixture
+def session(catalog_dir, tmp_path, request):
+    """A session on the module's catalog, describing the module's ``CELL``."""
+    from ssb_plans import start_session
+    from ssb_plans.demo import DEMO_CELL
+
+    s = start_session(catalog_dir, md_dir=tmp_path / "md", progress=False, context_managers=[])
+    cell = getattr(request.module, "CELL", DEMO_CELL)
+    s.describe_experiment(cell=cell, purpose="material analysis", operator="tester")
+    yield s
+    s.close()
 
 
 @pytest.fixture

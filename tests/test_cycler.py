@@ -199,3 +199,40 @@ def test_buffer_reads_lose_and_duplicate_nothing_across_collects():
     rows = buffer.since(next_seq)
     assert rows[0, 0] == buffer.oldest_seq > next_seq
     assert len(rows) == 50
+
+
+def test_impedance_sweep_shows_interfacial_resistance_falling_with_pressure(rig):
+    e = rig.params.electrochemistry
+    step = Step(StepKind.PEIS, f_start=1e6, f_end=0.1, points_per_decade=10)
+    reason = run_step(rig, step, chunk=5.0)
+    at_100 = rig.cycler.spectrum
+    assert reason == "impedance sweep done (71 points)"
+    assert rig.cycler.counters.step_charge == 0.0  # measured at open circuit
+    assert at_100.frequency[0] == pytest.approx(1e6) and at_100.frequency[-1] == pytest.approx(0.1)
+    # the high-frequency intercept is the bulk; the interface arc adds R_int(P)
+    assert at_100.impedance[0].real == pytest.approx(e.r_bulk, rel=0.01)
+    mid = np.argmin(np.abs(at_100.frequency - 10.0))  # between the two arcs
+    r_int_100 = at_100.impedance[mid].real - e.r_bulk
+    assert r_int_100 == pytest.approx(rig.cell.interfacial_resistance(100.0), rel=0.05)
+    assert np.all(at_100.impedance.imag <= 0)  # capacitive
+    rig.set_pressure(25.0)
+    rig.advance(20.0)
+    run_step(rig, step, chunk=5.0)
+    at_25 = rig.cycler.spectrum
+    assert at_25.count == 2 and at_25.pressure == pytest.approx(25.0, abs=0.5)
+    assert at_25.impedance[mid].real - e.r_bulk == pytest.approx(2 * r_int_100, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "step, message",
+    [
+        (Step(StepKind.PEIS, f_start=1e8), "outside 1 mHz..10 MHz"),
+        (Step(StepKind.PEIS, f_start=1.0, f_end=1.0), "two different"),
+        (Step(StepKind.PEIS, points_per_decade=0), "points per decade"),
+        (Step(StepKind.PEIS, f_start=1e7, f_end=1e-3, points_per_decade=50), "at most 200"),
+    ],
+)
+def test_impedance_sweep_refusals(rig, step, message):
+    with pytest.raises(CyclerError, match=message):
+        rig.cycler.start(step)
+    assert not rig.cycler.running

@@ -114,3 +114,25 @@ def test_bulk_reads_by_sequence_lose_and_repeat_nothing(ioc):
         assert cyc.buf_pressure.units == "MPa"
 
     asyncio.run(go())
+
+
+def test_impedance_step_publishes_a_whole_spectrum(ioc):
+    async def go():
+        cyc = ioc.cycler
+        await cyc.eis_f_start.write(1e5)
+        await cyc.eis_f_end.write(1.0)
+        await cyc.eis_ppd.write(5)
+        await cyc.step_sp.write(7)
+        await define(cyc, "PEIS")
+        await tick_until(ioc, asyncio.create_task(cyc.start_cmd.write(1)))
+        assert cyc.reason_rb.value == "impedance sweep done (26 points)"
+        assert cyc.step_rb.value == 7  # the index the client asked for
+        assert cyc.eis_count.value == 1
+        assert len(cyc.eis_freq.value) == len(cyc.eis_z_re.value) == 26
+        assert cyc.eis_freq.value[0] == pytest.approx(1e5)
+        assert cyc.eis_pressure.value == pytest.approx(50.0, abs=0.5)
+        e = ioc.rig.params.electrochemistry
+        r_int = ioc.rig.cell.interfacial_resistance(50.0)
+        assert cyc.eis_z_re.value[-1] == pytest.approx(e.r_bulk + r_int, rel=0.05)
+
+    asyncio.run(go())

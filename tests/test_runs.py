@@ -21,19 +21,6 @@ from ssb_plans.demo import DEMO_CELL
 CELL = {**DEMO_CELL, "cell_id": "E2E-1"}
 
 
-@pytest.fixture(scope="module")
-def catalog_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("catalog")
-
-
-@pytest.fixture
-def session(catalog_dir, tmp_path):
-    s = start_session(catalog_dir, md_dir=tmp_path / "md", progress=False, context_managers=[])
-    s.describe_experiment(cell=CELL, purpose="material analysis", operator="tester")
-    yield s
-    s.close()
-
-
 def when_event(RE, n, action):
     """Run ``action`` in a thread once the ``n``-th event of a run has been emitted."""
     seen = []

@@ -5,7 +5,9 @@ three terminations), then puts ``Start-Cmd`` with a callback: the put completes 
 step terminates (its reason on ``Reason-RB``) and fails if a safety trip ends it. Samples
 logged on the instrument are read in bulk: put the first wanted sequence number to
 ``Buf:ReadFrom-SP`` (completes once the arrays are filled), then read ``Buf:Count-RB``
-and the ``Buf:*-RB`` arrays.
+and the ``Buf:*-RB`` arrays. An impedance step (``PEIS``) sweeps
+``EIS:FStart-SP`` to ``EIS:FEnd-SP`` at open circuit; its spectrum lands in the
+``EIS:*-RB`` arrays and ``EIS:Count-RB`` counts the spectra measured.
 """
 
 from __future__ import annotations
@@ -16,11 +18,19 @@ from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import pvproperty
 
 from ssb_ioc.sim import RigError
-from ssb_ioc.sim.cycler import SAMPLE_FIELDS, CyclerError, Limit, Step, StepKind, Termination
+from ssb_ioc.sim.cycler import (
+    EIS_MAX_POINTS,
+    SAMPLE_FIELDS,
+    CyclerError,
+    Limit,
+    Step,
+    StepKind,
+    Termination,
+)
 
 from .pvs import RigPVGroup, choice, command, publish, reading, setting, text
 
-STEP_TYPES = ["Rest", "CC", "CV", "CCCV", "CP", "CR"]
+STEP_TYPES = ["Rest", "CC", "CV", "CCCV", "CP", "CR", "PEIS"]
 TERM_TYPES = ["None", "Voltage", "Current", "Time", "Capacity"]
 DIRECTIONS = ["Auto", "Rising", "Falling"]
 BUFFER_READ = 10_000  # samples per bulk read
@@ -43,16 +53,22 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _array(field: str):
+def _array(name: str, units: str, doc: str, max_length: int = BUFFER_READ):
     return pvproperty(
-        name=f"Buf:{_camel(field)}-RB",
+        name=name,
         value=[0.0],
         dtype=float,
-        max_length=BUFFER_READ,
+        max_length=max_length,
         read_only=True,
-        alarm_group=field,
-        units=ARRAY_UNITS.get(field, ""),
-        doc=f"Buffered samples: {field}",
+        alarm_group=name,
+        units=units,
+        doc=doc,
+    )
+
+
+def _buffer(field: str):
+    return _array(
+        f"Buf:{_camel(field)}-RB", ARRAY_UNITS.get(field, ""), f"Buffered samples: {field}"
     )
 
 
@@ -66,10 +82,16 @@ def _termination(kind: str, value: float, direction: str) -> Termination | None:
 class CyclerGroup(RigPVGroup):
     """Battery cycler channel (``{prefix}Cyc:``); current positive on charge.
 
-    StepType-SP        Rest | CC | CV | CCCV | CP | CR
+    StepType-SP        Rest | CC | CV | CCCV | CP | CR | PEIS
     Current-SP    A    CC/CCCV current, CV current limit
     Voltage-SP    V    CV/CCCV voltage
     Power-SP      W    CP power;  Resistance-SP Ohm: CR load
+    Capacity-SP   mAh  the cell's nominal capacity, for C-rates (from the cell file)
+    LogPeriod-SP  s    log a sample every this much test time (and on a voltage change)
+    Step-SP            step index recorded with the step (0 = the next one)
+    EIS:FStart-SP, EIS:FEnd-SP Hz, EIS:PointsPerDecade-SP: the PEIS sweep
+    EIS:Count-RB, EIS:Pressure-RB MPa, EIS:TestTime-RB s; EIS:Freq-RB Hz, EIS:ZRe-RB and
+                       EIS:ZIm-RB Ohm: the last spectrum
     TermN{Type,Value,Dir}-SP  up to three terminations (Voltage V, Current A, Time s,
                        Capacity mAh; Dir Auto/Rising/Falling for voltage)
     Cycle-SP           cycle index recorded with the step
@@ -97,6 +119,33 @@ class CyclerGroup(RigPVGroup):
     term3_value = setting("Term3Value-SP", "", 0.0, 1e9, "Termination 3 value", 6)
     term3_dir = choice("Term3Dir-SP", DIRECTIONS, "Termination 3 voltage direction")
     cycle_sp = setting("Cycle-SP", "", 0.0, 1e9, "Cycle index for the step", 0)
+    capacity_sp = setting(
+        "Capacity-SP",
+        "mAh",
+        1e-6,
+        1e5,
+        "Nominal capacity for C-rates",
+        4,
+    )
+    log_period_sp = setting(
+        "LogPeriod-SP",
+        "s",
+        0.01,
+        86400.0,
+        "Log a sample every this much test time",
+        2,
+        apply=lambda rig, v: setattr(rig.cycler, "log_period", v),
+    )
+    step_sp = setting("Step-SP", "", 0.0, 1e9, "Step index for the step (0 = next)", 0)
+    eis_f_start = setting("EIS:FStart-SP", "Hz", 1e-3, 1e7, "Impedance sweep start", 4)
+    eis_f_end = setting("EIS:FEnd-SP", "Hz", 1e-3, 1e7, "Impedance sweep end", 4)
+    eis_ppd = setting("EIS:PointsPerDecade-SP", "", 1.0, 50.0, "Sweep points per decade", 0)
+    eis_count = reading("EIS:Count-RB", "", 0.0, 1e12, "Spectra measured", 0)
+    eis_pressure = reading("EIS:Pressure-RB", "MPa", 0.0, 1e4, "Pressure of the spectrum", 2)
+    eis_time = reading("EIS:TestTime-RB", "s", 0.0, 1e12, "Test time of the spectrum", 1)
+    eis_freq = _array("EIS:Freq-RB", "Hz", "Last spectrum: frequency", EIS_MAX_POINTS)
+    eis_z_re = _array("EIS:ZRe-RB", "Ohm", "Last spectrum: Re Z", EIS_MAX_POINTS)
+    eis_z_im = _array("EIS:ZIm-RB", "Ohm", "Last spectrum: Im Z", EIS_MAX_POINTS)
     start_cmd = command("Start-Cmd", "Start the step; completes when it ends")
     stop_cmd = command("Stop-Cmd", "End the step: open circuit")
     reset_cmd = command("Reset-Cmd", "Clear a latched safety trip")
@@ -122,24 +171,25 @@ class CyclerGroup(RigPVGroup):
     oldest_seq_rb = reading("Buf:OldestSeq-RB", "", 0.0, 1e15, "Oldest sample held", 0)
     read_from_sp = setting("Buf:ReadFrom-SP", "", 0.0, 1e15, "Fill arrays from this seq", 0)
     count_rb = reading("Buf:Count-RB", "", 0.0, 1e6, "Samples in the arrays", 0)
-    buf_seq = _array("seq")
-    buf_test_time = _array("test_time")
-    buf_step_time = _array("step_time")
-    buf_cycle = _array("cycle")
-    buf_step = _array("step")
-    buf_voltage = _array("voltage")
-    buf_current = _array("current")
-    buf_charge_capacity = _array("charge_capacity")
-    buf_discharge_capacity = _array("discharge_capacity")
-    buf_charge_energy = _array("charge_energy")
-    buf_discharge_energy = _array("discharge_energy")
-    buf_pressure = _array("pressure")
-    buf_force = _array("force")
-    buf_gap = _array("gap")
+    buf_seq = _buffer("seq")
+    buf_test_time = _buffer("test_time")
+    buf_step_time = _buffer("step_time")
+    buf_cycle = _buffer("cycle")
+    buf_step = _buffer("step")
+    buf_voltage = _buffer("voltage")
+    buf_current = _buffer("current")
+    buf_charge_capacity = _buffer("charge_capacity")
+    buf_discharge_capacity = _buffer("discharge_capacity")
+    buf_charge_energy = _buffer("charge_energy")
+    buf_discharge_energy = _buffer("discharge_energy")
+    buf_pressure = _buffer("pressure")
+    buf_force = _buffer("force")
+    buf_gap = _buffer("gap")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._ends: list[asyncio.Future] = []
+        self._spectrum_published = 0
 
     def _step(self) -> Step:
         kind = StepKind(self.step_type.value.lower())
@@ -159,6 +209,9 @@ class CyclerGroup(RigPVGroup):
             power=self.power_sp.value,
             resistance=self.resistance_sp.value,
             terminations=terms,
+            f_start=self.eis_f_start.value,
+            f_end=self.eis_f_end.value,
+            points_per_decade=int(self.eis_ppd.value),
         )
 
     @start_cmd.putter
@@ -166,7 +219,8 @@ class CyclerGroup(RigPVGroup):
         if not value:
             return 0
         try:
-            self.rig.cycler.start(self._step(), cycle=int(self.cycle_sp.value))
+            index = int(self.step_sp.value) or None
+            self.rig.cycler.start(self._step(), cycle=int(self.cycle_sp.value), index=index)
         except CyclerError as ex:
             raise RigError(f"step refused: {ex}") from None
         await self.update()
@@ -222,6 +276,15 @@ class CyclerGroup(RigPVGroup):
         }
         for pv, value in values.items():
             await publish(pv, value)
+        spectrum = cyc.spectrum
+        if spectrum is not None and spectrum.count != self._spectrum_published:
+            await self.eis_freq.write(spectrum.frequency)
+            await self.eis_z_re.write(spectrum.impedance.real)
+            await self.eis_z_im.write(spectrum.impedance.imag)
+            await self.eis_pressure.write(spectrum.pressure)
+            await self.eis_time.write(spectrum.test_time)
+            await self.eis_count.write(float(spectrum.count))  # last: the spectrum is whole
+            self._spectrum_published = spectrum.count
         tripped = "Tripped" if cyc.tripped else "OK"
         if self.tripped_rb.value != tripped:
             severity = AlarmSeverity.MAJOR_ALARM if cyc.tripped else AlarmSeverity.NO_ALARM

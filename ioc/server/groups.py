@@ -301,6 +301,15 @@ class RigIOC(RigPVGroup):
         cyc = p.cycler
         await self.cycler.current_sp.write_metadata(**limits(-cyc.i_max, cyc.i_max))
         await self.cycler.voltage_sp.write_metadata(**limits(cyc.v_min, cyc.v_max))
+        channel = {
+            self.cycler.eis_f_start: 1e6,  # a usual PEIS: 1 MHz to 100 mHz, 10 per decade
+            self.cycler.eis_f_end: 0.1,
+            self.cycler.eis_ppd: 10,
+            self.cycler.capacity_sp: p.cell.capacity,
+            self.cycler.log_period_sp: cyc.log_period,
+        }
+        for pv, value in channel.items():
+            await pv.write(value, verify_value=False)
         await self.current_sp.write_metadata(**limits(-cyc.i_max, cyc.i_max))
         await self.update_readbacks()
         await self.cell_rb.write(self.source or p.cell.name)

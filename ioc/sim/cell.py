@@ -7,6 +7,9 @@ file):
   **positive on charge**. ``R_int = R_int_ref (P / P_ref)^-0.5 / contact`` (arXiv
   2501.00600: R ~ P^-0.5 and ~ 1/contact area); P is floored at ``pressure_floor``.
   One RC pair (``r_pol``, ``tau_pol``), integrated exactly for a constant current.
+* Small-signal impedance (what a PEIS measures):
+  ``Z = R_bulk + R_int || C_int + r_pol || (tau_pol / r_pol)``, so the interfacial arc
+  shrinks as the stack pressure rises.
 * Stack thickness grows with the charge stored in the anode:
   ``swelling = anode_expansion * charge / area`` (Si composite: a parameter; Li metal:
   4.85 um per mAh/cm^2 from the molar volume).
@@ -116,6 +119,20 @@ class Cell:
         e = self.p.electrochemistry
         p = max(pressure, self.p.contact.pressure_floor)
         return e.r_int_ref * (p / e.p_ref) ** -0.5 / self.contact
+
+    def impedance(self, frequencies: np.ndarray, pressure: float) -> np.ndarray:
+        """Complex impedance (ohm) at ``frequencies`` (Hz) and stack ``pressure`` (MPa)."""
+        e = self.p.electrochemistry
+        jw = 2j * np.pi * np.asarray(frequencies, dtype=float)
+        r_int = self.interfacial_resistance(pressure)
+        interface = r_int / (1 + jw * r_int * e.c_int * 1e-6)
+        polarisation = e.r_pol / (1 + jw * e.tau_pol)
+        return e.r_bulk + interface + polarisation
+
+    def open_circuit(self) -> None:
+        """Disconnect the cell now: no current, no ohmic drop (the RC pair relaxes on)."""
+        self.current = 0.0
+        self.voltage = self.open_circuit_voltage + self.state.v_rc
 
     def terminal_voltage(self, current: float, pressure: float) -> float:
         e = self.p.electrochemistry

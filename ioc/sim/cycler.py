@@ -6,8 +6,10 @@ Conventions (BioLogic/Arbin/Maccor-like):
   separately for charge and discharge, per step and cumulative.
 * A step is ``REST`` (open circuit), ``CC`` (constant current), ``CV`` (constant voltage
   with a current limit), ``CCCV`` (constant current until the voltage reaches the CV
-  voltage, then constant voltage), ``CP`` (constant power) or ``CR`` (discharge through a
-  constant resistance); CP and CR are held to the channel's current limit. Up to three
+  voltage, then constant voltage), ``CP`` (constant power), ``CR`` (discharge through a
+  constant resistance) or ``PEIS`` (an impedance sweep at open circuit, from the cell's
+  equivalent circuit at the present pressure); CP and CR are held to the channel's
+  current limit. Up to three
   terminations; the first one met ends the step and its reason is kept: voltage
   (direction follows the step unless given: charge rising, discharge falling), current
   magnitude (falls below), step time, step capacity.
@@ -37,6 +39,7 @@ class StepKind(Enum):
     CCCV = "cccv"
     CP = "cp"  # constant power (W, + = charge)
     CR = "cr"  # constant load resistance (Ohm): a discharge
+    PEIS = "peis"  # impedance sweep at open circuit (small signal)
 
 
 class Limit(Enum):
@@ -67,6 +70,37 @@ class Step:
     power: float | None = None  # W for CP (signed, + = charge)
     resistance: float | None = None  # Ohm for CR
     terminations: tuple[Termination, ...] = ()
+    f_start: float = 1e6  # Hz, PEIS: first frequency
+    f_end: float = 0.1  # Hz, PEIS: last frequency
+    points_per_decade: int = 10  # PEIS
+
+
+EIS_MIN_POINT_TIME = 0.1  # s per frequency point (settling, averaging)
+EIS_PERIODS = 2  # periods measured at each frequency
+EIS_MAX_POINTS = 200
+
+
+def sweep_frequencies(f_start: float, f_end: float, points_per_decade: int) -> np.ndarray:
+    """Log-spaced frequencies (Hz) from ``f_start`` to ``f_end``, both included."""
+    decades = abs(math.log10(f_end / f_start))
+    n = max(2, round(decades * points_per_decade) + 1)
+    return np.geomspace(f_start, f_end, n)
+
+
+def sweep_duration(frequencies: np.ndarray) -> float:
+    """Seconds a sweep takes: a few periods, at least a minimum, at each frequency."""
+    return float(np.maximum(EIS_PERIODS / frequencies, EIS_MIN_POINT_TIME).sum())
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """One measured impedance spectrum."""
+
+    frequency: np.ndarray  # Hz
+    impedance: np.ndarray  # complex ohm
+    pressure: float  # MPa, at the end of the sweep
+    test_time: float  # s, when it ended
+    count: int  # spectra measured so far on this channel
 
 
 @dataclass(frozen=True)
@@ -165,6 +199,10 @@ class Cycler:
         self._cv_phase = False
         self._last_log_time = -math.inf
         self._last_log_v = math.nan
+        self._sweep: np.ndarray | None = None  # PEIS frequencies while sweeping
+        self._sweep_time = 0.0
+        self._pressure = 0.0
+        self.spectrum: Spectrum | None = None
 
     # --- commands -----------------------------------------------------------------------
     def start(self, step: Step, *, cycle: int | None = None, index: int | None = None) -> None:
@@ -179,6 +217,10 @@ class Cycler:
         c.step_time = c.step_charge = c.step_discharge = 0.0
         self.step, self.running, self.reason = step, True, ""
         self._cv_phase = step.kind == StepKind.CV
+        self._sweep = None
+        if step.kind == StepKind.PEIS:
+            self._sweep = sweep_frequencies(step.f_start, step.f_end, step.points_per_decade)
+            self._sweep_time = sweep_duration(self._sweep)
 
     def stop(self, reason: str = "stopped") -> None:
         """End the step now; the channel rests at open circuit."""
@@ -202,6 +244,19 @@ class Cycler:
                 raise CyclerError(f"voltage {v} V outside {lim.v_min:g}..{lim.v_max:g} V")
             if step.current == 0:
                 raise CyclerError(f"{step.kind.value} needs a non-zero current (limit)")
+        if step.kind == StepKind.PEIS:
+            for f in (step.f_start, step.f_end):
+                if not (math.isfinite(f) and 1e-3 <= f <= 1e7):
+                    raise CyclerError(f"impedance frequency {f:g} Hz outside 1 mHz..10 MHz")
+            if step.f_start == step.f_end:
+                raise CyclerError("impedance sweep needs two different frequencies")
+            if not 1 <= step.points_per_decade <= 50:
+                raise CyclerError(
+                    f"impedance sweep: {step.points_per_decade} points per decade outside 1..50"
+                )
+            n = len(sweep_frequencies(step.f_start, step.f_end, step.points_per_decade))
+            if n > EIS_MAX_POINTS:
+                raise CyclerError(f"impedance sweep of {n} points; at most {EIS_MAX_POINTS}")
         if step.kind == StepKind.CC and step.current == 0:
             raise CyclerError("constant current of 0 A: use a rest step")
         if step.kind == StepKind.CP and (
@@ -224,7 +279,7 @@ class Cycler:
         if not self.running or self.tripped:
             return 0.0
         step = self.step
-        if step.kind == StepKind.REST:
+        if step.kind in (StepKind.REST, StepKind.PEIS):
             return 0.0
         if step.kind == StepKind.CC or (step.kind == StepKind.CCCV and not self._cv_phase):
             return step.current
@@ -240,6 +295,8 @@ class Cycler:
 
     def max_step(self) -> float:
         """Longest simulation step (s) that cannot overshoot a time termination."""
+        if self._sweep is not None and self.running:
+            return max(self._sweep_time - self.counters.step_time, 1e-3)
         for t in self.step.terminations:
             if t.limit == Limit.TIME and self.running:
                 return max(t.value - self.counters.step_time, 1e-3)
@@ -270,6 +327,7 @@ class Cycler:
         if self.running:
             c.step_time += dt
         row = (pressure, force, gap)
+        self._pressure = pressure
         safety = self._safety(v, current, interlock)
         if safety and not self.tripped:
             self.tripped = safety
@@ -319,6 +377,9 @@ class Cycler:
 
     def _terminated(self, v: float, current: float) -> str:
         c = self.counters
+        if self._sweep is not None and c.step_time >= self._sweep_time - 1e-9:
+            self._measure_spectrum()
+            return f"impedance sweep done ({len(self._sweep)} points)"
         for t in self.step.terminations:
             if t.limit == Limit.VOLTAGE:
                 rising = self._direction() if t.rising is None else t.rising
@@ -334,10 +395,17 @@ class Cycler:
                 return f"capacity {t.value:g} mAh"
         return ""
 
+    def _measure_spectrum(self) -> None:
+        count = self.spectrum.count + 1 if self.spectrum else 1
+        z = self.cell.impedance(self._sweep, self._pressure)
+        self.spectrum = Spectrum(self._sweep, z, self._pressure, self.counters.test_time, count)
+
     def _end(self, reason: str, row: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
         self.running, self.reason = False, reason
+        self._sweep = None
         self._log(self.cell.current, row)
         self.step = Step(StepKind.REST)
+        self.cell.open_circuit()  # at once: the ohmic drop goes with the current
 
     def _log(self, current: float, row: tuple[float, float, float]) -> None:
         c, v = self.counters, self.cell.voltage

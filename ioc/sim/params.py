@@ -48,6 +48,7 @@ class ElectrochemistrySection:
     p_ref: float = _q("MPa", 0, 1000, lo_open=True)
     r_pol: float = _q("ohm", 0, 1e6)
     tau_pol: float = _q("s", 0, 1e6, lo_open=True)
+    c_int: float = _q("uF", 0, 1e6, lo_open=True)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,377 @@
+"""Run a protocol: pressure steps on the press, electrochemical steps on the cycler, in one
+Bluesky run.
+
+Streams of the run:
+
+* ``samples``: every sample the cycler logged on the instrument (test time, cycle, step,
+  voltage, current, capacities, energies, pressure, force, gap), collected in pages
+  (:class:`ssb_devices.SampleLog`), so a days-long test costs no RunEngine message per
+  sample;
+* ``steps``: one event per protocol step: its text, type, why it ended, duration,
+  charge/discharge capacity and energy, mean and range of pressure and gap, and any
+  interruption;
+* ``impedance``: each spectrum, one event per frequency;
+* ``primary``: the rig and the ``detectors``, read at step boundaries and every
+  ``detector_period`` s of experiment time;
+* ``safe_state``: one reading when the run ends, however it ends, with a note of the state
+  the cell was left in.
+
+Interruptions. A pause or a suspension puts the cycler at open circuit (the RunEngine
+calls ``Cycler.pause``) while the press goes on holding its pressure; resuming runs the
+rest of the interrupted step (time and capacity limits less what was done; voltage and
+current limits as written) under the same step index, and the ``steps`` stream notes the
+interruption. A pressure hold keeps its end time: time paused counts as holding. A stop or
+an abort leaves the cell at open circuit and the press holding the pressure measured then.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import numpy as np
+from bluesky.protocols import Readable
+from bluesky.utils import MsgGenerator
+from ophyd import Component as Cpt
+from ophyd import Device, Kind, Signal
+
+from ssb_devices import CyclerStep, Rig, Termination
+
+from .pressure import (
+    at_ramp_rate,
+    raise_reasons,
+    record,
+    regulate,
+    start_metadata,
+    wait_for_reason,
+)
+from .protocol import (
+    Electro,
+    Impedance,
+    PressureStep,
+    Protocol,
+    ProtocolError,
+    Repeat,
+    RigLimits,
+    check,
+    current_of,
+    parse,
+)
+
+SIGN = {"charge": 1.0, "discharge": -1.0}
+DIRECTION = {">": "Rising", "<": "Falling", None: "Auto"}
+
+
+# --- protocol -> executable steps ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step of a protocol as it will run: where it came from and what to do."""
+
+    index: int  # 1-based, in execution order
+    cycle: int  # iteration of the outermost Repeat (0 before the first one)
+    source: Electro | PressureStep | Impedance
+    cycler: CyclerStep | None  # None for pressure steps
+
+    @property
+    def text(self) -> str:
+        return str(self.source)
+
+
+def _flatten(steps, cycle: list[int], top: bool):
+    for step in steps:
+        if isinstance(step, Repeat):
+            for _ in range(step.count):
+                if top:
+                    cycle[0] += 1
+                yield from _flatten(step.steps, cycle, False)
+        else:
+            yield cycle[0], step
+
+
+def _termination(until, capacity: float, line: int) -> Termination:
+    q = until.quantity
+    if q.kind == "voltage":
+        return Termination("Voltage", q.value, DIRECTION[until.op])
+    if q.kind in ("current", "c_rate"):
+        return Termination("Current", abs(current_of(q, capacity)))
+    raise ProtocolError(line, 1, f"cannot end a step on {q}: use a voltage or a current")
+
+
+def cycler_step(step: Electro | Impedance, capacity: float, i_max: float) -> CyclerStep:
+    """The cycler step for a protocol line (capacity in mAh for C-rates, ``i_max`` A the
+    channel's limit, used as the current limit of a voltage hold)."""
+    if isinstance(step, Impedance):
+        return CyclerStep("PEIS", f_start=step.f_start, f_end=step.f_end)
+    terms = [Termination("Time", step.duration)] if step.duration is not None else []
+    terms += [_termination(u, capacity, step.line) for u in step.until]
+    if len(terms) > 3:
+        raise ProtocolError(step.line, 1, "a step takes at most three end conditions")
+    q, terms = step.amount, tuple(terms)
+    if step.action == "rest":
+        return CyclerStep("Rest", terminations=terms)
+    if step.action == "hold":
+        return CyclerStep("CV", current=i_max, voltage=q.value, terminations=terms)
+    sign = SIGN[step.action]
+    if q.kind in ("current", "c_rate"):
+        return CyclerStep("CC", current=sign * current_of(q, capacity), terminations=terms)
+    if q.kind == "power":
+        return CyclerStep("CP", power=sign * q.value, terminations=terms)
+    if step.action == "charge":
+        raise ProtocolError(step.line, 1, "a resistance can only discharge the cell")
+    return CyclerStep("CR", resistance=q.value, terminations=terms)
+
+
+def plan_steps(protocol: Protocol, capacity: float, i_max: float) -> list[PlannedStep]:
+    """Every step in execution order, with its index, cycle and cycler step."""
+    out = []
+    for index, (cycle, step) in enumerate(_flatten(protocol.steps, [0], True), start=1):
+        spec = None
+        if not isinstance(step, PressureStep):
+            spec = cycler_step(step, capacity, i_max)
+            spec = CyclerStep(**{**spec.__dict__, "cycle": cycle, "index": index})
+        out.append(PlannedStep(index, cycle, step, spec))
+    return out
+
+
+# --- the per-step record ---------------------------------------------------------------
+
+
+class StepRecord(Device):
+    """What a step did (the ``steps`` stream); filled in by the plan, read once per step."""
+
+    step = Cpt(Signal, value=0, kind=Kind.hinted)
+    cycle = Cpt(Signal, value=0, kind=Kind.normal)
+    text = Cpt(Signal, value="", kind=Kind.normal)
+    step_type = Cpt(Signal, value="", kind=Kind.normal)
+    reason = Cpt(Signal, value="", kind=Kind.normal)
+    start_time = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "s"})
+    duration = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "s"})
+    charge = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "mAh"})
+    discharge = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "mAh"})
+    charge_energy = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "mWh"})
+    discharge_energy = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "mWh"})
+    pressure_mean = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "MPa"})
+    pressure_min = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "MPa"})
+    pressure_max = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "MPa"})
+    gap_mean = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "um"})
+    gap_min = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "um"})
+    gap_max = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "um"})
+    samples = Cpt(Signal, value=0, kind=Kind.normal)
+    interruptions = Cpt(Signal, value="", kind=Kind.normal)
+
+
+COUNTERS = ("charge_capacity", "discharge_capacity", "charge_energy", "discharge_energy")
+
+
+def _stats(values: np.ndarray) -> tuple[float, float, float]:
+    if len(values) == 0:
+        return (math.nan, math.nan, math.nan)
+    return float(values.mean()), float(values.min()), float(values.max())
+
+
+def _fill(record: StepRecord, planned: PlannedStep, **values) -> None:
+    """Soft signals of the plan's own bookkeeping (no hardware behind them)."""
+    values |= {"step": planned.index, "cycle": planned.cycle, "text": planned.text}
+    for name, value in values.items():
+        getattr(record, name).put(value)
+
+
+# --- stubs -----------------------------------------------------------------------------
+
+
+def collect_samples(rig: Rig, into: list[dict]) -> MsgGenerator[None]:
+    """Collect what the cycler logged since the last collect (and any new spectrum)."""
+    pages = yield from bps.collect(rig.cycler.samples, return_payload=True)
+    into.extend(page["data"] for page in pages or [])
+    yield from bps.collect(rig.cycler.impedance, return_payload=False)
+
+
+def counters(rig: Rig) -> MsgGenerator[dict[str, float]]:
+    out = {}
+    for name in ("test_time", *COUNTERS):
+        out[name] = yield from bps.rd(getattr(rig.cycler, name), default_value=0.0)
+    return out
+
+
+def run_until_done(
+    rig: Rig,
+    group: str,
+    pages: list[dict],
+    detectors: Sequence[Readable],
+    detector_period: float | None,
+    poll: float,
+    schedule: dict[str, float],
+) -> MsgGenerator[None]:
+    """Wait for ``group``, collecting samples every ``poll`` s (wall) and reading the
+    detectors every ``detector_period`` s of experiment time, until it is done."""
+    while True:
+        done = yield from bps.wait(group=group, timeout=poll, error_on_timeout=False)
+        yield from collect_samples(rig, pages)
+        if detector_period:
+            now = yield from bps.rd(rig.clock.time, default_value=0.0)
+            if now >= schedule["next"]:
+                yield from bps.trigger_and_read([rig, *detectors])
+                schedule["next"] = now + detector_period
+        yield from bps.checkpoint()
+        if done:
+            break
+    yield from wait_for_reason(group)  # raises the device's own reason if it failed
+
+
+def run_step(
+    rig: Rig,
+    planned: PlannedStep,
+    record_: StepRecord,
+    detectors: Sequence[Readable],
+    detector_period: float | None,
+    poll: float,
+    schedule: dict[str, float],
+) -> MsgGenerator[None]:
+    """One protocol step, then its event in the ``steps`` stream."""
+    before = yield from counters(rig)
+    pages: list[dict] = []
+    source, group = planned.source, f"ssb-step-{planned.index}"
+    reason, interruptions, step_type, duration = "", "", "Pressure", None
+    wait = (rig, group, pages, detectors, detector_period, poll, schedule)
+    if isinstance(source, PressureStep):
+        yield from regulate(rig)
+        yield from bps.abs_set(rig.press, source.pressure, group=group)
+        if source.action == "ramp":
+            yield from at_ramp_rate(rig, source.rate, run_until_done(*wait))
+        else:
+            yield from run_until_done(*wait)
+        reason = "pressure settled"
+        if source.action == "hold":
+            yield from bps.abs_set(rig.clock, before["test_time"] + source.duration, group=group)
+            yield from run_until_done(*wait)
+            reason = f"held {source.duration:g} s"
+    else:
+        step_type = planned.cycler.kind
+        status = yield from bps.abs_set(rig.cycler, planned.cycler, group=group)
+        yield from bps.checkpoint()  # a rewind must not start the step twice
+        yield from run_until_done(*wait)
+        reason = getattr(status, "reason", "")
+        interruptions = "; ".join(getattr(status, "interruptions", []))
+        step_time = yield from bps.rd(rig.cycler.step_time, default_value=0.0)
+        duration = getattr(status, "time_before_pauses", 0.0) + step_time
+    yield from collect_samples(rig, pages)
+    after = yield from counters(rig)
+    rows = {k: np.concatenate([p[k] for p in pages]) for k in ("test_time", "pressure", "gap")}
+    mask = rows["test_time"] >= before["test_time"] if pages else slice(None)
+    p_mean, p_min, p_max = _stats(rows["pressure"][mask]) if pages else (math.nan,) * 3
+    g_mean, g_min, g_max = _stats(rows["gap"][mask]) if pages else (math.nan,) * 3
+    _fill(
+        record_,
+        planned,
+        step_type=step_type,
+        reason=reason,
+        start_time=before["test_time"],
+        duration=after["test_time"] - before["test_time"] if duration is None else duration,
+        charge=after["charge_capacity"] - before["charge_capacity"],
+        discharge=after["discharge_capacity"] - before["discharge_capacity"],
+        charge_energy=after["charge_energy"] - before["charge_energy"],
+        discharge_energy=after["discharge_energy"] - before["discharge_energy"],
+        pressure_mean=p_mean,
+        pressure_min=p_min,
+        pressure_max=p_max,
+        gap_mean=g_mean,
+        gap_min=g_min,
+        gap_max=g_max,
+        samples=int(np.count_nonzero(mask)) if pages else 0,
+        interruptions=interruptions,
+    )
+    yield from bps.trigger_and_read([record_], name="steps")
+    yield from bps.checkpoint()  # a rewind must not repeat the step's record
+
+
+def safe_state(rig: Rig) -> MsgGenerator[None]:
+    """Open circuit, press left as it is (holding in Pressure mode), and say so."""
+    yield from bps.mv(rig.cycler.stop_cmd, 1)
+    yield from bps.trigger_and_read([rig], name="safe_state")
+
+
+# --- the plan ------------------------------------------------------------------------
+
+
+def rig_limits(rig: Rig, capacity: float) -> RigLimits:
+    """The limits a protocol is checked against, read from the IOC."""
+    v_min, v_max = rig.cycler.voltage_sp.limits
+    _, i_max = rig.cycler.current_sp.limits
+    _, ramp_max = rig.press.ramp_rate.limits
+    return RigLimits(
+        max_pressure=float(rig.press.max_pressure.get()),
+        max_ramp_rate=float(ramp_max) or RigLimits.max_ramp_rate,
+        v_min=float(v_min),
+        v_max=float(v_max),
+        i_max=float(i_max),
+        capacity_mAh=capacity,
+    )
+
+
+def run_protocol(
+    rig: Rig,
+    protocol: Protocol | str,
+    *,
+    capacity: float | None = None,
+    detectors: Sequence[Readable] = (),
+    detector_period: float | None = None,
+    poll: float = 0.5,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """Run ``protocol`` (text or :class:`Protocol`) in one run; returns its uid.
+
+    ``capacity`` (mAh) turns C-rates into currents (default: the cycler's
+    ``Capacity-SP``, set from the cell file); ``detectors`` are read with the rig at every
+    step boundary and every ``detector_period`` s of experiment time; samples are
+    collected every ``poll`` s of wall time. The protocol is checked against the rig's
+    limits before anything moves.
+    """
+    if isinstance(protocol, str):
+        protocol = parse(protocol)
+    if capacity is None:
+        capacity = float(rig.cycler.capacity.get())
+    limits = rig_limits(rig, capacity)
+    check(protocol, limits)
+    planned = plan_steps(protocol, capacity, limits.i_max)
+    if detector_period is not None and not detector_period > 0:
+        raise ValueError(f"detector_period: expected seconds > 0, got {detector_period!r}")
+    args = {"protocol": str(protocol), "capacity": capacity, "detector_period": detector_period}
+    _md = start_metadata(rig, "run_protocol", args, md, detectors)
+    _md |= {"protocol": str(protocol), "steps_planned": len(planned)}
+    record_ = StepRecord(name="step")
+    schedule = {"next": math.inf, "kicked_off": False}
+
+    @bpp.stage_decorator([rig, *detectors])
+    @bpp.run_decorator(md=_md)
+    @raise_reasons
+    def inner():
+        def body():
+            yield from bps.kickoff(rig.cycler.samples, wait=True)
+            yield from bps.kickoff(rig.cycler.impedance, wait=True)
+            schedule["kicked_off"] = True
+            now = yield from bps.rd(rig.clock.time, default_value=0.0)
+            schedule["next"] = now + (detector_period or math.inf)
+            for step in planned:
+                yield from record(rig, detectors)  # reading + checkpoint
+                yield from run_step(rig, step, record_, detectors, detector_period, poll, schedule)
+            yield from bps.trigger_and_read([rig, *detectors])
+            yield from bps.complete(rig.cycler.samples, wait=True)
+            yield from collect_samples(rig, [])
+
+        def cleanup():
+            yield from safe_state(rig)
+            if schedule["kicked_off"]:
+                yield from collect_samples(rig, [])
+
+        yield from bpp.finalize_wrapper(body(), cleanup())
+
+    return (yield from inner())
+
+
+__all__ = ["PlannedStep", "StepRecord", "cycler_step", "plan_steps", "run_protocol"]

@@ -1,0 +1,560 @@
+"""The battery cycler channel: run one step at a time, and collect its logged samples.
+
+``Cycler.set(step)`` writes the step's settings, then puts ``Cyc:Start-Cmd`` with a
+completion callback: the IOC completes it when the step terminates, so the status is done
+exactly when the instrument says so; ``status.reason`` then holds why (``"voltage >= 4.2
+V"``). A step the IOC refuses, or ends with a safety trip, fails the status with
+:class:`StepRejected` and the IOC's words, read from ``Rig:Msg-RB``.
+
+On a pause or a suspension the RunEngine calls ``stop(success=True)`` and ``pause()``:
+the channel goes to open circuit and remembers what the step had done; ``resume()``
+starts the rest of it under the same step index: a time limit less the time already run,
+a capacity limit less the capacity already passed, voltage and current limits unchanged.
+The step's status stays pending across the pause. ``stop()`` ends the step (open
+circuit) and fails its status; a step still paused at ``unstage()`` is abandoned.
+
+Samples logged on the instrument are read in bulk by :class:`SampleLog`, a flyer
+(kickoff / complete / collect_pages): every sample, in pages, with nothing lost or
+duplicated between collects. :class:`ImpedanceLog` does the same for impedance spectra.
+Current is positive on charge, everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
+from ophyd.status import DeviceStatus, Status
+
+from .press import RigDisconnected
+
+logger = logging.getLogger(__name__)
+
+STEP_KINDS = ("Rest", "CC", "CV", "CCCV", "CP", "CR", "PEIS")
+LIMITS = ("Voltage", "Current", "Time", "Capacity")
+DIRECTIONS = ("Auto", "Rising", "Falling")
+
+SAMPLE_FIELDS = (  # the IOC's Buf:<Field>-RB arrays (units come from the PVs)
+    "seq",
+    "test_time",
+    "step_time",
+    "cycle",
+    "step",
+    "voltage",
+    "current",
+    "charge_capacity",
+    "discharge_capacity",
+    "charge_energy",
+    "discharge_energy",
+    "pressure",
+    "force",
+    "gap",
+)
+INTEGER_FIELDS = ("seq", "cycle", "step")
+
+
+def _finished(obj) -> Status:
+    status = Status(obj=obj)
+    status.set_finished()
+    return status
+
+
+class StepRejected(RuntimeError):
+    """The cycler refused a step or a safety trip ended it; the message says why."""
+
+
+@dataclass(frozen=True)
+class Termination:
+    """End the step when ``limit`` (Voltage V, Current A, Time s, Capacity mAh) reaches
+    ``value``; ``direction`` (voltage only) Auto follows the step."""
+
+    limit: str
+    value: float
+    direction: str = "Auto"
+
+    def __post_init__(self):
+        if self.limit not in LIMITS:
+            raise ValueError(f"termination {self.limit!r}: expected one of {LIMITS}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction {self.direction!r}: expected one of {DIRECTIONS}")
+
+
+@dataclass(frozen=True)
+class CyclerStep:
+    """One step for the cycler, in the IOC's terms (A, V, W, Ohm, Hz; + = charge)."""
+
+    kind: str
+    current: float = 0.0  # CC/CCCV current; the current limit of CV
+    voltage: float = 0.0  # CV/CCCV
+    power: float = 0.0  # CP
+    resistance: float = 0.0  # CR
+    terminations: tuple[Termination, ...] = ()
+    f_start: float = 1e6  # PEIS
+    f_end: float = 0.1
+    points_per_decade: int = 10
+    cycle: int = 0  # recorded with the samples
+    index: int = 0  # step index recorded with the samples; 0 = the next one
+
+    def __post_init__(self):
+        if self.kind not in STEP_KINDS:
+            raise ValueError(f"step kind {self.kind!r}: expected one of {STEP_KINDS}")
+        if len(self.terminations) > 3:
+            raise ValueError("a step takes at most three terminations")
+
+    def remaining(self, step_time: float, capacity: float) -> CyclerStep:
+        """The rest of this step after ``step_time`` s and ``capacity`` mAh were done."""
+        terms = []
+        for t in self.terminations:
+            if t.limit == "Time":
+                t = dataclasses.replace(t, value=max(t.value - step_time, 1e-3))
+            elif t.limit == "Capacity":
+                t = dataclasses.replace(t, value=max(t.value - capacity, 1e-6))
+            terms.append(t)
+        return dataclasses.replace(self, terminations=tuple(terms))
+
+
+class StepStatus(DeviceStatus):
+    """Done when the step terminates; ``reason`` says why; ``watch`` reports step time."""
+
+    def __init__(self, device, step: CyclerStep, **kwargs):
+        super().__init__(device, **kwargs)
+        self.step = step
+        self.reason = ""
+        self.started = time.time()
+        self.interruptions: list[str] = []
+        self.time_before_pauses = 0.0  # step time run before each pause, summed
+
+    def progress(self, step_time: float) -> None:
+        limits = [t.value for t in self.step.terminations if t.limit == "Time"]
+        target = min(limits) if limits else None
+        for watcher in list(self._watchers):
+            watcher(
+                name=self.device.name,
+                current=step_time,
+                initial=0.0,
+                target=target,
+                unit="s",
+                fraction=None if target is None else 1 - min(step_time / target, 1.0),
+            )
+
+
+class SampleLog(Device):
+    """The cycler's sample buffer as a flyer (stream ``samples``), at ``Cyc:Buf:``.
+
+    ``kickoff()`` starts from the next sample the instrument logs; ``collect_pages()``
+    yields every sample logged since the last collect, in pages of up to 10,000.
+    """
+
+    next_seq = Cpt(EpicsSignalRO, "NextSeq-RB", kind=Kind.omitted)
+    oldest_seq = Cpt(EpicsSignalRO, "OldestSeq-RB", kind=Kind.omitted)
+    read_from = Cpt(EpicsSignal, "ReadFrom-SP", kind=Kind.omitted, put_complete=True)
+    count = Cpt(EpicsSignalRO, "Count-RB", kind=Kind.omitted)
+    buf_seq = Cpt(EpicsSignalRO, "Seq-RB", kind=Kind.omitted, auto_monitor=False)
+    buf_test_time = Cpt(EpicsSignalRO, "TestTime-RB", kind=Kind.omitted, auto_monitor=False)
+    buf_step_time = Cpt(EpicsSignalRO, "StepTime-RB", kind=Kind.omitted, auto_monitor=False)
+    buf_cycle = Cpt(EpicsSignalRO, "Cycle-RB", kind=Kind.omitted, auto_monitor=False)
+    buf_step = Cpt(EpicsSignalRO, "Step-RB", kind=Kind.omitted, auto_monitor=False)
+    buf_voltage = Cpt(EpicsSignalRO, "Voltage-RB", kind=Kind.omitted, auto_monitor=False)
+    buf_current = Cpt(EpicsSignalRO, "Current-RB", kind=Kind.omitted, auto_monitor=False)
+    buf_charge_capacity = Cpt(
+        EpicsSignalRO, "ChargeCapacity-RB", kind=Kind.omitted, auto_monitor=False
+    )
+    buf_discharge_capacity = Cpt(
+        EpicsSignalRO, "DischargeCapacity-RB", kind=Kind.omitted, auto_monitor=False
+    )
+    buf_charge_energy = Cpt(
+        EpicsSignalRO, "ChargeEnergy-RB", kind=Kind.omitted, auto_monitor=False
+    )
+    buf_discharge_energy = Cpt(
+        EpicsSignalRO, "DischargeEnergy-RB", kind=Kind.omitted, auto_monitor=False
+    )
+    buf_pressure = Cpt(EpicsSignalRO, "Pressure-RB", kind=Kind.omitted, auto_monitor=False)
+    buf_force = Cpt(EpicsSignalRO, "Force-RB", kind=Kind.omitted, auto_monitor=False)
+    buf_gap = Cpt(EpicsSignalRO, "Gap-RB", kind=Kind.omitted, auto_monitor=False)
+
+    stream = "samples"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._next: int | None = None
+        self.lost = 0  # samples overwritten on the instrument before they were read
+
+    def kickoff(self, start: int | None = None) -> Status:
+        """Begin at sample ``start`` (default: the next one the instrument logs)."""
+        self._next = int(self.next_seq.get(use_monitor=False)) if start is None else start
+        return _finished(self)
+
+    def complete(self) -> Status:
+        return _finished(self)
+
+    def describe_collect(self) -> dict:
+        keys = {}
+        for field in SAMPLE_FIELDS:
+            array = getattr(self, f"buf_{field}")
+            keys[field] = {
+                "source": f"PV:{array.pvname}",
+                "dtype": "integer" if field in INTEGER_FIELDS else "number",
+                "shape": [],
+                "units": array.describe()[array.name].get("units", ""),
+                "dtype_numpy": "<i8" if field in INTEGER_FIELDS else "<f8",
+            }
+        return {self.stream: keys}
+
+    def read_pages(self, limit: int | None = None):
+        """Samples since the last read, as dicts of arrays (one per page)."""
+        if self._next is None:
+            raise RuntimeError(f"{self.name}: kickoff() before collecting")
+        taken = 0
+        while limit is None or taken < limit:
+            self.read_from.set(self._next).wait(timeout=10)
+            n = int(self.count.get(use_monitor=False))
+            if n == 0:
+                return
+            columns = {
+                field: np.asarray(getattr(self, f"buf_{field}").get(use_monitor=False))[:n]
+                for field in SAMPLE_FIELDS
+            }
+            first = int(columns["seq"][0])
+            if first > self._next:
+                self.lost += first - self._next
+                logger.warning(
+                    "%s: %d samples were overwritten on the instrument before they were "
+                    "read (collect more often or enlarge the buffer)",
+                    self.name,
+                    first - self._next,
+                )
+            self._next = int(columns["seq"][-1]) + 1
+            taken += n
+            yield columns
+            if n < 10_000:
+                return
+
+    def collect_pages(self):
+        for columns in self.read_pages():
+            now = time.time()
+            data = {
+                field: (
+                    values.astype(int).tolist() if field in INTEGER_FIELDS else values.tolist()
+                )
+                for field, values in columns.items()
+            }
+            n = len(data["seq"])
+            yield {
+                "data": data,
+                "timestamps": {field: [now] * n for field in data},
+                "time": [now] * n,
+            }
+
+
+class ImpedanceLog(Device):
+    """Measured impedance spectra as a flyer (stream ``impedance``, one event per
+    frequency), built at ``Cyc:EIS:``."""
+
+    count = Cpt(EpicsSignalRO, "Count-RB", kind=Kind.omitted)
+    pressure = Cpt(EpicsSignalRO, "Pressure-RB", kind=Kind.omitted, auto_monitor=False)
+    test_time = Cpt(EpicsSignalRO, "TestTime-RB", kind=Kind.omitted, auto_monitor=False)
+    frequency = Cpt(EpicsSignalRO, "Freq-RB", kind=Kind.omitted, auto_monitor=False)
+    z_real = Cpt(EpicsSignalRO, "ZRe-RB", kind=Kind.omitted, auto_monitor=False)
+    z_imag = Cpt(EpicsSignalRO, "ZIm-RB", kind=Kind.omitted, auto_monitor=False)
+    f_start = Cpt(EpicsSignal, "FStart-SP", kind=Kind.config)
+    f_end = Cpt(EpicsSignal, "FEnd-SP", kind=Kind.config)
+    points_per_decade = Cpt(EpicsSignal, "PointsPerDecade-SP", kind=Kind.config)
+
+    stream = "impedance"
+    UNITS: ClassVar[dict[str, str]] = {
+        "frequency": "Hz",
+        "z_real": "Ohm",
+        "z_imag": "Ohm",
+        "spectrum": "",
+        "spectrum_pressure": "MPa",
+        "spectrum_time": "s",
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._seen: int | None = None
+
+    def kickoff(self) -> Status:
+        self._seen = int(self.count.get(use_monitor=False))
+        return _finished(self)
+
+    def complete(self) -> Status:
+        return _finished(self)
+
+    def describe_collect(self) -> dict:
+        keys = {
+            name: {
+                "source": self.count.pvname.replace("Count-RB", name),
+                "dtype": "integer" if name == "spectrum" else "number",
+                "shape": [],
+                "units": unit,
+            }
+            for name, unit in self.UNITS.items()
+        }
+        return {self.stream: keys}
+
+    def collect_pages(self):
+        if self._seen is None:
+            raise RuntimeError(f"{self.name}: kickoff() before collecting")
+        count = int(self.count.get(use_monitor=False))
+        if count == self._seen:
+            return
+        self._seen = count
+        freq = np.asarray(self.frequency.get(use_monitor=False), dtype=float)
+        n = len(freq)
+        data = {
+            "frequency": freq.tolist(),
+            "z_real": np.asarray(self.z_real.get(use_monitor=False))[:n].tolist(),
+            "z_imag": np.asarray(self.z_imag.get(use_monitor=False))[:n].tolist(),
+            "spectrum": [count] * n,
+            "spectrum_pressure": [float(self.pressure.get(use_monitor=False))] * n,
+            "spectrum_time": [float(self.test_time.get(use_monitor=False))] * n,
+        }
+        now = time.time()
+        yield {"data": data, "timestamps": {k: [now] * n for k in data}, "time": [now] * n}
+
+
+class Cycler(Device):
+    """One battery-cycler channel (``Cyc:`` PVs), built from the rig prefix; current
+    positive on charge.
+
+    >>> status = rig.cycler.set(CyclerStep("CC", current=1e-3,
+    ...                         terminations=(Termination("Voltage", 4.2),)))
+    >>> status.wait(); status.reason
+    'voltage >= 4.2 V'
+    """
+
+    step_type = Cpt(EpicsSignal, "Cyc:StepType-SP", string=True, kind=Kind.omitted)
+    current_sp = Cpt(EpicsSignal, "Cyc:Current-SP", kind=Kind.omitted)
+    voltage_sp = Cpt(EpicsSignal, "Cyc:Voltage-SP", kind=Kind.omitted)
+    power_sp = Cpt(EpicsSignal, "Cyc:Power-SP", kind=Kind.omitted)
+    resistance_sp = Cpt(EpicsSignal, "Cyc:Resistance-SP", kind=Kind.omitted)
+    term1_type = Cpt(EpicsSignal, "Cyc:Term1Type-SP", string=True, kind=Kind.omitted)
+    term1_value = Cpt(EpicsSignal, "Cyc:Term1Value-SP", kind=Kind.omitted)
+    term1_dir = Cpt(EpicsSignal, "Cyc:Term1Dir-SP", string=True, kind=Kind.omitted)
+    term2_type = Cpt(EpicsSignal, "Cyc:Term2Type-SP", string=True, kind=Kind.omitted)
+    term2_value = Cpt(EpicsSignal, "Cyc:Term2Value-SP", kind=Kind.omitted)
+    term2_dir = Cpt(EpicsSignal, "Cyc:Term2Dir-SP", string=True, kind=Kind.omitted)
+    term3_type = Cpt(EpicsSignal, "Cyc:Term3Type-SP", string=True, kind=Kind.omitted)
+    term3_value = Cpt(EpicsSignal, "Cyc:Term3Value-SP", kind=Kind.omitted)
+    term3_dir = Cpt(EpicsSignal, "Cyc:Term3Dir-SP", string=True, kind=Kind.omitted)
+    cycle_sp = Cpt(EpicsSignal, "Cyc:Cycle-SP", kind=Kind.omitted)
+    step_sp = Cpt(EpicsSignal, "Cyc:Step-SP", kind=Kind.omitted)
+    capacity = Cpt(EpicsSignal, "Cyc:Capacity-SP", kind=Kind.config)
+    log_period = Cpt(EpicsSignal, "Cyc:LogPeriod-SP", kind=Kind.config)
+    start_cmd = Cpt(EpicsSignal, "Cyc:Start-Cmd", kind=Kind.omitted, put_complete=True)
+    stop_cmd = Cpt(EpicsSignal, "Cyc:Stop-Cmd", kind=Kind.omitted, put_complete=True)
+    reset_cmd = Cpt(EpicsSignal, "Cyc:Reset-Cmd", kind=Kind.omitted, put_complete=True)
+
+    voltage = Cpt(EpicsSignalRO, "Cyc:Voltage-RB", kind=Kind.hinted, auto_monitor=False)
+    current = Cpt(EpicsSignalRO, "Cyc:Current-RB", kind=Kind.hinted, auto_monitor=False)
+    test_time = Cpt(EpicsSignalRO, "Cyc:TestTime-RB", kind=Kind.normal, auto_monitor=False)
+    step_time = Cpt(EpicsSignalRO, "Cyc:StepTime-RB", kind=Kind.normal, auto_monitor=True)
+    cycle_index = Cpt(EpicsSignalRO, "Cyc:CycleIndex-RB", kind=Kind.normal, auto_monitor=False)
+    step_index = Cpt(EpicsSignalRO, "Cyc:StepIndex-RB", kind=Kind.normal, auto_monitor=False)
+    step_charge = Cpt(EpicsSignalRO, "Cyc:StepCharge-RB", kind=Kind.omitted, auto_monitor=False)
+    step_discharge = Cpt(
+        EpicsSignalRO, "Cyc:StepDischarge-RB", kind=Kind.omitted, auto_monitor=False
+    )
+    charge_capacity = Cpt(EpicsSignalRO, "Cyc:ChargeCapacity-RB", kind=Kind.normal)
+    discharge_capacity = Cpt(EpicsSignalRO, "Cyc:DischargeCapacity-RB", kind=Kind.normal)
+    charge_energy = Cpt(EpicsSignalRO, "Cyc:ChargeEnergy-RB", kind=Kind.omitted)
+    discharge_energy = Cpt(EpicsSignalRO, "Cyc:DischargeEnergy-RB", kind=Kind.omitted)
+    running = Cpt(EpicsSignalRO, "Cyc:Running-RB", string=True, kind=Kind.omitted)
+    reason = Cpt(EpicsSignalRO, "Cyc:Reason-RB", string=True, kind=Kind.omitted)
+    tripped = Cpt(EpicsSignalRO, "Cyc:Tripped-RB", string=True, kind=Kind.omitted)
+    trip_reason = Cpt(EpicsSignalRO, "Cyc:TripReason-RB", string=True, kind=Kind.omitted)
+
+    message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted)
+
+    samples = Cpt(SampleLog, "Cyc:Buf:")
+    impedance = Cpt(ImpedanceLog, "Cyc:EIS:")
+
+    def __init__(self, prefix: str = "", *, name: str, **kwargs):
+        super().__init__(prefix, name=name, **kwargs)
+        self._lock = threading.Lock()
+        self._status: StepStatus | None = None
+        self._paused: tuple[float, float] | None = None  # step time, capacity at pause
+        self._stopping = False
+        self.message.subscribe(self._on_message, run=False)
+        self.step_time.subscribe(self._on_step_time, run=False)
+        self.voltage.subscribe(self._on_connection, event_type="meta", run=False)
+
+    # --- one step ---------------------------------------------------------------------
+    def set(self, step: CyclerStep) -> StepStatus:
+        """Run ``step``; the status completes when the instrument ends it."""
+        if not isinstance(step, CyclerStep):
+            raise TypeError(f"{self.name}.set expects a CyclerStep, got {step!r}")
+        with self._lock:
+            pending = self._status
+            if pending is not None and not pending.done:
+                if pending.step == step:  # the same step again (a RunEngine rewind)
+                    return pending
+                if self._paused is not None:  # an interrupted step, superseded
+                    self._paused = None
+                    pending.set_exception(StepRejected(f"{self.name}: paused step superseded"))
+                else:
+                    raise StepRejected(
+                        f"{self.name}: a step is already running; stop() it or wait for it"
+                    )
+            status = StepStatus(self, step)
+            self._status, self._paused = status, None
+        self._start(step, status)
+        return status
+
+    def _write(self, step: CyclerStep) -> None:
+        puts = {self.step_type: step.kind, self.cycle_sp: step.cycle, self.step_sp: step.index}
+        if step.kind in ("CC", "CV", "CCCV"):
+            puts[self.current_sp] = step.current
+        if step.kind in ("CV", "CCCV"):
+            puts[self.voltage_sp] = step.voltage
+        if step.kind == "CP":
+            puts[self.power_sp] = step.power
+        if step.kind == "CR":
+            puts[self.resistance_sp] = step.resistance
+        if step.kind == "PEIS":
+            puts |= {
+                self.impedance.f_start: step.f_start,
+                self.impedance.f_end: step.f_end,
+                self.impedance.points_per_decade: step.points_per_decade,
+            }
+        slots = [
+            (self.term1_type, self.term1_value, self.term1_dir),
+            (self.term2_type, self.term2_value, self.term2_dir),
+            (self.term3_type, self.term3_value, self.term3_dir),
+        ]
+        for k, (kind, value, direction) in enumerate(slots):
+            t = step.terminations[k] if k < len(step.terminations) else None
+            puts[kind] = t.limit if t else "None"
+            if t:
+                puts[value], puts[direction] = t.value, t.direction
+        for signal, value in puts.items():  # in order, each acknowledged by the IOC
+            try:
+                signal.put(value, wait=True, timeout=2)
+            except TimeoutError:  # the IOC refused it: its reason is on Rig:Msg-RB
+                raise StepRejected(
+                    f"{signal.pvname} = {value!r} not accepted: "
+                    f"{self.message.get(use_monitor=False)}"
+                ) from None
+
+    def _start(self, step: CyclerStep, status: StepStatus) -> None:
+        status.started = time.time()
+        try:
+            self._write(step)
+        except Exception as ex:
+            status.set_exception(StepRejected(f"{self.name}: could not define the step: {ex}"))
+            return
+        started = self.start_cmd.set(1)
+        started.add_callback(lambda st: self._on_step_end(st, status))
+
+    def _on_step_end(self, started, status: StepStatus) -> None:
+        if status.done or self._paused is not None or self._stopping or not started.success:
+            return
+
+        def finish():  # a CA read: not on the client's callback thread
+            try:
+                status.reason = self.reason.get(use_monitor=False)
+                status.set_finished()
+            except Exception as ex:
+                if not status.done:
+                    status.set_exception(ex)
+
+        threading.Thread(target=finish, daemon=True).start()
+
+    def _on_message(self, value: str = "", timestamp: float = 0.0, **kwargs) -> None:
+        status = self._status
+        if status is None or status.done or f"{self.start_cmd.pvname} refused" not in value:
+            return
+        if timestamp >= status.started - 1.0:
+            status.set_exception(StepRejected(f"{self.name}: {value}"))
+
+    def _on_step_time(self, value: float = 0.0, **kwargs) -> None:
+        status = self._status
+        if status is not None and not status.done:
+            status.progress(value)
+
+    def _on_connection(self, connected: bool = True, **kwargs) -> None:
+        status = self._status
+        if not connected and status is not None and not status.done:
+            status.set_exception(
+                RigDisconnected(
+                    f"{self.name}: lost {self.voltage.pvname} during a step; is the IOC running?"
+                )
+            )
+
+    # --- interruptions -----------------------------------------------------------------
+    def stop(self, *, success: bool = False) -> None:
+        """Open circuit now. ``success=True`` is what the RunEngine calls on a pause or a
+        suspension: the step is interrupted and :meth:`resume` runs the rest of it;
+        otherwise the step ends and its status fails."""
+        if success:
+            self._interrupt()
+            return
+        status, self._paused, self._stopping = self._status, None, True
+        try:
+            if self.stop_cmd.connected:
+                self.stop_cmd.put(1, wait=True, timeout=5)
+        finally:
+            self._stopping = False
+        if status is not None and not status.done:
+            status.reason = "stopped"
+            status.set_exception(StepRejected(f"{self.name}: step stopped"))
+
+    def pause(self) -> None:
+        """Open circuit now; remember how far the step got (see :meth:`resume`)."""
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        status = self._status
+        if status is None or status.done or self._paused is not None:
+            return
+        self._paused = (0.0, 0.0)  # before Stop-Cmd completes the step's put
+        self.stop_cmd.put(1, wait=True, timeout=5)
+        reason = self.reason.get(use_monitor=False)
+        if reason != "stopped by a client":  # it had ended by itself: it is done
+            self._paused = None
+            status.reason = reason
+            status.set_finished()
+            return
+        step_time = float(self.step_time.get(use_monitor=False))
+        capacity = max(
+            float(self.step_charge.get(use_monitor=False)),
+            float(self.step_discharge.get(use_monitor=False)),
+        )
+        self._paused = (step_time, capacity)
+        status.time_before_pauses += step_time
+        status.interruptions.append(
+            f"paused after {step_time:.0f} s and {capacity:.4g} mAh; cell at open circuit"
+        )
+
+    def unstage(self):
+        """A step still paused when the plan ends is abandoned (the cell stays at open
+        circuit)."""
+        status, paused = self._status, self._paused
+        if status is not None and not status.done and paused is not None:
+            self._paused = None
+            status.set_exception(StepRejected(f"{self.name}: paused step abandoned"))
+        return super().unstage()
+
+    def resume(self) -> None:
+        """Start the rest of a paused step (same step index)."""
+        status, paused = self._status, self._paused
+        if status is None or status.done or paused is None:
+            return
+        rest = status.step.remaining(*paused)
+        if rest.index == 0:
+            rest = dataclasses.replace(rest, index=int(self.step_index.get(use_monitor=False)))
+        self._paused = None
+        status.interruptions.append("resumed with its remaining limits")
+        self._start(rest, status)
+
+    def reset(self):
+        """Clear a latched safety trip (the IOC checks the condition again)."""
+        return self.reset_cmd.set(1)

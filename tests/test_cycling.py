@@ -1,0 +1,233 @@
+"""The ophyd cycler and run_protocol end to end: IOC subprocess over Channel Access, a real
+RunEngine, runs written to and read back from a real local catalog."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from bluesky.utils import RunEngineInterrupted
+from ophyd.sim import SynAxis, SynGauss
+
+from ssb_devices import CyclerStep, StepRejected, Termination
+from ssb_plans.cycling import plan_steps, run_protocol
+from ssb_plans.demo import DEMO_CELL
+from ssb_plans.protocol import ProtocolError, parse
+
+CELL = {**DEMO_CELL, "cell_id": "CYC-1"}
+CAPACITY = 2.0  # mAh, the si-nmc preset
+FORMATION = """
+# formation under pressure
+Set pressure to 100 MPa
+Repeat 2 times:
+    Charge at C/2 until 4.1 V
+    Hold at 4.1 V until C/20
+    Rest for 10 minutes
+    Discharge at C/2 until 3.0 V
+Measure impedance from 100 kHz to 1 Hz
+"""
+
+
+def pressed(rig, pressure=100.0):
+    rig.press.regulate().wait(10)
+    rig.press.set(pressure).wait(30)
+
+
+# --- protocol -> cycler steps (no IOC) ----------------------------------------------------
+
+
+def test_protocol_lines_become_cycler_steps():
+    steps = plan_steps(parse(FORMATION), CAPACITY, i_max=0.02)
+    assert [s.index for s in steps] == list(range(1, 11))
+    assert [s.cycle for s in steps] == [0, 1, 1, 1, 1, 2, 2, 2, 2, 2]
+    pressure, charge, hold, rest, discharge = (s.cycler for s in steps[:5])
+    assert pressure is None
+    assert (charge.kind, charge.current) == ("CC", pytest.approx(1e-3))
+    assert charge.terminations == (Termination("Voltage", 4.1, "Auto"),)
+    assert (hold.kind, hold.voltage, hold.current) == ("CV", 4.1, 0.02)
+    assert hold.terminations == (Termination("Current", pytest.approx(1e-4)),)
+    assert rest.terminations == (Termination("Time", 600.0),)
+    assert discharge.current == pytest.approx(-1e-3)
+    assert (charge.cycle, charge.index) == (1, 2)
+    eis = steps[-1].cycler
+    assert (eis.kind, eis.f_start, eis.f_end) == ("PEIS", 1e5, 1.0)
+
+
+def test_pybamm_forms_translate_with_their_meaning():
+    (power, ohm, until_lt, both) = plan_steps(
+        parse(
+            "Discharge at 2 mW until 3 V\n"
+            "Discharge at 2000 Ohm for 1 hour\n"
+            "Charge at 1 mA until < 4 V\n"
+            "Rest for 1 hour or until 3.5 V\n"
+        ),
+        CAPACITY,
+        0.02,
+    )
+    assert (power.cycler.kind, power.cycler.power) == ("CP", pytest.approx(-2e-3))
+    assert (ohm.cycler.kind, ohm.cycler.resistance) == ("CR", 2000.0)
+    assert until_lt.cycler.terminations[0].direction == "Falling"
+    assert [t.limit for t in both.cycler.terminations] == ["Time", "Voltage"]
+    with pytest.raises(ProtocolError, match=r"line 1.*only discharge"):
+        plan_steps(parse("Charge at 100 Ohm for 1 hour"), CAPACITY, 0.02)
+
+
+# --- the ophyd cycler ----------------------------------------------------------------------
+
+
+def test_cycler_step_completes_with_the_instruments_reason(fast_rig):
+    pressed(fast_rig)
+    cycler = fast_rig.cycler
+    cycler.samples.kickoff()
+    status = cycler.set(CyclerStep("CC", current=1e-3, terminations=(Termination("Time", 900),)))
+    seen = []
+    status.watch(lambda **kw: seen.append(kw.get("current")))
+    status.wait(30)
+    assert status.success and status.reason == "time 900 s"
+    assert cycler.step_charge.get(use_monitor=False) == pytest.approx(0.25, rel=1e-3)
+    assert any(t is not None and t > 0 for t in seen)  # progress was reported
+    # a second step; samples collected in two pieces are contiguous, none repeated
+    first = list(cycler.samples.collect_pages())
+    status = cycler.set(CyclerStep("Rest", terminations=(Termination("Time", 300),)))
+    status.wait(30)
+    second = list(cycler.samples.collect_pages())
+    seq = np.concatenate([p["data"]["seq"] for p in first + second])
+    assert len(seq) > 10 and np.all(np.diff(seq) == 1)
+    assert seq[-1] < cycler.samples.next_seq.get(use_monitor=False)
+    assert cycler.samples.lost == 0
+
+
+def test_refused_step_names_the_problem_and_changes_nothing(fast_rig):
+    cycler = fast_rig.cycler
+    before = cycler.step_index.get(use_monitor=False)
+    status = cycler.set(CyclerStep("CC", current=0.5))  # beyond the 20 mA channel limit
+    with pytest.raises(StepRejected, match=r"Current-SP.*0\.5.*Limits"):
+        status.wait(10)
+    assert cycler.running.get(use_monitor=False) == "No"
+    assert cycler.step_index.get(use_monitor=False) == before
+    with pytest.raises(ValueError, match="step kind 'Charge'"):
+        CyclerStep("Charge")
+
+
+def test_safety_trip_fails_the_step_and_latches(fast_rig):
+    pressed(fast_rig)
+    cycler = fast_rig.cycler
+    status = cycler.set(CyclerStep("CC", current=0.01))  # 5C, no end: into the voltage limit
+    with pytest.raises(StepRejected, match="safety: voltage"):
+        status.wait(30)
+    assert cycler.tripped.get(use_monitor=False) == "Tripped"
+    assert cycler.current.get(use_monitor=False) == 0.0
+    refused = cycler.set(CyclerStep("Rest", terminations=(Termination("Time", 10),)))
+    with pytest.raises(StepRejected, match="reset it first"):
+        refused.wait(10)
+    cycler.reset().wait(5)
+    assert cycler.tripped.get(use_monitor=False) == "OK"
+
+
+# --- run_protocol -------------------------------------------------------------------------
+
+
+def test_protocol_run_is_stored_whole_and_consistent(session, fast_rig):
+    det = SynGauss("det", SynAxis(name="motor"), "motor", center=0, Imax=1, sigma=1)
+    (uid,) = session.RE(run_protocol(fast_rig, FORMATION, detectors=[det], detector_period=3600))
+    run = session.catalog[uid]
+    assert run.stop["exit_status"] == "success"
+    assert set(run) == {"primary", "samples", "steps", "impedance", "safe_state"}
+    assert run.start["protocol"].startswith("Set pressure to 100 MPa")
+
+    steps = run["steps"].read()
+    assert list(steps["step_step"].values) == list(range(1, 11))
+    assert list(steps["step_cycle"].values) == [0, 1, 1, 1, 1, 2, 2, 2, 2, 2]
+    reasons = [str(r) for r in steps["step_reason"].values]
+    assert reasons[1] == "voltage >= 4.1 V" and reasons[4] == "voltage <= 3 V"
+    assert reasons[2] == "current <= 0.0001 A" and reasons[3] == "time 600 s"
+    assert steps["step_duration"].values[3] == pytest.approx(600.0)
+    discharged = steps["step_discharge"].values[[4, 8]]
+    assert discharged == pytest.approx([CAPACITY] * 2, rel=0.1)  # a full C/2 discharge
+    charged = steps["step_charge"].values[[1, 2]].sum()
+    assert charged / discharged[0] == pytest.approx(1.0, abs=0.05)  # coulombic efficiency
+    assert np.all(np.abs(steps["step_pressure_mean"].values[1:] - 100.0) < 0.5)
+    breathing = steps["step_gap_max"].values[1] - steps["step_gap_min"].values[1]
+    assert breathing > 5.0  # the Si anode swells on charge (um)
+
+    samples = run["samples"].read()
+    seq = samples["seq"].values
+    assert np.all(np.diff(seq) == 1), "a sample was lost or duplicated"
+    assert set(np.unique(samples["step"].values)) >= set(range(2, 11))
+    keys = run["samples"].descriptors[0]["data_keys"]
+    assert (keys["voltage"]["units"], keys["current"]["units"]) == ("V", "A")
+    assert (keys["pressure"]["units"], keys["gap"]["units"]) == ("MPa", "um")
+    charging = samples["current"].values[samples["step"].values == 2]
+    assert charging.max() == pytest.approx(1e-3) and charging.min() >= 0  # + = charge
+    # (after its end a step's index stays on the idle samples, at 0 A, until the next)
+
+    eis = run["impedance"].read()
+    assert len(eis["frequency"]) == 51 and eis["spectrum_pressure"].values[0] > 99
+    assert eis["z_real"].values[-1] == pytest.approx(50.0, rel=0.05)  # R_bulk + R_int
+
+    primary = run.primary.read()
+    assert "det" in primary and len(primary["time"]) >= 11  # every boundary, and hourly
+    safe = run["safe_state"].read()
+    assert safe["rig_cycler_current"].values[0] == 0.0
+    assert safe["rig_press_readback"].values[0] == pytest.approx(100.0, abs=0.5)
+
+
+def test_pause_leaves_the_cell_safe_and_resume_finishes_the_step(session, fast_rig, fast_ioc):
+    RE = session.RE
+    protocol = "Set pressure to 100 MPa\nCharge at C/5 for 2 hours\nRest for 10 minutes\n"
+    paused = threading.Event()
+
+    def on_page(name, doc):
+        if name == "event_page" and 2 in doc["data"].get("step", []) and not paused.is_set():
+            paused.set()  # from another thread: callbacks run on the RunEngine's loop
+            threading.Thread(target=RE.request_pause, kwargs={"defer": False}).start()
+
+    RE.subscribe(on_page)
+    with pytest.raises(RunEngineInterrupted):
+        RE(run_protocol(fast_rig, protocol, poll=0.05))
+    assert RE.state == "paused"
+    assert fast_ioc.enum("Cyc:Running-RB") == "No" and fast_ioc.get("Cyc:Current-RB") == 0.0
+    assert fast_ioc.enum("Press:Mode-RB") == "Pressure"
+    (uid,) = RE.resume()
+    run = session.catalog[uid]
+    steps = run["steps"].read()
+    assert "paused after" in str(steps["step_interruptions"].values[1])
+    assert len(steps["step_step"]) == 3  # no step recorded twice by the rewind
+    assert str(steps["step_reason"].values[1]).startswith("time")  # what remained, run
+    assert steps["step_duration"].values[1] == pytest.approx(7200.0, rel=1e-3)
+    assert steps["step_charge"].values[1] == pytest.approx(0.4 * 2, rel=1e-3)  # C/5 x 2 h
+
+
+def test_stop_leaves_open_circuit_and_says_so(session, fast_rig, fast_ioc):
+    RE = session.RE
+    protocol = "Set pressure to 80 MPa\nCharge at C/10 until 4.1 V\n"
+
+    stopping = threading.Event()
+
+    def on_page(name, doc):
+        if name == "event_page" and 2 in doc["data"].get("step", []) and not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=RE.stop, daemon=True).start()
+
+    RE.subscribe(on_page)
+    with pytest.raises(RunEngineInterrupted):
+        RE(run_protocol(fast_rig, protocol, poll=0.05))
+    run = session.catalog[-1]
+    assert run.stop["exit_status"] == "success"  # bluesky's word for a requested stop
+    safe = run["safe_state"].read()
+    assert safe["rig_cycler_current"].values[0] == 0.0
+    assert safe["rig_press_readback"].values[0] == pytest.approx(80.0, abs=0.5)
+    assert fast_ioc.enum("Cyc:Running-RB") == "No"
+
+
+def test_bad_protocols_are_refused_before_anything_runs(session, fast_rig):
+    count = len(session.catalog)
+    with pytest.raises(ProtocolError, match=r"line 2, column 1: 300 MPa outside 0\.\.200 MPa"):
+        session.RE(run_protocol(fast_rig, "Rest for 1 hour\nSet pressure to 300 MPa\n"))
+    with pytest.raises(ProtocolError, match="line 1, column 11: expected 'at', got 'in'"):
+        session.RE(run_protocol(fast_rig, "Discharge in C/2 until 3 V"))
+    with pytest.raises(ProtocolError, match=r"current 0.04 A outside \(0, 0.02\] A"):
+        session.RE(run_protocol(fast_rig, "Charge at 20C for 1 minute"))
+    assert len(session.catalog) == count
+    assert fast_rig.cycler.running.get(use_monitor=False) == "No"
