@@ -1,8 +1,10 @@
-"""``ssb``: the demo, and the catalog from the shell.
+"""``ssb``: the demo, protocols, and the catalog from the shell.
 
 ssb demo                 run an accelerated experiment on the simulated rig
+ssb run PROTOCOL_FILE    run a protocol against a running IOC (--cell, --prefix)
 ssb runs [--cell-id ID]  list (and search) runs in the catalog
 ssb show RUN             a run's metadata and streams (RUN: scan id, uid or -1)
+ssb export RUN           write a run as BDF, CSV or Parquet files
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 
 from ssb_analysis import runs as run_listing
 from ssb_analysis.catalog import default_location, open_catalog
+from ssb_analysis.export import FORMATS, ExportError, export_run
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +35,15 @@ def _parser() -> argparse.ArgumentParser:
         help="hold at 100 MPa, seconds of experiment time (default 3600)",
     )
 
+    run = sub.add_parser("run", help="run a protocol file against a running IOC")
+    run.add_argument("protocol", help="protocol file (one step per line)")
+    run.add_argument("--prefix", default="SSB:", help="the rig's PV prefix (default SSB:)")
+    run.add_argument("--cell", help="cell description, TOML or JSON (default: the last one)")
+    run.add_argument("--purpose", default="material analysis", help="why (default: %(default)s)")
+    run.add_argument("--operator", help="who (default: your user name)")
+    run.add_argument("--capacity", type=float, help="mAh for C-rates (default: the cycler's)")
+    run.add_argument("--catalog", help=catalog_help)
+
     runs = sub.add_parser("runs", help="list and search runs")
     runs.add_argument("--catalog", help=catalog_help)
     runs.add_argument("--limit", type=int, default=20, help="newest N runs (default 20)")
@@ -41,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="a run's metadata and streams")
     show.add_argument("run", help="scan id, (partial) uid, or -1 for the latest")
     show.add_argument("--catalog", help=catalog_help)
+
+    export = sub.add_parser("export", help="write a run as files")
+    export.add_argument("run", help="scan id, (partial) uid, or -1 for the latest")
+    export.add_argument("--format", choices=FORMATS, default="bdf", help="default: bdf")
+    export.add_argument("--out", default=".", help="directory (default: here)")
+    export.add_argument("--catalog", help=catalog_help)
     return parser
 
 
@@ -64,6 +82,18 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("ssb demo: interrupted", file=sys.stderr)
             return 130
+    if args.command == "run":
+        from .run_file import run_file
+
+        return run_file(
+            args.protocol,
+            prefix=args.prefix,
+            catalog=args.catalog,
+            cell=args.cell,
+            purpose=args.purpose,
+            operator=args.operator,
+            capacity=args.capacity,
+        )
     catalog = open_catalog(args.catalog)
     if args.command == "runs":
         criteria = {key: getattr(args, key) for key in run_listing.SEARCH_KEYS}
@@ -76,10 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         run = _lookup(catalog, args.run)
     except KeyError:
         print(
-            f"ssb show: no run {args.run!r} in {args.catalog or default_location()}",
+            f"ssb {args.command}: no run {args.run!r} in {args.catalog or default_location()}",
             file=sys.stderr,
         )
         return 1
+    if args.command == "export":
+        try:
+            for path in export_run(run, args.out, args.format):
+                print(path)
+        except ExportError as ex:
+            print(f"ssb export: {ex}", file=sys.stderr)
+            return 1
+        return 0
     print(run_listing.describe(run))
     return 0
 

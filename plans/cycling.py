@@ -51,6 +51,7 @@ from .pressure import (
 )
 from .protocol import (
     Electro,
+    GapHold,
     Impedance,
     PressureStep,
     Protocol,
@@ -75,7 +76,7 @@ class PlannedStep:
 
     index: int  # 1-based, in execution order
     cycle: int  # iteration of the outermost Repeat (0 before the first one)
-    source: Electro | PressureStep | Impedance
+    source: Electro | PressureStep | GapHold | Impedance
     cycler: CyclerStep | None  # None for pressure steps
 
     @property
@@ -132,7 +133,7 @@ def plan_steps(protocol: Protocol, capacity: float, i_max: float) -> list[Planne
     out = []
     for index, (cycle, step) in enumerate(_flatten(protocol.steps, [0], True), start=1):
         spec = None
-        if not isinstance(step, PressureStep):
+        if not isinstance(step, PressureStep | GapHold):
             spec = cycler_step(step, capacity, i_max)
             spec = CyclerStep(**{**spec.__dict__, "cycle": cycle, "index": index})
         out.append(PlannedStep(index, cycle, step, spec))
@@ -239,7 +240,11 @@ def run_step(
     source, group = planned.source, f"ssb-step-{planned.index}"
     reason, interruptions, step_type, duration = "", "", "Pressure", None
     wait = (rig, group, pages, detectors, detector_period, poll, schedule)
-    if isinstance(source, PressureStep):
+    if isinstance(source, GapHold):
+        yield from bps.mv(rig.press.mode, "Gap")
+        yield from run_until_done(*wait)
+        reason = "gap locked"
+    elif isinstance(source, PressureStep):
         yield from regulate(rig)
         yield from bps.abs_set(rig.press, source.pressure, group=group)
         if source.action == "ramp":

@@ -11,11 +11,14 @@ and repeat blocks, one step per line.
         Discharge at C/10 until 2.5 V
     Measure impedance from 1 MHz to 100 mHz
     Ramp pressure to 50 MPa at 0.5 MPa/s
+    Hold gap
 
 Electrochemical steps mean what PyBaMM means: ``Charge``/``Discharge at`` a current (A),
 C-rate (``C/10``, ``1C``), power (W) or resistance (Ohm); ``Hold at`` a voltage; ``Rest``;
 ``for`` a duration; ``until`` a voltage or a current/C-rate (optionally ``<``/``>``),
 joined with ``or``; an optional ``(1 minute period)``. Units take an ``m`` prefix.
+``Hold gap`` locks the press where it is (a constant-gap fixture) until the next pressure
+step.
 
 :func:`parse` gives typed steps (:class:`Electro`, :class:`PressureStep`,
 :class:`Impedance`, :class:`Repeat`) in a :class:`Protocol`; ``str(protocol)`` prints it
@@ -162,6 +165,16 @@ class PressureStep:
 
 
 @dataclass(frozen=True)
+class GapHold:
+    """Lock the piston: the gap is held and the pressure follows the cell."""
+
+    line: int = field(default=0, compare=False)
+
+    def __str__(self) -> str:
+        return "Hold gap"
+
+
+@dataclass(frozen=True)
 class Impedance:
     f_start: float  # Hz
     f_end: float  # Hz
@@ -187,7 +200,7 @@ class Repeat:
         return out
 
 
-Step = Electro | PressureStep | Impedance | Repeat
+Step = Electro | PressureStep | GapHold | Impedance | Repeat
 
 
 def _step_lines(step: Step, indent: str) -> list[str]:
@@ -371,6 +384,10 @@ def _step(cur: _Cursor, line: int) -> Step:
         return _pressure_step(cur, first, line)
     if first == "hold" and cur.peek() and cur.peek().text.lower() == "pressure":
         return _pressure_step(cur, "hold", line)
+    if first == "hold" and cur.peek() and cur.peek().text.lower() == "gap":
+        cur.i += 1
+        cur.done()
+        return GapHold(line=line)
     if first == "measure":
         return _impedance(cur, line)
     return _electro(cur, first, line)
@@ -546,6 +563,8 @@ def _estimate(step: Step, limits: RigLimits, pressure: float) -> float:
         if step.action == "ramp":
             return abs(step.pressure - pressure) / step.rate
         return step.duration or 5.0
+    if isinstance(step, GapHold):
+        return 0.0
     if isinstance(step, Impedance):
         decades = abs(math.log10(step.f_start / step.f_end))
         freqs = [step.f_end * 10 ** (k / 10) for k in range(int(decades * 10) + 1)]

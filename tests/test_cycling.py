@@ -231,3 +231,70 @@ def test_bad_protocols_are_refused_before_anything_runs(session, fast_rig):
         session.RE(run_protocol(fast_rig, "Charge at 20C for 1 minute"))
     assert len(session.catalog) == count
     assert fast_rig.cycler.running.get(use_monitor=False) == "No"
+
+
+# --- ssb run / ssb export ---------------------------------------------------------------
+
+
+def test_ssb_run_then_export_bdf_csv_parquet(fast_ioc, tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+    from conftest import CA_ENV
+
+    from ssb_analysis.catalog import open_catalog
+
+    protocol = tmp_path / "short.txt"
+    protocol.write_text(
+        "Set pressure to 60 MPa\nCharge at 1C for 20 minutes\nRest for 5 minutes\n"
+    )
+    cell = tmp_path / "cell.toml"
+    cell.write_text(
+        'cell_id = "CLI-1"\nchemistry = "NMC811 | LPSCl | Si"\narea_cm2 = 0.785\n'
+        "capacity_mAh = 2.0\n[layers_um]\ncathode = 60\nseparator = 500\nanode = 40\n"
+    )
+    catalog = tmp_path / "catalog"
+    env = {**__import__("os").environ, **CA_ENV}
+    ssb = [sys.executable, "-m", "ssb_plans.cli"]
+    args = ["--prefix", fast_ioc.prefix, "--cell", str(cell), "--catalog", str(catalog)]
+    done = subprocess.run(
+        [*ssb, "run", str(protocol), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "3 steps" in done.stdout and "exit status success" in done.stdout
+    assert "step 2/3 (cycle 0) Charge at 1C for 20 minutes: time 1200 s" in done.stderr
+    run = open_catalog(str(catalog))[-1]
+    assert run.start["cell_id"] == "CLI-1"
+
+    out = tmp_path / "export"
+    for fmt in ("bdf", "csv", "parquet"):
+        result = subprocess.run(
+            [*ssb, "export", "-1", "--format", fmt, "--out", str(out), "--catalog", str(catalog)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+    (bdf_path,) = out.glob("*.bdf.csv")
+    bdf = pd.read_csv(bdf_path)
+    assert list(bdf.columns[:3]) == ["Test Time / s", "Voltage / V", "Current / A"]
+    charging = bdf[bdf["Step Count / 1"] == 2]
+    assert charging["Current / A"].max() == pytest.approx(2e-3)  # 1C of 2 mAh, + = charge
+    gained = bdf["Charging Capacity / Ah"].iloc[-1] - bdf["Charging Capacity / Ah"].iloc[0]
+    assert gained == pytest.approx(2e-3 / 3, rel=0.02)  # 20 min at 1C
+    assert bdf["Applied Pressure / Pa"].median() == pytest.approx(60e6, rel=0.01)
+    steps = pd.read_parquet(next(out.glob("*-steps.parquet")))
+    assert list(steps["step_step"]) == [1, 2, 3]
+    assert len(pd.read_csv(next(out.glob("*-samples.csv")))) == len(bdf)
+
+    refused = subprocess.run(
+        [*ssb, "export", "-1", "--format", "xlsx", "--catalog", str(catalog)],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "invalid choice: 'xlsx'" in refused.stderr

@@ -8,6 +8,7 @@ import pytest
 import ssb_plans.protocol as protocol_module
 from ssb_plans.protocol import (
     Electro,
+    GapHold,
     Impedance,
     PressureStep,
     Protocol,
@@ -125,7 +126,8 @@ def test_repeats_nest_and_comments_and_blank_lines_are_ignored():
 
 def test_the_example_protocol_parses_and_round_trips():
     protocol = parse(EXAMPLE)
-    assert len(protocol.steps) == 5
+    assert len(protocol.steps) == 6
+    assert isinstance(protocol.steps[-1], GapHold) and str(protocol.steps[-1]) == "Hold gap"
     assert parse(str(protocol)) == protocol
     assert str(parse(str(protocol))) == str(protocol)
 
@@ -207,7 +209,7 @@ def test_values_outside_the_rig_limits_are_refused_with_their_line(text, message
 
 def test_summary_counts_steps_cycles_duration_and_data():
     summary = summarize(parse(EXAMPLE), RigLimits(capacity_mAh=2.0), log_period=10.0)
-    assert summary.steps == 2 + 3 * 4 + 2
+    assert summary.steps == 2 + 3 * 4 + 3
     assert summary.cycles == 3
     # 10 min hold + 3 x (10 h + 1 h + 1 h + 10 h) + impedance + a 100 s ramp
     assert 3 * 22 * 3600 + 600 + 100 < summary.duration_s < 3 * 22 * 3600 + 600 + 100 + 7200

@@ -1,0 +1,65 @@
+"""A status line for a protocol run, fed by the run's documents (a RunEngine callback).
+
+While a step runs: cycle, step, experiment time, voltage, current, pressure and gap from
+the newest logged sample (redrawn in place on a terminal). When a step ends: one line
+saying what it was, why it ended, how long it took and what it passed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+
+class ProtocolProgress:
+    """``RE.subscribe(ProtocolProgress())`` shows how a :func:`run_protocol` run goes."""
+
+    def __init__(self, stream: TextIO = sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.streams: dict[str, str] = {}  # descriptor uid -> stream name
+        self.planned = 0
+        self.live = False
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if name == "start":
+            self.planned = doc.get("steps_planned", 0)
+        elif name == "descriptor":
+            self.streams[doc["uid"]] = doc.get("name", "")
+        elif name == "event_page" and self.streams.get(doc["descriptor"]) == "samples":
+            self._sample({key: values[-1] for key, values in doc["data"].items()})
+        elif name == "event" and self.streams.get(doc["descriptor"]) == "steps":
+            self._step_done(doc["data"])
+        elif name == "stop":
+            self._end_line()
+            status = doc.get("exit_status", "")
+            reason = f": {doc['reason']}" if doc.get("reason") else ""
+            self.stream.write(f"run ended ({status}{reason})\n")
+            self.stream.flush()
+
+    def _sample(self, s: dict) -> None:
+        line = (
+            f"cycle {int(s['cycle'])}  step {int(s['step'])}/{self.planned}  "
+            f"t={s['test_time'] / 3600:7.2f} h  V={s['voltage']:.3f} V  "
+            f"I={s['current'] * 1e3:+.3f} mA  P={s['pressure']:6.2f} MPa  "
+            f"gap={s['gap']:7.2f} um"
+        )
+        if self.tty:
+            self.stream.write("\r" + line)
+            self.live = True
+            self.stream.flush()
+
+    def _step_done(self, d: dict) -> None:
+        self._end_line()
+        passed = d["step_charge"] - d["step_discharge"]
+        self.stream.write(
+            f"step {d['step_step']}/{self.planned} (cycle {d['step_cycle']}) "
+            f"{d['step_text']}: {d['step_reason']} after {d['step_duration'] / 3600:.2f} h, "
+            f"{passed:+.3f} mAh, P {d['step_pressure_mean']:.2f} MPa\n"
+        )
+        self.stream.flush()
+
+    def _end_line(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.live = False
