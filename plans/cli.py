@@ -25,14 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="accelerated experiment on the simulated rig")
     demo.add_argument("--catalog", help=catalog_help)
     demo.add_argument(
-        "--speed", type=float, default=600.0, help="simulation speed factor (default 600)"
+        "--speed", type=float, default=5000.0, help="simulation speed factor (default 5000)"
     )
     demo.add_argument("--cell", default="si-nmc", help="cell preset or file")
     demo.add_argument(
-        "--hold",
-        type=float,
-        default=3600.0,
-        help="hold at 100 MPa, seconds of experiment time (default 3600)",
+        "--cycles", type=int, default=2, help="cycles at constant pressure (default 2)"
     )
 
     run = sub.add_parser("run", help="run a protocol file against a running IOC")
@@ -77,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 < args.speed <= 1e5:
             print(f"ssb demo: --speed must be in (0, 100000], got {args.speed}", file=sys.stderr)
             return 2
+        if not 1 <= args.cycles <= 10_000:
+            print(f"ssb demo: --cycles must be in 1..10000, got {args.cycles}", file=sys.stderr)
+            return 2
         try:
-            return run_demo(speed=args.speed, catalog=args.catalog, cell=args.cell, hold=args.hold)
+            return run_demo(
+                speed=args.speed, catalog=args.catalog, cell=args.cell, cycles=args.cycles
+            )
         except KeyboardInterrupt:
             print("ssb demo: interrupted", file=sys.stderr)
             return 130

@@ -265,7 +265,6 @@ def run_step(
         interruptions = "; ".join(getattr(status, "interruptions", []))
         step_time = yield from bps.rd(rig.cycler.step_time, default_value=0.0)
         duration = getattr(status, "time_before_pauses", 0.0) + step_time
-    yield from collect_samples(rig, pages)
     after = yield from counters(rig)
     rows = {k: np.concatenate([p[k] for p in pages]) for k in ("test_time", "pressure", "gap")}
     mask = rows["test_time"] >= before["test_time"] if pages else slice(None)

@@ -1,30 +1,30 @@
-"""``ssb demo``: an accelerated pressure experiment on the simulated rig, end to end.
+"""``ssb demo``: a silicon cell cycled under pressure on the simulated rig, end to end.
 
-Starts ``ssb-ioc`` on loopback (random prefix, free port), ramps a silicon cell to
-100 MPa, holds it there while the cell charges (so it breathes and the loop has work to
-do), steps the pressure down, stores the run in the local catalog and reads it back for
-the summary. Leaves no process behind, also on Ctrl-C.
+Starts ``ssb-ioc`` on loopback (random prefix, free port) and runs two protocols, each
+one Bluesky run stored in the local catalog: the cell cycled at a constant 100 MPa (the
+press holds the pressure while the stack breathes), then the same cell in a fixed gap
+(the pressure swings instead). The summary and a figure are made from the catalog. Leaves
+no process behind, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import getpass
 import logging
-import math
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
 
-import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
-from bluesky.utils import MsgGenerator
+import numpy as np
 
+from ssb_analysis.catalog import is_server
+from ssb_analysis.figures import cycling_figure, samples, save
 from ssb_devices import Rig
 from ssb_ioc.launch import IOCProcess, free_port_pair, loopback_ca_env
 
-from .pressure import at_ramp_rate, hold_recording, move_recording, start_metadata
+from .cycling import run_protocol
+from .progress import ProtocolProgress
 
 DEMO_CELL = {
     "cell_id": "demo-si-nmc",
@@ -36,111 +36,75 @@ DEMO_CELL = {
 }
 
 
-def demo_experiment(
-    rig: Rig,
-    *,
-    peak: float = 100.0,
-    ramp_rate: float = 1.0,
-    hold: float = 3600.0,
-    steps: Sequence[float] = (75.0, 50.0, 25.0),
-    step_hold: float = 600.0,
-    current: float = 1e-3,
-    interval: float = 60.0,
-    md: dict[str, Any] | None = None,
-) -> MsgGenerator[str]:
-    """One run: ramp to ``peak`` MPa at ``ramp_rate`` MPa/s, hold ``hold`` s while the
-    cell charges at ``current`` A, then step down through ``steps`` holding ``step_hold``
-    s at each; recording every ``interval`` s of experiment time."""
-    args = {
-        "peak": peak,
-        "ramp_rate": ramp_rate,
-        "hold": hold,
-        "steps": list(steps),
-        "step_hold": step_hold,
-        "current": current,
-        "interval": interval,
-    }
-    _md = start_metadata(rig, "demo_experiment", args, md)
-
-    @bpp.stage_decorator([rig])
-    @bpp.run_decorator(md=_md)
-    def inner():
-        def experiment():
-            yield from move_recording(rig, peak, interval)
-            yield from bps.mv(rig.current, current)
-            yield from hold_recording(rig, hold, interval)
-            for pressure in steps:
-                yield from move_recording(rig, pressure, interval)
-                yield from hold_recording(rig, step_hold, interval)
-
-        def leave_safe():  # cell at rest; the press keeps holding whatever it holds
-            yield from bps.mv(rig.current, 0.0)
-
-        yield from bpp.finalize_wrapper(at_ramp_rate(rig, ramp_rate, experiment()), leave_safe())
-
-    return (yield from inner())
+def constant_pressure_protocol(cycles: int) -> str:
+    return f"""\
+# Si | LPSCl | NMC811 cycled at constant stack pressure
+Set pressure to 100 MPa
+Repeat {cycles} times:
+    Charge at C/2 until 4.1 V
+    Hold at 4.1 V until C/20
+    Rest for 10 minutes
+    Discharge at C/2 until 3.0 V
+Measure impedance from 100 kHz to 100 mHz
+"""
 
 
-class Progress:
-    """One status line per event: share of the planned experiment time done, pressure,
-    gap and voltage. Redraws in place on a terminal, prints every 10 % otherwise."""
-
-    def __init__(self, planned: float, stream=sys.stderr):
-        self.planned, self.stream = planned, stream
-        self.tty = stream.isatty()
-        self.t0: float | None = None
-        self.shown = -1
-
-    def __call__(self, name: str, doc: dict) -> None:
-        if name != "event":
-            return
-        data = doc["data"]
-        t = data["rig_clock_time"]
-        self.t0 = t if self.t0 is None else self.t0
-        done = min((t - self.t0) / self.planned, 1.0)
-        bar = "#" * int(done * 30)
-        line = (
-            f"[{bar:<30s}] {done:4.0%}  t={(t - self.t0) / 3600:5.2f} h  "
-            f"P={data['rig_press_readback']:7.2f} MPa  gap={data['rig_press_gap']:7.2f} um"
-            f"  V={data['rig_voltage']:.3f} V"
-        )
-        if self.tty:
-            self.stream.write("\r" + line)
-        elif int(done * 10) > self.shown:
-            self.shown = int(done * 10)
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
+FIXED_GAP_PROTOCOL = """\
+# the same cell in a fixed gap: the pressure follows the stack
+Set pressure to 100 MPa
+Hold gap
+Charge at C/2 until 4.1 V
+Hold at 4.1 V until C/20
+Discharge at C/2 until 3.0 V
+Set pressure to 100 MPa
+"""
 
 
-def summary(run, peak: float) -> str:
-    """Key numbers, computed from the run as stored in the catalog."""
-    ds = run.primary.read()
-    t = ds["rig_clock_time"].values
-    p = ds["rig_press_readback"].values
-    gap = ds["rig_press_gap"].values
-    target = ds["rig_press_setpoint"].values
-    held = (ds["rig_current"].values > 0) & (abs(target - peak) < 1e-9)  # hold at peak
-    lines = [f"  {len(t)} readings over {(t[-1] - t[0]) / 3600:.2f} h of experiment time"]
-    if held.any():
-        err = p[held] - peak
+def reports_dir(location: str) -> Path:
+    """Beside a local catalog; in the working directory for a Tiled server."""
+    return Path("ssb-reports") if is_server(location) else Path(location) / "reports"
+
+
+def summary(constant, fixed_gap) -> str:
+    """Key numbers, computed from the runs as stored in the catalog."""
+    steps = constant["steps"].read()
+    lines = []
+    for cycle in sorted(set(int(c) for c in steps["step_cycle"].values) - {0}):
+        mask = steps["step_cycle"].values == cycle
+        charged = steps["step_charge"].values[mask].sum()
+        discharged = steps["step_discharge"].values[mask].sum()
         lines.append(
-            f"  hold at {peak:g} MPa while charging: pressure error "
-            f"{math.sqrt((err**2).mean()):.3f} MPa RMS, "
-            f"{abs(err).max():.3f} MPa peak"
+            f"  cycle {cycle}: charged {charged:.3f} mAh, discharged {discharged:.3f} mAh, "
+            f"coulombic efficiency {discharged / charged:.1%}"
         )
+    a = samples(constant)
+    cycling = a["cycle"] >= 1
+    err = a["pressure"][cycling] - 100.0
+    breathing = np.ptp(a["gap"][cycling])
+    lines.append(
+        f"  at constant 100 MPa: pressure error {np.sqrt((err**2).mean()):.3f} MPa RMS, "
+        f"{np.abs(err).max():.3f} MPa peak, while the stack breathed {breathing:.1f} um"
+    )
+    b = samples(fixed_gap)
+    electro = (b["step"] >= 3) & (b["step"] <= 5)
+    swing = np.ptp(b["pressure"][electro])
+    lines.append(
+        f"  in a fixed gap: the pressure swung {swing:.1f} MPa "
+        f"({b['pressure'][electro].min():.1f} to {b['pressure'][electro].max():.1f} MPa), "
+        f"{swing / max(np.abs(err).max(), 1e-9):.0f}x the constant-pressure peak error"
+    )
+    eis = constant["impedance"].read()
+    if len(eis["frequency"]):
+        z = eis["z_real"].values
         lines.append(
-            f"  the cell breathed: gap grew {gap[held].max() - gap[held].min():.2f} um "
-            "at constant pressure"
+            f"  impedance at {eis['spectrum_pressure'].values[0]:.0f} MPa: "
+            f"{z[0]:.1f} ohm (bulk) to {z[-1]:.1f} ohm (bulk + interface + polarisation)"
         )
     return "\n".join(lines)
 
 
 def run_demo(
-    *, speed: float = 600.0, catalog: str | None = None, cell: str = "si-nmc", hold: float = 3600.0
+    *, speed: float = 5000.0, catalog: str | None = None, cell: str = "si-nmc", cycles: int = 2
 ) -> int:
     """Run the demo; returns a process exit code."""
     from bluesky.utils import RunEngineInterrupted
@@ -167,35 +131,49 @@ def run_demo(
         rig = Rig(ioc.prefix, name="rig")
         rig.wait_for_connection(timeout=10)
         rig.load_cell.tare().wait(10)  # press is Off at start: zero the load cell
-        planned = 100.0 + hold + 3 * 600.0 + 60.0
-        progress = Progress(planned)
-        token = session.RE.subscribe(progress)
+        token = session.RE.subscribe(ProtocolProgress())
+        uids = []
         try:
-            (uid,) = session.RE(demo_experiment(rig, hold=hold))
+            for title, protocol in [
+                (
+                    f"{cycles} cycle{'s' * (cycles != 1)} at constant 100 MPa",
+                    constant_pressure_protocol(cycles),
+                ),
+                ("one cycle in a fixed gap", FIXED_GAP_PROTOCOL),
+            ]:
+                print(f"ssb demo: {title}", file=sys.stderr, flush=True)
+                (uid,) = session.RE(run_protocol(rig, protocol, md={"demo": title}))
+                uids.append(uid)
         except RunEngineInterrupted:
-            progress.close()
             # A user's abort is not an error: keep bluesky from printing a traceback.
             logging.getLogger("bluesky").setLevel(logging.CRITICAL)
             session.RE.abort(reason="interrupted by the user (Ctrl-C)")
             print(
-                "ssb demo: interrupted; the run was closed as aborted, its data kept",
+                "ssb demo: interrupted; the cell was left at open circuit and the run "
+                "closed as aborted, its data kept",
                 file=sys.stderr,
             )
             return 130
         finally:
             session.RE.unsubscribe(token)
-        progress.close()
-        run = session.catalog[uid]
-        print(
-            f"ssb demo: run {uid} (scan {run.start['scan_id']}) stored, "
-            f"exit status {run.stop['exit_status']}"
+        runs = [session.catalog[uid] for uid in uids]
+        for run in runs:
+            print(
+                f"ssb demo: run {run.start['uid'][:8]} (scan {run.start['scan_id']}, "
+                f"{run.start['demo']}) stored, exit status {run.stop['exit_status']}"
+            )
+        print(summary(*runs))
+        figure = save(
+            cycling_figure(
+                runs,
+                ["constant 100 MPa", "fixed gap"],
+                title=f"{DEMO_CELL['chemistry']}: constant pressure vs fixed gap",
+            ),
+            reports_dir(session.location) / f"demo-{uids[0][:8]}.png",
         )
-        print(summary(run, peak=100.0))
+        print(f"ssb demo: figure {figure}")
         rig.destroy()
     print(f"ssb demo: done in {time.monotonic() - wall0:.1f} s wall time. Read it back:")
-    print(f"  ssb show {uid[:8]} --catalog {session.location}")
-    print(
-        '  python -c "from ssb_analysis.catalog import open_catalog; '
-        f"print(open_catalog('{session.location}')['{uid[:8]}'].primary.read())\""
-    )
+    print(f"  ssb show {uids[0][:8]} --catalog {session.location}")
+    print(f"  ssb export {uids[0][:8]} --format bdf --catalog {session.location}")
     return 0

@@ -156,6 +156,7 @@ class SampleLog(Device):
     oldest_seq = Cpt(EpicsSignalRO, "OldestSeq-RB", kind=Kind.omitted)
     read_from = Cpt(EpicsSignal, "ReadFrom-SP", kind=Kind.omitted, put_complete=True)
     count = Cpt(EpicsSignalRO, "Count-RB", kind=Kind.omitted)
+    rows = Cpt(EpicsSignalRO, "Rows-RB", kind=Kind.omitted, auto_monitor=False)
     buf_seq = Cpt(EpicsSignalRO, "Seq-RB", kind=Kind.omitted, auto_monitor=False)
     buf_test_time = Cpt(EpicsSignalRO, "TestTime-RB", kind=Kind.omitted, auto_monitor=False)
     buf_step_time = Cpt(EpicsSignalRO, "StepTime-RB", kind=Kind.omitted, auto_monitor=False)
@@ -217,10 +218,9 @@ class SampleLog(Device):
             n = int(self.count.get(use_monitor=False))
             if n == 0:
                 return
-            columns = {
-                field: np.asarray(getattr(self, f"buf_{field}").get(use_monitor=False))[:n]
-                for field in SAMPLE_FIELDS
-            }
+            rows = np.asarray(self.rows.get(use_monitor=False), dtype=float)
+            rows = rows[: n * len(SAMPLE_FIELDS)].reshape(n, len(SAMPLE_FIELDS))
+            columns = {field: rows[:, i] for i, field in enumerate(SAMPLE_FIELDS)}
             first = int(columns["seq"][0])
             if first > self._next:
                 self.lost += first - self._next

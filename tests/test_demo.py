@@ -31,36 +31,44 @@ def gone(pid):
     return False
 
 
-def test_demo_runs_stores_the_run_and_leaves_no_process(tmp_path):
-    process = demo(tmp_path / "catalog", "--hold", "1200")
-    out, err = process.communicate(timeout=120)
+def test_demo_runs_stores_the_runs_and_a_figure_and_leaves_no_process(tmp_path):
+    process = demo(tmp_path / "catalog", "--cycles", "1")
+    out, err = process.communicate(timeout=180)
     assert process.returncode == 0, err
-    assert "exit status success" in out
-    assert re.search(r"hold at 100 MPa while charging: pressure error 0\.0\d\d MPa RMS", out)
-    assert "the cell breathed" in out
-    assert "%" in err  # progress was shown
+    assert out.count("exit status success") == 2
+    assert re.search(r"cycle 1: charged 1\.9\d\d mAh, discharged 1\.9\d\d mAh", out)
+    held = re.search(r"pressure error (0\.\d+) MPa RMS, (\d+\.\d+) MPa peak", out)
+    swing = re.search(r"in a fixed gap: the pressure swung (\d+\.\d) MPa", out)
+    assert held and swing, out
+    assert float(held.group(1)) < 0.2  # 0.2 % of 100 MPa
+    assert float(swing.group(1)) > 50 * float(held.group(2))
+    assert "step 2/6 (cycle 1) Charge at C/2 until 4.1 V: voltage >= 4.1 V" in err  # progress
+    figure = re.search(r"figure (\S+\.png)", out).group(1)
+    assert os.path.getsize(figure) > 20_000
     assert gone(ioc_pid(out))
-    run = open_catalog(tmp_path / "catalog")[-1]
-    assert run.start["plan_name"] == "demo_experiment"
-    assert run.stop["exit_status"] == "success"
-    assert len(run.primary.read()["time"]) > 20
+    catalog = open_catalog(tmp_path / "catalog")
+    constant, fixed_gap = catalog[-2], catalog[-1]
+    assert constant.start["plan_name"] == fixed_gap.start["plan_name"] == "run_protocol"
+    assert "Hold gap" in fixed_gap.start["protocol"]
+    assert len(constant["samples"].read()["seq"]) > 500
 
 
 def test_ctrl_c_aborts_the_run_keeps_its_data_and_stops_the_ioc(tmp_path):
-    process = demo(tmp_path / "catalog", "--hold", "360000")  # would take ten minutes
+    process = demo(tmp_path / "catalog", "--cycles", "1000")  # would take hours
     lines = []
-    while True:  # wait for the first progress line: the run is under way
+    while True:  # wait for the first finished step: the run is under way
         ready, _, _ = select.select([process.stderr], [], [], 60)
         assert ready, "no progress within 60 s"
         line = process.stderr.readline()
         lines.append(line)
-        if "%" in line:
+        if line.startswith("step 2/"):
             break
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, "".join(lines) + err
-    assert "interrupted" in err
+    assert "interrupted" in err and "open circuit" in err
     assert gone(ioc_pid(out))
     run = open_catalog(tmp_path / "catalog")[-1]
     assert run.stop["exit_status"] == "abort"
-    assert len(run.primary.read()["time"]) >= 1
+    assert len(run["samples"].read()["seq"]) >= 10
+    assert run["safe_state"].read()["rig_cycler_current"].values[0] == 0.0

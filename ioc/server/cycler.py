@@ -101,7 +101,8 @@ class CyclerGroup(RigPVGroup):
     Voltage-RB, Current-RB, TestTime-RB, StepTime-RB, CycleIndex-RB, StepIndex-RB,
     StepCharge-RB, StepDischarge-RB, ChargeCapacity-RB, DischargeCapacity-RB (mAh),
     ChargeEnergy-RB, DischargeEnergy-RB (mWh)
-    Buf:NextSeq-RB, Buf:OldestSeq-RB, Buf:ReadFrom-SP, Buf:Count-RB, Buf:<Field>-RB
+    Buf:NextSeq-RB, Buf:OldestSeq-RB, Buf:ReadFrom-SP, Buf:Count-RB, Buf:<Field>-RB,
+    Buf:Rows-RB        the same samples as rows of all fields, for a single read
     """
 
     step_type = choice("StepType-SP", STEP_TYPES, "Type of the next step")
@@ -185,6 +186,12 @@ class CyclerGroup(RigPVGroup):
     buf_pressure = _buffer("pressure")
     buf_force = _buffer("force")
     buf_gap = _buffer("gap")
+    buf_rows = _array(
+        "Buf:Rows-RB",
+        "",
+        "Buffered samples as rows of all fields, in Buf:*-RB order (one read)",
+        BUFFER_READ * len(SAMPLE_FIELDS),
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -248,6 +255,7 @@ class CyclerGroup(RigPVGroup):
         rows = self.rig.cycler.buffer.since(int(value), limit=BUFFER_READ)
         for i, field in enumerate(SAMPLE_FIELDS):
             await getattr(self, f"buf_{field}").write(rows[:, i] if len(rows) else [0.0])
+        await self.buf_rows.write(rows.ravel() if len(rows) else [0.0])
         await self.count_rb.write(float(len(rows)))
         return value
 
