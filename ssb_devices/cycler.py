@@ -208,12 +208,13 @@ class SampleLog(Device):
             }
         return {self.stream: keys}
 
-    def read_pages(self, limit: int | None = None):
-        """Samples since the last read, as dicts of arrays (one per page)."""
+    def read_pages(self):
+        """Samples logged since the last read and up to now, as dicts of arrays (one per
+        page); what the instrument logs meanwhile waits for the next read."""
         if self._next is None:
             raise RuntimeError(f"{self.name}: kickoff() before collecting")
-        taken = 0
-        while limit is None or taken < limit:
+        end = int(self.next_seq.get(use_monitor=False))
+        while self._next < end:
             self.read_from.set(self._next).wait(timeout=10)
             n = int(self.count.get(use_monitor=False))
             if n == 0:
@@ -231,10 +232,7 @@ class SampleLog(Device):
                     first - self._next,
                 )
             self._next = int(columns["seq"][-1]) + 1
-            taken += n
             yield columns
-            if n < 10_000:
-                return
 
     def collect_pages(self):
         for columns in self.read_pages():
