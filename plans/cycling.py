@@ -143,6 +143,20 @@ def plan_steps(protocol: Protocol, capacity: float, i_max: float) -> list[Planne
 # --- the per-step record ---------------------------------------------------------------
 
 
+class ResultSignal(Signal):
+    """A soft signal for values the plan computes, with units in its description."""
+
+    def __init__(self, *args, units: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.units = units
+
+    def describe(self):
+        desc = super().describe()
+        if self.units:
+            desc[self.name]["units"] = self.units
+        return desc
+
+
 class StepRecord(Device):
     """What a step did (the ``steps`` stream); filled in by the plan, read once per step."""
 
@@ -151,18 +165,18 @@ class StepRecord(Device):
     text = Cpt(Signal, value="", kind=Kind.normal)
     step_type = Cpt(Signal, value="", kind=Kind.normal)
     reason = Cpt(Signal, value="", kind=Kind.normal)
-    start_time = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "s"})
-    duration = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "s"})
-    charge = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "mAh"})
-    discharge = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "mAh"})
-    charge_energy = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "mWh"})
-    discharge_energy = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "mWh"})
-    pressure_mean = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "MPa"})
-    pressure_min = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "MPa"})
-    pressure_max = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "MPa"})
-    gap_mean = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "um"})
-    gap_min = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "um"})
-    gap_max = Cpt(Signal, value=0.0, kind=Kind.normal, metadata={"units": "um"})
+    start_time = Cpt(ResultSignal, value=0.0, kind=Kind.normal, units="s")
+    duration = Cpt(ResultSignal, value=0.0, kind=Kind.normal, units="s")
+    charge = Cpt(ResultSignal, value=0.0, kind=Kind.normal, units="mAh")
+    discharge = Cpt(ResultSignal, value=0.0, kind=Kind.normal, units="mAh")
+    charge_energy = Cpt(ResultSignal, value=0.0, kind=Kind.normal, units="mWh")
+    discharge_energy = Cpt(ResultSignal, value=0.0, kind=Kind.normal, units="mWh")
+    pressure_mean = Cpt(ResultSignal, value=0.0, kind=Kind.normal, units="MPa")
+    pressure_min = Cpt(ResultSignal, value=0.0, kind=Kind.normal, units="MPa")
+    pressure_max = Cpt(ResultSignal, value=0.0, kind=Kind.normal, units="MPa")
+    gap_mean = Cpt(ResultSignal, value=0.0, kind=Kind.normal, units="um")
+    gap_min = Cpt(ResultSignal, value=0.0, kind=Kind.normal, units="um")
+    gap_max = Cpt(ResultSignal, value=0.0, kind=Kind.normal, units="um")
     samples = Cpt(Signal, value=0, kind=Kind.normal)
     interruptions = Cpt(Signal, value="", kind=Kind.normal)
 
@@ -186,11 +200,15 @@ def _fill(record: StepRecord, planned: PlannedStep, **values) -> None:
 # --- stubs -----------------------------------------------------------------------------
 
 
-def collect_samples(rig: Rig, into: list[dict]) -> MsgGenerator[None]:
+def collect_samples(
+    rig: Rig, into: list[dict], spectra: list[dict] | None = None
+) -> MsgGenerator[None]:
     """Collect what the cycler logged since the last collect (and any new spectrum)."""
     pages = yield from bps.collect(rig.cycler.samples, return_payload=True)
     into.extend(page["data"] for page in pages or [])
-    yield from bps.collect(rig.cycler.impedance, return_payload=False)
+    pages = yield from bps.collect(rig.cycler.impedance, return_payload=spectra is not None)
+    if spectra is not None:
+        spectra.extend(page["data"] for page in pages or [])
 
 
 def counters(rig: Rig) -> MsgGenerator[dict[str, float]]:
@@ -207,13 +225,13 @@ def run_until_done(
     detectors: Sequence[Readable],
     detector_period: float | None,
     poll: float,
-    schedule: dict[str, float],
+    schedule: dict,
 ) -> MsgGenerator[None]:
     """Wait for ``group``, collecting samples every ``poll`` s (wall) and reading the
     detectors every ``detector_period`` s of experiment time, until it is done."""
     while True:
         done = yield from bps.wait(group=group, timeout=poll, error_on_timeout=False)
-        yield from collect_samples(rig, pages)
+        yield from collect_samples(rig, pages, schedule["spectra"])
         if detector_period:
             now = yield from bps.rd(rig.clock.time, default_value=0.0)
             if now >= schedule["next"]:
@@ -232,9 +250,9 @@ def run_step(
     detectors: Sequence[Readable],
     detector_period: float | None,
     poll: float,
-    schedule: dict[str, float],
-) -> MsgGenerator[None]:
-    """One protocol step, then its event in the ``steps`` stream."""
+    schedule: dict,
+) -> MsgGenerator[dict[str, Any]]:
+    """One protocol step, then its event in the ``steps`` stream (also returned)."""
     before = yield from counters(rig)
     pages: list[dict] = []
     source, group = planned.source, f"ssb-step-{planned.index}"
@@ -270,9 +288,7 @@ def run_step(
     mask = rows["test_time"] >= before["test_time"] if pages else slice(None)
     p_mean, p_min, p_max = _stats(rows["pressure"][mask]) if pages else (math.nan,) * 3
     g_mean, g_min, g_max = _stats(rows["gap"][mask]) if pages else (math.nan,) * 3
-    _fill(
-        record_,
-        planned,
+    summary = dict(
         step_type=step_type,
         reason=reason,
         start_time=before["test_time"],
@@ -290,8 +306,10 @@ def run_step(
         samples=int(np.count_nonzero(mask)) if pages else 0,
         interruptions=interruptions,
     )
+    _fill(record_, planned, **summary)
     yield from bps.trigger_and_read([record_], name="steps")
     yield from bps.checkpoint()  # a rewind must not repeat the step's record
+    return {"step": planned.index, "cycle": planned.cycle, "text": planned.text, **summary}
 
 
 def safe_state(rig: Rig) -> MsgGenerator[None]:
@@ -301,6 +319,65 @@ def safe_state(rig: Rig) -> MsgGenerator[None]:
 
 
 # --- the plan ------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What a protocol did, for plans that evaluate it in the same run."""
+
+    steps: list[dict[str, Any]]  # the rows of the ``steps`` stream
+    spectra: list[dict[str, list]]  # impedance pages: frequency, z_real, z_imag, ...
+
+
+def prepare(
+    rig: Rig, protocol: Protocol | str, capacity: float | None
+) -> tuple[Protocol, list[PlannedStep]]:
+    """Parse, check against the rig's limits (read from the IOC) and plan a protocol;
+    refuses before anything moves."""
+    if isinstance(protocol, str):
+        protocol = parse(protocol)
+    capacity = planned_capacity(rig, capacity)
+    limits = rig_limits(rig, capacity)
+    check(protocol, limits)
+    return protocol, plan_steps(protocol, capacity, limits.i_max)
+
+
+def execute(
+    rig: Rig,
+    planned: Sequence[PlannedStep],
+    detectors: Sequence[Readable] = (),
+    detector_period: float | None = None,
+    poll: float = 0.5,
+) -> MsgGenerator[Outcome]:
+    """Run planned steps inside an open run (streams as for :func:`run_protocol`); the
+    cell is left safe however it ends."""
+    record_ = StepRecord(name="step")
+    schedule = {"next": math.inf, "kicked_off": False, "spectra": []}
+    outcome = Outcome([], schedule["spectra"])
+
+    def body():
+        yield from bps.kickoff(rig.cycler.samples, wait=True)
+        yield from bps.kickoff(rig.cycler.impedance, wait=True)
+        schedule["kicked_off"] = True
+        now = yield from bps.rd(rig.clock.time, default_value=0.0)
+        schedule["next"] = now + (detector_period or math.inf)
+        for step in planned:
+            yield from record(rig, detectors)  # reading + checkpoint
+            row = yield from run_step(
+                rig, step, record_, detectors, detector_period, poll, schedule
+            )
+            outcome.steps.append(row)
+        yield from bps.trigger_and_read([rig, *detectors])
+        yield from bps.complete(rig.cycler.samples, wait=True)
+        yield from collect_samples(rig, [], outcome.spectra)
+
+    def cleanup():
+        yield from safe_state(rig)
+        if schedule["kicked_off"]:
+            yield from collect_samples(rig, [], outcome.spectra)
+
+    yield from bpp.finalize_wrapper(body(), cleanup())
+    return outcome
 
 
 def rig_limits(rig: Rig, capacity: float) -> RigLimits:
@@ -336,46 +413,34 @@ def run_protocol(
     collected every ``poll`` s of wall time. The protocol is checked against the rig's
     limits before anything moves.
     """
-    if isinstance(protocol, str):
-        protocol = parse(protocol)
-    if capacity is None:
-        capacity = float(rig.cycler.capacity.get())
-    limits = rig_limits(rig, capacity)
-    check(protocol, limits)
-    planned = plan_steps(protocol, capacity, limits.i_max)
+    protocol, planned = prepare(rig, protocol, capacity)
+    capacity = planned_capacity(rig, capacity)
     if detector_period is not None and not detector_period > 0:
         raise ValueError(f"detector_period: expected seconds > 0, got {detector_period!r}")
     args = {"protocol": str(protocol), "capacity": capacity, "detector_period": detector_period}
     _md = start_metadata(rig, "run_protocol", args, md, detectors)
     _md |= {"protocol": str(protocol), "steps_planned": len(planned)}
-    record_ = StepRecord(name="step")
-    schedule = {"next": math.inf, "kicked_off": False}
 
     @bpp.stage_decorator([rig, *detectors])
     @bpp.run_decorator(md=_md)
     @raise_reasons
     def inner():
-        def body():
-            yield from bps.kickoff(rig.cycler.samples, wait=True)
-            yield from bps.kickoff(rig.cycler.impedance, wait=True)
-            schedule["kicked_off"] = True
-            now = yield from bps.rd(rig.clock.time, default_value=0.0)
-            schedule["next"] = now + (detector_period or math.inf)
-            for step in planned:
-                yield from record(rig, detectors)  # reading + checkpoint
-                yield from run_step(rig, step, record_, detectors, detector_period, poll, schedule)
-            yield from bps.trigger_and_read([rig, *detectors])
-            yield from bps.complete(rig.cycler.samples, wait=True)
-            yield from collect_samples(rig, [])
-
-        def cleanup():
-            yield from safe_state(rig)
-            if schedule["kicked_off"]:
-                yield from collect_samples(rig, [])
-
-        yield from bpp.finalize_wrapper(body(), cleanup())
+        yield from execute(rig, planned, detectors, detector_period, poll)
 
     return (yield from inner())
 
 
-__all__ = ["PlannedStep", "StepRecord", "cycler_step", "plan_steps", "run_protocol"]
+def planned_capacity(rig: Rig, capacity: float | None) -> float:
+    return float(rig.cycler.capacity.get()) if capacity is None else capacity
+
+
+__all__ = [
+    "Outcome",
+    "PlannedStep",
+    "StepRecord",
+    "cycler_step",
+    "execute",
+    "plan_steps",
+    "prepare",
+    "run_protocol",
+]

@@ -1,0 +1,145 @@
+"""Study plans that answer a question in one run, with the answer stored in the run.
+
+* :func:`pressure_impedance_scan` (material analysis): impedance at each pressure, the
+  interfacial resistance, and its power law in pressure (stream ``resistance``, one event
+  per pressure; stream ``fit``: exponent, its standard error, R at 100 MPa).
+* :func:`rate_capability`: discharge capacity at each C-rate at constant pressure
+  (stream ``rate_capability``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import numpy as np
+from bluesky.protocols import Readable
+from bluesky.utils import MsgGenerator
+from ophyd import Kind
+
+from ssb_analysis.impedance import fit_power_law, interfacial_resistance
+from ssb_devices import Rig
+
+from .cycling import ResultSignal, execute, prepare
+from .pressure import raise_reasons, start_metadata
+from .protocol import Quantity, _duration_text, _frequency_text, _num
+
+
+class ResultStream:
+    """A stream of values the plan computes (the same soft signals for every event)."""
+
+    def __init__(self, stream: str, units: dict[str, str]):
+        self.stream = stream
+        self.signals = {
+            key: ResultSignal(name=f"{stream}_{key}", value=0.0, kind=Kind.hinted, units=unit)
+            for key, unit in units.items()
+        }
+
+    def emit(self, **values: float) -> MsgGenerator[None]:
+        """One event with ``values`` (every field of the stream)."""
+        for key, signal in self.signals.items():
+            signal.put(values[key])
+        yield from bps.trigger_and_read(list(self.signals.values()), name=self.stream)
+
+
+def pressure_impedance_scan(
+    rig: Rig,
+    pressures: Sequence[float],
+    *,
+    f_start: float = 1e5,
+    f_end: float = 1.0,
+    settle: float = 60.0,
+    detectors: Sequence[Readable] = (),
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """At each pressure (MPa): settle for ``settle`` s of experiment time, measure
+    impedance from ``f_start`` to ``f_end`` Hz, and take the interfacial resistance;
+    then fit ``R_int ~ P^n``. One run; returns its uid."""
+    pressures = [float(p) for p in pressures]
+    if len(pressures) < 3:
+        raise ValueError(f"pressures: give three or more for the fit, got {pressures}")
+    lines = []
+    for p in pressures:
+        lines += [
+            f"Hold pressure at {_num(p)} MPa for {_duration_text(settle)}",
+            f"Measure impedance from {_frequency_text(f_start)} to {_frequency_text(f_end)}",
+        ]
+    protocol, planned = prepare(rig, "\n".join(lines) + "\n", None)
+    args = {"pressures": pressures, "f_start": f_start, "f_end": f_end, "settle": settle}
+    _md = start_metadata(rig, "pressure_impedance_scan", args, md, detectors)
+    _md |= {"protocol": str(protocol), "steps_planned": len(planned)}
+
+    @bpp.stage_decorator([rig, *detectors])
+    @bpp.run_decorator(md=_md)
+    @raise_reasons
+    def inner():
+        outcome = yield from execute(rig, planned, detectors)
+        measured, resistance = [], []
+        rows = ResultStream("resistance", {"pressure": "MPa", "r_int": "ohm"})
+        for spectrum in outcome.spectra:
+            measured.append(float(np.mean(spectrum["spectrum_pressure"])))
+            resistance.append(interfacial_resistance(spectrum["frequency"], spectrum["z_real"]))
+            yield from rows.emit(pressure=measured[-1], r_int=resistance[-1])
+        law = fit_power_law(measured, resistance)
+        fit = ResultStream("fit", {"exponent": "", "exponent_err": "", "r_100": "ohm"})
+        yield from fit.emit(exponent=law.exponent, exponent_err=law.exponent_err, r_100=law.r_ref)
+        return law
+
+    return (yield from inner())
+
+
+def rate_capability(
+    rig: Rig,
+    c_rates: Sequence[float],
+    pressure: float,
+    *,
+    charge_rate: float = 0.2,
+    v_max: float = 4.1,
+    v_min: float = 3.0,
+    rest: float = 600.0,
+    detectors: Sequence[Readable] = (),
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """At constant ``pressure`` MPa: for each C-rate, a full charge (``charge_rate`` to
+    ``v_max``, hold to C/20), a rest, a discharge at that rate to ``v_min`` and a rest.
+    Stream ``rate_capability``: C-rate, discharge capacity and its share of the first
+    rate's."""
+    c_rates = [float(c) for c in c_rates]
+    if not c_rates or any(not c > 0 for c in c_rates):
+        raise ValueError(f"c_rates: give positive C-rates, got {c_rates}")
+    charge = Quantity("c_rate", charge_rate)
+    lines = [f"Set pressure to {_num(pressure)} MPa"]
+    for c in c_rates:
+        lines += [
+            f"Charge at {charge} until {_num(v_max)} V",
+            f"Hold at {_num(v_max)} V until C/20",
+            f"Rest for {_duration_text(rest)}",
+            f"Discharge at {Quantity('c_rate', c)} until {_num(v_min)} V",
+            f"Rest for {_duration_text(rest)}",
+        ]
+    protocol, planned = prepare(rig, "\n".join(lines) + "\n", None)
+    args = {"c_rates": c_rates, "pressure": pressure, "charge_rate": charge_rate}
+    _md = start_metadata(rig, "rate_capability", args, md, detectors)
+    _md |= {"protocol": str(protocol), "steps_planned": len(planned)}
+
+    @bpp.stage_decorator([rig, *detectors])
+    @bpp.run_decorator(md=_md)
+    @raise_reasons
+    def inner():
+        outcome = yield from execute(rig, planned, detectors)
+        discharges = [row for row in outcome.steps if row["text"].startswith("Discharge")]
+        first = discharges[0]["discharge"]
+        units = {"c_rate": "1/h", "capacity": "mAh", "retention": "", "pressure": "MPa"}
+        result = ResultStream("rate_capability", units)
+        for c, row in zip(c_rates, discharges, strict=True):
+            yield from result.emit(
+                c_rate=c,
+                capacity=row["discharge"],
+                retention=row["discharge"] / first,
+                pressure=row["pressure_mean"],
+            )
+        return discharges
+
+    return (yield from inner())

@@ -1,0 +1,60 @@
+"""Study plans end to end at 5000x, answers read back from the catalog."""
+
+import numpy as np
+import pytest
+
+from ssb_analysis.impedance import fit_power_law, interfacial_resistance
+from ssb_plans.demo import DEMO_CELL
+from ssb_plans.studies import pressure_impedance_scan, rate_capability
+
+CELL = {**DEMO_CELL, "cell_id": "STUDY-1"}
+
+
+def test_power_law_fit_recovers_a_known_exponent_and_refuses_too_few_points():
+    p = np.array([25.0, 50.0, 100.0, 200.0])
+    law = fit_power_law(p, 30 * (p / 100) ** -0.5 * (1 + 0.01 * np.array([1, -1, 1, -1])))
+    assert law.exponent == pytest.approx(-0.5, abs=0.01)
+    assert 0 < law.exponent_err < 0.02 and law.r_ref == pytest.approx(30, rel=0.02)
+    with pytest.raises(ValueError, match="three or more"):
+        fit_power_law([50, 100], [40, 30])
+    assert interfacial_resistance([1e5, 1e3, 1.0], [20.1, 35.0, 50.0]) == pytest.approx(29.9)
+
+
+def test_pressure_impedance_scan_finds_the_cells_exponent(session, fast_rig):
+    fast_rig.load_cell.tare().wait(10)
+    (uid,) = session.RE(pressure_impedance_scan(fast_rig, [25, 50, 100, 150], settle=30))
+    run = session.catalog[uid]
+    assert run.stop["exit_status"] == "success"
+    resistance = run["resistance"].read()
+    p = resistance["resistance_pressure"].values
+    r = resistance["resistance_r_int"].values
+    assert p == pytest.approx([25, 50, 100, 150], abs=0.5)
+    assert r[0] == pytest.approx(60.0, rel=0.03)  # si-nmc: 30 ohm at 100 MPa, P^-0.5
+    assert np.all(np.diff(r) < 0)  # contact improves with pressure
+    fit = run["fit"].read()
+    assert fit["fit_exponent"].values[0] == pytest.approx(-0.5, abs=0.02)
+    assert fit["fit_r_100"].values[0] == pytest.approx(30.0, rel=0.03)
+    assert run["resistance"].descriptors[0]["data_keys"]["resistance_r_int"]["units"] == "ohm"
+    assert len(run["impedance"].read()["frequency"]) == 4 * 51
+
+
+def test_rate_capability_capacity_falls_with_rate(session, fast_rig):
+    (uid,) = session.RE(rate_capability(fast_rig, [0.2, 1.0, 4.0], pressure=100.0))
+    rc = session.catalog[uid]["rate_capability"].read()
+    capacity = rc["rate_capability_capacity"].values
+    assert rc["rate_capability_c_rate"].values == pytest.approx([0.2, 1.0, 4.0])
+    assert capacity[0] == pytest.approx(2.0, rel=0.1)
+    assert capacity[0] > capacity[1] > capacity[2]  # ohmic + polarisation losses
+    assert rc["rate_capability_retention"].values[0] == pytest.approx(1.0)
+    assert np.all(np.abs(rc["rate_capability_pressure"].values - 100.0) < 0.5)
+
+
+def test_scans_refuse_bad_input_before_a_run(session, fast_rig):
+    count = len(session.catalog)
+    with pytest.raises(ValueError, match="three or more"):
+        session.RE(pressure_impedance_scan(fast_rig, [50, 100]))
+    with pytest.raises(ValueError, match=r"line 5.*300 MPa outside"):
+        session.RE(pressure_impedance_scan(fast_rig, [50, 100, 300]))
+    with pytest.raises(ValueError, match="positive C-rates"):
+        session.RE(rate_capability(fast_rig, [1.0, -2.0], pressure=100.0))
+    assert len(session.catalog) == count
