@@ -56,3 +56,127 @@ def save(fig: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def _colour_by(ax, values, label: str):
+    """A colour map over ``values`` and its colour bar (empty-safe)."""
+    from matplotlib import cm, colors
+
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    lo, hi = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
+    if hi - lo < 5.0:  # one pressure (to within noise): a 5 MPa span around it
+        middle = round((hi + lo) / 2)
+        lo, hi = middle - 2.5, middle + 2.5
+    norm = colors.Normalize(vmin=lo, vmax=hi)
+    mapper = cm.ScalarMappable(norm=norm, cmap="viridis")
+    ax.figure.colorbar(mapper, ax=ax, label=label)
+    return mapper
+
+
+def per_cycle(run) -> dict[str, np.ndarray]:
+    """Charge, discharge, coulombic efficiency and mean pressure of each full cycle."""
+    steps = run["steps"].read()
+    cycle = steps["step_cycle"].values
+    out: dict[str, list] = {"cycle": [], "charge": [], "discharge": [], "ce": [], "pressure": []}
+    for c in sorted(set(cycle.tolist()) - {0}):
+        mask = cycle == c
+        charge = float(steps["step_charge"].values[mask].sum())
+        discharge = float(steps["step_discharge"].values[mask].sum())
+        electro = mask & (steps["step_step_type"].values != "Pressure")
+        out["cycle"].append(c)
+        out["charge"].append(charge)
+        out["discharge"].append(discharge)
+        out["ce"].append(discharge / charge if charge > 0 else np.nan)
+        out["pressure"].append(float(np.nanmean(steps["step_pressure_mean"].values[electro])))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def capacity_figure(run) -> Figure:
+    """Charge and discharge capacity and coulombic efficiency per cycle, coloured by the
+    cycle's mean stack pressure."""
+    c = per_cycle(run)
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    mapper = _colour_by(top, c["pressure"], "mean pressure / MPa")
+    colours = mapper.to_rgba(c["pressure"])
+    top.scatter(c["cycle"], c["charge"], marker="^", c=colours, label="charge")
+    top.scatter(c["cycle"], c["discharge"], marker="v", c=colours, label="discharge")
+    top.set_ylabel("capacity / mAh")
+    top.legend(loc="best")
+    bottom.scatter(c["cycle"], c["ce"] * 100, c=colours)
+    bottom.set_ylabel("coulombic efficiency / %")
+    bottom.set_xlabel("cycle")
+    bottom.xaxis.get_major_locator().set_params(integer=True)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def breathing_figure(run) -> Figure:
+    """Stack pressure and gap against the charge stored (the breathing loop)."""
+    s = samples(run)
+    stored = s["charge_capacity"] - s["discharge_capacity"]
+    stored = stored - stored.min()
+    capacity = run.start.get("cell", {}).get("capacity_mAh") or max(stored.max(), 1e-9)
+    soc = stored / capacity
+    cycling = s["current"] != 0
+    if not cycling.any():  # no electrochemistry: show every sample
+        cycling[:] = True
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.plot(soc[cycling], s["pressure"][cycling], ".", ms=2)
+    top.set_ylabel("stack pressure / MPa")
+    bottom.plot(soc[cycling], s["gap"][cycling] - s["gap"][cycling].min(), ".", ms=2)
+    bottom.set_ylabel("gap change / um")
+    bottom.set_xlabel("charge stored / nominal capacity")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def impedance_figure(run) -> Figure:
+    """Nyquist plot of every spectrum coloured by pressure; with a pressure scan, R_int
+    against pressure and the fitted power law."""
+    eis = run["impedance"].read()
+    has_fit = "fit" in run and "resistance" in run
+    fig = Figure(figsize=(11 if has_fit else 7, 5), layout="constrained")
+    axes = fig.subplots(1, 2 if has_fit else 1)
+    nyquist = axes[0] if has_fit else axes
+    spectrum = eis["spectrum"].values
+    pressure = eis["spectrum_pressure"].values
+    mapper = _colour_by(nyquist, pressure, "pressure / MPa")
+    for k in np.unique(spectrum):
+        mask = spectrum == k
+        nyquist.plot(
+            eis["z_real"].values[mask],
+            -eis["z_imag"].values[mask],
+            "o-",
+            ms=3,
+            color=mapper.to_rgba(pressure[mask][0]),
+        )
+    nyquist.set_xlabel("Re Z / ohm")
+    nyquist.set_ylabel("-Im Z / ohm")
+    nyquist.set_aspect("equal", adjustable="datalim")
+    nyquist.grid(alpha=0.3)
+    if has_fit:
+        from .impedance import PowerLaw
+
+        rows, fit = run["resistance"].read(), run["fit"].read()
+        p, r = rows["resistance_pressure"].values, rows["resistance_r_int"].values
+        law = PowerLaw(
+            float(fit["fit_exponent"].values[0]),
+            float(fit["fit_exponent_err"].values[0]),
+            float(fit["fit_r_100"].values[0]),
+            100.0,
+        )
+        grid = np.geomspace(p.min(), p.max(), 50)
+        axes[1].loglog(p, r, "o", label="measured")
+        axes[1].loglog(
+            grid, law(grid), "-", label=f"n = {law.exponent:.3f} +- {law.exponent_err:.3f}"
+        )
+        axes[1].set_xlabel("stack pressure / MPa")
+        axes[1].set_ylabel("R_int / ohm")
+        axes[1].legend()
+        axes[1].grid(alpha=0.3, which="both")
+    return fig

@@ -5,6 +5,7 @@ ssb run PROTOCOL_FILE    run a protocol against a running IOC (--cell, --prefix)
 ssb runs [--cell-id ID]  list (and search) runs in the catalog
 ssb show RUN             a run's metadata and streams (RUN: scan id, uid or -1)
 ssb export RUN           write a run as BDF, CSV or Parquet files
+ssb report RUN           figures and a Markdown page with the key numbers
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=FORMATS, default="bdf", help="default: bdf")
     export.add_argument("--out", default=".", help="directory (default: here)")
     export.add_argument("--catalog", help=catalog_help)
+
+    report = sub.add_parser("report", help="figures and a page of key numbers for a run")
+    report.add_argument("run", help="scan id, (partial) uid, or -1 for the latest")
+    report.add_argument("--out", default="ssb-reports", help="directory (default: %(default)s)")
+    report.add_argument("--catalog", help=catalog_help)
     return parser
 
 
@@ -112,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.command == "report":
+        from ssb_analysis.report import write_report
+
+        print(write_report(run, args.out))
+        return 0
     if args.command == "export":
         try:
             for path in export_run(run, args.out, args.format):

@@ -20,6 +20,7 @@ import numpy as np
 
 from ssb_analysis.catalog import is_server
 from ssb_analysis.figures import cycling_figure, samples, save
+from ssb_analysis.report import write_report
 from ssb_devices import Rig
 from ssb_ioc.launch import IOCProcess, free_port_pair, loopback_ca_env
 
@@ -172,6 +173,7 @@ def run_demo(
             reports_dir(session.location) / f"demo-{uids[0][:8]}.png",
         )
         print(f"ssb demo: figure {figure}")
+        print(f"ssb demo: report {write_report(runs[0], reports_dir(session.location))}")
         rig.destroy()
     print(f"ssb demo: done in {time.monotonic() - wall0:.1f} s wall time. Read it back:")
     print(f"  ssb show {uids[0][:8]} --catalog {session.location}")

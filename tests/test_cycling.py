@@ -10,6 +10,7 @@ import pytest
 from bluesky.utils import RunEngineInterrupted
 from ophyd.sim import SynAxis, SynGauss
 
+from ssb_analysis.report import write_report
 from ssb_devices import CyclerStep, StepRejected, Termination
 from ssb_plans.cycling import plan_steps, run_protocol
 from ssb_plans.demo import DEMO_CELL
@@ -128,7 +129,7 @@ def test_safety_trip_fails_the_step_and_latches(fast_rig):
 # --- run_protocol -------------------------------------------------------------------------
 
 
-def test_protocol_run_is_stored_whole_and_consistent(session, fast_rig):
+def test_protocol_run_is_stored_whole_and_consistent(session, fast_rig, tmp_path):
     det = SynGauss("det", SynAxis(name="motor"), "motor", center=0, Imax=1, sigma=1)
     (uid,) = session.RE(run_protocol(fast_rig, FORMATION, detectors=[det], detector_period=3600))
     run = session.catalog[uid]
@@ -171,6 +172,13 @@ def test_protocol_run_is_stored_whole_and_consistent(session, fast_rig):
     safe = run["safe_state"].read()
     assert safe["rig_cycler_current"].values[0] == 0.0
     assert safe["rig_press_readback"].values[0] == pytest.approx(100.0, abs=0.5)
+
+    page = write_report(run, tmp_path)  # figures from the catalog alone
+    text = page.read_text()
+    assert "| 1 | 1.9" in text and "| 2 | 1.9" in text  # per-cycle capacities
+    for name in ("timeseries", "breathing", "capacity", "impedance"):
+        png = page.parent / f"{name}.png"
+        assert png.stat().st_size > 10_000 and f"({name}.png)" in text
 
 
 def test_pause_leaves_the_cell_safe_and_resume_finishes_the_step(session, fast_rig, fast_ioc):

@@ -6,6 +6,7 @@ import select
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from ssb_analysis.catalog import open_catalog
 
@@ -45,6 +46,8 @@ def test_demo_runs_stores_the_runs_and_a_figure_and_leaves_no_process(tmp_path):
     assert "step 2/6 (cycle 1) Charge at C/2 until 4.1 V: voltage >= 4.1 V" in err  # progress
     figure = re.search(r"figure (\S+\.png)", out).group(1)
     assert os.path.getsize(figure) > 20_000
+    page = re.search(r"report (\S+report\.md)", out).group(1)
+    assert "capacity.png" in Path(page).read_text()
     assert gone(ioc_pid(out))
     catalog = open_catalog(tmp_path / "catalog")
     constant, fixed_gap = catalog[-2], catalog[-1]

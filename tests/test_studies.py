@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ssb_analysis.impedance import fit_power_law, interfacial_resistance
+from ssb_analysis.report import write_report
 from ssb_plans.demo import DEMO_CELL
 from ssb_plans.studies import pressure_impedance_scan, rate_capability
 
@@ -20,7 +21,7 @@ def test_power_law_fit_recovers_a_known_exponent_and_refuses_too_few_points():
     assert interfacial_resistance([1e5, 1e3, 1.0], [20.1, 35.0, 50.0]) == pytest.approx(29.9)
 
 
-def test_pressure_impedance_scan_finds_the_cells_exponent(session, fast_rig):
+def test_pressure_impedance_scan_finds_the_cells_exponent(session, fast_rig, tmp_path):
     fast_rig.load_cell.tare().wait(10)
     (uid,) = session.RE(pressure_impedance_scan(fast_rig, [25, 50, 100, 150], settle=30))
     run = session.catalog[uid]
@@ -36,6 +37,9 @@ def test_pressure_impedance_scan_finds_the_cells_exponent(session, fast_rig):
     assert fit["fit_r_100"].values[0] == pytest.approx(30.0, rel=0.03)
     assert run["resistance"].descriptors[0]["data_keys"]["resistance_r_int"]["units"] == "ohm"
     assert len(run["impedance"].read()["frequency"]) == 4 * 51
+    page = write_report(run, tmp_path)
+    assert "n = -0.5" in page.read_text()
+    assert (page.parent / "impedance.png").stat().st_size > 10_000
 
 
 def test_rate_capability_capacity_falls_with_rate(session, fast_rig):

@@ -1,0 +1,82 @@
+"""``ssb report RUN``: PNG figures and a Markdown page with the key numbers, from the
+catalog alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .figures import (
+    breathing_figure,
+    capacity_figure,
+    cycling_figure,
+    impedance_figure,
+    per_cycle,
+    save,
+)
+
+
+def _has_events(run, stream: str) -> bool:
+    return stream in run and len(run[stream].read()["time"]) > 0
+
+
+def write_report(run, directory: str | Path) -> Path:
+    """Write the figures that apply to ``run`` and ``report.md``; returns the page."""
+    uid = run.start["uid"]
+    directory = Path(directory) / f"scan{run.start.get('scan_id', 0)}-{uid[:8]}"
+    lines = [
+        f"# {run.start.get('plan_name', 'run')} {uid[:8]} (scan {run.start.get('scan_id')})",
+        "",
+        f"cell `{run.start.get('cell_id', '?')}`, purpose {run.start.get('purpose', '?')}, "
+        f"operator {run.start.get('operator', '?')}, exit status "
+        f"{(run.stop or {}).get('exit_status', 'running')}",
+        "",
+    ]
+    figures = []
+    if _has_events(run, "samples"):
+        figures.append(("time series", "timeseries.png", cycling_figure([run], [uid[:8]])))
+        figures.append(("breathing", "breathing.png", breathing_figure(run)))
+    if _has_events(run, "steps"):
+        cycles = per_cycle(run)
+        if len(cycles["cycle"]):
+            figures.append(("capacity per cycle", "capacity.png", capacity_figure(run)))
+            lines += [
+                "| cycle | charge / mAh | discharge / mAh | CE | P / MPa |",
+                "|---|---|---|---|---|",
+            ]
+            for k in range(len(cycles["cycle"])):
+                lines.append(
+                    f"| {cycles['cycle'][k]} | {cycles['charge'][k]:.4f} | "
+                    f"{cycles['discharge'][k]:.4f} | {cycles['ce'][k]:.2%} | "
+                    f"{cycles['pressure'][k]:.1f} |"
+                )
+            lines.append("")
+    if _has_events(run, "impedance"):
+        figures.append(("impedance", "impedance.png", impedance_figure(run)))
+    if _has_events(run, "fit"):
+        fit = run["fit"].read()
+        lines += [
+            f"R_int ~ P^n: n = {float(fit['fit_exponent'][0]):.3f} +- "
+            f"{float(fit['fit_exponent_err'][0]):.3f}, R_int(100 MPa) = "
+            f"{float(fit['fit_r_100'][0]):.2f} ohm",
+            "",
+        ]
+    if _has_events(run, "rate_capability"):
+        rc = run["rate_capability"].read()
+        lines += ["| C-rate | capacity / mAh | retention |", "|---|---|---|"]
+        for c, q, k in zip(
+            rc["rate_capability_c_rate"].values,
+            rc["rate_capability_capacity"].values,
+            rc["rate_capability_retention"].values,
+            strict=True,
+        ):
+            lines.append(f"| {c:g} | {q:.4f} | {k:.1%} |")
+        lines.append("")
+    for title, name, fig in figures:
+        save(fig, directory / name)
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    page = directory / "report.md"
+    page.write_text("\n".join(lines))
+    return page
+
+
+__all__ = ["write_report"]
