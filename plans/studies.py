@@ -5,11 +5,16 @@
   per pressure; stream ``fit``: exponent, its standard error, R at 100 MPa).
 * :func:`rate_capability`: discharge capacity at each C-rate at constant pressure
   (stream ``rate_capability``).
+* :func:`minimum_pressure_study` (commercial viability): cycling at pressures from high
+  to low, one run per level linked by ``study_id``, each judged stable or not (stream
+  ``stability``), and a summary run with the minimum stable pressure.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -20,6 +25,7 @@ from bluesky.utils import MsgGenerator
 from ophyd import Kind
 
 from ssb_analysis.impedance import fit_power_law, interfacial_resistance
+from ssb_analysis.stability import Criteria, Verdict, judge, minimum_stable_pressure
 from ssb_devices import Rig
 
 from .cycling import ResultSignal, execute, prepare
@@ -143,3 +149,94 @@ def rate_capability(
         return discharges
 
     return (yield from inner())
+
+
+def level_protocol(pressure: float, cycles: int, c_rate: float, v_max: float, v_min: float):
+    """The default level: impedance, ``cycles`` full cycles at ``c_rate``, impedance."""
+    rate = Quantity("c_rate", c_rate)
+    eis = "Measure impedance from 100 kHz to 1 Hz"
+    return (
+        f"Set pressure to {_num(pressure)} MPa\n{eis}\nRepeat {cycles} times:\n"
+        f"    Charge at {rate} until {_num(v_max)} V\n"
+        f"    Discharge at {rate} until {_num(v_min)} V\n{eis}\n"
+    )
+
+
+def minimum_pressure_study(
+    rig: Rig,
+    pressures: Sequence[float],
+    *,
+    criteria: Criteria | None = None,
+    cycles: int = 2,
+    c_rate: float = 0.5,
+    v_max: float = 4.1,
+    v_min: float = 3.0,
+    map_window: bool = False,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """Cycle at each pressure from high to low (one run per level, linked by a
+    ``study_id``), judge each level (:mod:`ssb_analysis.stability`), stop at the first
+    unstable level unless ``map_window``, then store the verdicts and the minimum stable
+    pressure in a summary run. Returns the study id; ``evaluate_study(catalog, id)``
+    judges it again from the catalog."""
+    criteria = criteria or Criteria()
+    levels = sorted((float(p) for p in pressures), reverse=True)
+    if len(levels) < 2:
+        raise ValueError(f"pressures: give two or more levels, got {list(pressures)}")
+    if cycles < 2:
+        raise ValueError(f"cycles: two or more per level to see a fade, got {cycles}")
+    planned = {
+        p: prepare(rig, level_protocol(p, cycles, c_rate, v_max, v_min), None) for p in levels
+    }
+    study_id = str(uuid.uuid4())
+    args = {"pressures": levels, "cycles": cycles, "c_rate": c_rate, "criteria": asdict(criteria)}
+    base = {**(md or {}), "study_id": study_id, "study": "minimum_pressure"}
+    verdicts: list[Verdict] = []
+    for p in levels:
+        protocol, steps = planned[p]
+        level_md = start_metadata(rig, "minimum_pressure_level", {**args, "pressure": p}, base)
+        level_md |= {"protocol": str(protocol), "study_role": "level", "level_pressure": p}
+
+        @bpp.stage_decorator([rig])
+        @bpp.run_decorator(md=level_md)
+        @raise_reasons
+        def level(steps=steps):
+            outcome = yield from execute(rig, steps)
+            verdict = judge(outcome.steps, outcome.spectra, criteria)
+            verdicts.append(verdict)
+            yield from ResultStream("stability", VERDICT_UNITS).emit(**_verdict_values(verdict))
+
+        yield from level()
+        if not verdicts[-1].stable and not map_window:
+            break
+    minimum = minimum_stable_pressure(verdicts)
+    summary_md = start_metadata(rig, "minimum_pressure_study", args, base)
+    summary_md |= {"study_role": "summary", "minimum_stable_pressure": minimum}
+
+    @bpp.run_decorator(md=summary_md)
+    def summary():
+        stream = ResultStream("levels", VERDICT_UNITS)
+        for verdict in verdicts:
+            yield from stream.emit(**_verdict_values(verdict))
+
+    yield from summary()
+    return study_id
+
+
+VERDICT_UNITS = {
+    "pressure": "MPa",
+    "fade_per_cycle": "",
+    "coulombic_efficiency": "",
+    "resistance_growth": "",
+    "stable": "",
+}
+
+
+def _verdict_values(v: Verdict) -> dict[str, float]:
+    return {
+        "pressure": v.pressure,
+        "fade_per_cycle": v.fade_per_cycle,
+        "coulombic_efficiency": v.coulombic_efficiency,
+        "resistance_growth": v.resistance_growth,
+        "stable": int(v.stable),
+    }

@@ -1,12 +1,15 @@
 """Study plans end to end at 5000x, answers read back from the catalog."""
 
+import re
+
 import numpy as np
 import pytest
 
 from ssb_analysis.impedance import fit_power_law, interfacial_resistance
 from ssb_analysis.report import write_report
+from ssb_analysis.stability import Criteria, evaluate_study
 from ssb_plans.demo import DEMO_CELL
-from ssb_plans.studies import pressure_impedance_scan, rate_capability
+from ssb_plans.studies import minimum_pressure_study, pressure_impedance_scan, rate_capability
 
 CELL = {**DEMO_CELL, "cell_id": "STUDY-1"}
 
@@ -62,3 +65,49 @@ def test_scans_refuse_bad_input_before_a_run(session, fast_rig):
     with pytest.raises(ValueError, match="positive C-rates"):
         session.RE(rate_capability(fast_rig, [1.0, -2.0], pressure=100.0))
     assert len(session.catalog) == count
+
+
+def critical_cell(tmp_path, critical: float) -> str:
+    """The si-nmc preset with another critical pressure (below it, voids stay)."""
+    from importlib import resources
+
+    text = resources.files("ssb_ioc.sim").joinpath("presets/si-nmc.toml").read_text()
+    text = re.sub(r'critical_pressure = "[^"]+"', f'critical_pressure = "{critical} MPa"', text)
+    path = tmp_path / f"si-critical-{critical:g}.toml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "critical, levels, expected",
+    [(10.0, [40, 30, 20, 15, 10], 15.0), (25.0, [45, 40, 35, 30, 25, 20], 30.0)],
+)
+def test_minimum_pressure_study_finds_the_critical_pressure(
+    session, ca_context, tmp_path, critical, levels, expected
+):
+    from conftest import connected_rig, start_ioc
+    from tiled.queries import Key
+
+    ioc = start_ioc(ca_context, speed=5000.0, cell=critical_cell(tmp_path, critical))
+    rig = connected_rig(ioc.prefix)
+    try:
+        rig.load_cell.tare().wait(10)
+        session.RE(minimum_pressure_study(rig, levels))  # stops at the first failure
+    finally:
+        rig.destroy()
+        ioc.stop()
+    summary = session.catalog[-1]
+    study_id = summary.start["study_id"]
+    assert summary.start["study_role"] == "summary"
+    assert summary.start["minimum_stable_pressure"] == pytest.approx(expected, abs=0.5)
+    # within one pressure step of the cell's critical pressure, from the catalog alone
+    verdicts, minimum = evaluate_study(session.catalog, study_id)
+    assert minimum == pytest.approx(expected, abs=0.5)
+    assert abs(minimum - critical) <= 5.0
+    assert len(session.catalog.search(Key("study_id") == study_id)) == len(verdicts) + 1
+    failing = [v for v in verdicts if v.pressure <= critical + 0.5]  # at the critical pressure
+    assert len(failing) == 1 and not failing[0].stable  # the study stopped there
+    assert "capacity fades" in failing[0].why
+    # stricter thresholds re-judge the same data
+    _, strict = evaluate_study(session.catalog, study_id, Criteria(max_fade_per_cycle=1e-6))
+    assert strict is None or strict >= minimum

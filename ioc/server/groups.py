@@ -21,6 +21,7 @@ MODES = [m.name.title() for m in Mode]  # Off, Pressure, Gap
 NO_YES = ["No", "Yes"]
 SCAN_PERIOD = 0.05  # s of wall time between simulation advances and readback updates
 TICK_BUDGET = 0.04  # s of wall time the simulation may use per scan
+SLICE_WALL = 0.005  # s of wall time per advance() call: the budget is checked between them
 
 
 class PressGroup(RigPVGroup):
@@ -240,6 +241,7 @@ class RigIOC(RigPVGroup):
         self._moves: list[asyncio.Future] = []
         self._reported_trip = ""
         self._actual_speed = speed
+        self._slice = 1.0  # s of experiment time per advance(), adapted to the regime
         self._last_wall = time.monotonic()
         super().__init__(*args, **kwargs)
 
@@ -324,11 +326,15 @@ class RigIOC(RigPVGroup):
         now = time.monotonic()
         elapsed, self._last_wall = now - self._last_wall, now
         wanted, done = elapsed * self.speed, 0.0
-        slice_ = max(1.0, wanted / 20)
         while done < wanted and time.monotonic() - now < TICK_BUDGET:
-            step = min(slice_, wanted - done)
+            step = min(self._slice, wanted - done)
+            started = time.monotonic()
             self.backend.advance(step)
+            took = time.monotonic() - started
             done += step
+            if step == self._slice:  # aim at SLICE_WALL per slice, whatever the regime
+                factor = min(2.0, SLICE_WALL / took) if took > 0 else 2.0
+                self._slice = min(max(self._slice * factor, 0.05), 3600.0)
         if elapsed > 0:
             self._actual_speed += 0.2 * (done / elapsed - self._actual_speed)
         await self.update_readbacks()

@@ -1,0 +1,104 @@
+"""Is a cell stable at a pressure? Judged from what a level of cycling stored, so that a
+study can be evaluated again from the catalog alone (with other thresholds if wanted).
+
+Per level: discharge capacity fade per cycle, coulombic efficiency of the last cycle,
+and growth of the interfacial resistance from the first to the last spectrum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .impedance import interfacial_resistance
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """Thresholds of stable cycling (defaults: lab practice for formation-level tests)."""
+
+    max_fade_per_cycle: float = 0.005  # 0.5 % of discharge capacity lost per cycle
+    min_coulombic_efficiency: float = 0.98
+    max_resistance_growth: float = 0.10  # R_int may grow 10 % over the level
+
+
+@dataclass(frozen=True)
+class Verdict:
+    pressure: float  # MPa, mean over the level's cycling
+    fade_per_cycle: float
+    coulombic_efficiency: float  # of the last cycle
+    resistance_growth: float
+    stable: bool
+    why: str  # the first criterion failed, or "stable"
+
+
+def judge(
+    steps: Sequence[dict], spectra: Sequence[dict], criteria: Criteria = Criteria()
+) -> Verdict:
+    """A level's verdict from its step rows (``cycle``, ``charge``, ``discharge``,
+    ``pressure_mean``, ``step_type``) and its impedance pages."""
+    cycles = sorted({int(r["cycle"]) for r in steps} - {0})
+    if len(cycles) < 2:
+        raise ValueError("a level needs two or more cycles to judge its fade")
+    charge = np.array([sum(r["charge"] for r in steps if r["cycle"] == c) for c in cycles])
+    discharge = np.array([sum(r["discharge"] for r in steps if r["cycle"] == c) for c in cycles])
+    fade = 1 - (discharge[-1] / discharge[0]) ** (1 / (len(cycles) - 1))
+    ce = float(discharge[-1] / charge[-1])  # the last cycle: the first starts mid-charge
+    growth = 0.0
+    if len(spectra) >= 2:
+        first = interfacial_resistance(spectra[0]["frequency"], spectra[0]["z_real"])
+        last = interfacial_resistance(spectra[-1]["frequency"], spectra[-1]["z_real"])
+        growth = last / first - 1
+    pressure = float(
+        np.nanmean([r["pressure_mean"] for r in steps if r["step_type"] not in ("Pressure",)])
+    )
+    checks = [
+        (fade <= criteria.max_fade_per_cycle, f"capacity fades {fade:.2%} per cycle"),
+        (ce >= criteria.min_coulombic_efficiency, f"coulombic efficiency {ce:.2%}"),
+        (growth <= criteria.max_resistance_growth, f"R_int grew {growth:.1%}"),
+    ]
+    failed = [why for ok, why in checks if not ok]
+    return Verdict(pressure, float(fade), ce, float(growth), not failed, (failed or ["stable"])[0])
+
+
+def level_data(run) -> tuple[list[dict], list[dict]]:
+    """A stored level's step rows and spectra, in the form :func:`judge` takes."""
+    st = run["steps"].read()
+    rows = [
+        {name[len("step_") :]: st[name].values[k].item() for name in st.data_vars}
+        for k in range(len(st["time"]))
+    ]
+    spectra = []
+    if "impedance" in run:
+        eis = run["impedance"].read()
+        if len(eis["time"]):
+            for k in np.unique(eis["spectrum"].values):
+                mask = eis["spectrum"].values == k
+                spectra.append(
+                    {
+                        "frequency": eis["frequency"].values[mask],
+                        "z_real": eis["z_real"].values[mask],
+                    }
+                )
+    return rows, spectra
+
+
+def minimum_stable_pressure(verdicts: Sequence[Verdict]) -> float | None:
+    """The lowest pressure of the unbroken run of stable levels from the highest down."""
+    lowest = None
+    for v in sorted(verdicts, key=lambda v: -v.pressure):
+        if not v.stable:
+            break
+        lowest = v.pressure
+    return lowest
+
+
+def evaluate_study(catalog, study_id: str, criteria: Criteria = Criteria()):
+    """Judge every level of a study again from the catalog; returns (verdicts, minimum)."""
+    from tiled.queries import Key
+
+    levels = catalog.search(Key("study_id") == study_id).search(Key("study_role") == "level")
+    verdicts = [judge(*level_data(levels[uid]), criteria) for uid in levels]
+    return verdicts, minimum_stable_pressure(verdicts)
