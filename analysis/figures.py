@@ -180,3 +180,27 @@ def impedance_figure(run) -> Figure:
         axes[1].legend()
         axes[1].grid(alpha=0.3, which="both")
     return fig
+
+
+def study_figure(summary_run) -> Figure:
+    """A minimum-pressure study: capacity fade per cycle against pressure, the threshold
+    marked, stable levels in green, and the minimum stable pressure."""
+    levels = summary_run["levels"].read()
+    p = levels["levels_pressure"].values
+    fade = levels["levels_fade_per_cycle"].values * 100
+    stable = levels["levels_stable"].values.astype(bool)
+    threshold = summary_run.start["plan_args"]["criteria"]["max_fade_per_cycle"] * 100
+    minimum = summary_run.start.get("minimum_stable_pressure")
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(p, fade, "-", color="0.6")
+    ax.scatter(p[stable], fade[stable], color="tab:green", zorder=3, label="stable")
+    ax.scatter(p[~stable], fade[~stable], color="tab:red", zorder=3, label="unstable")
+    ax.axhline(threshold, ls="--", color="k", label=f"threshold {threshold:g} %/cycle")
+    if minimum is not None:
+        ax.axvline(minimum, ls=":", color="tab:green", label=f"minimum stable {minimum:.1f} MPa")
+    ax.set_xlabel("stack pressure / MPa")
+    ax.set_ylabel("capacity fade / % per cycle")
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+    return fig

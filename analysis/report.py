@@ -12,6 +12,7 @@ from .figures import (
     impedance_figure,
     per_cycle,
     save,
+    study_figure,
 )
 
 
@@ -71,6 +72,14 @@ def write_report(run, directory: str | Path) -> Path:
         ):
             lines.append(f"| {c:g} | {q:.4f} | {k:.1%} |")
         lines.append("")
+    if run.start.get("study_role") == "summary" and _has_events(run, "levels"):
+        figures.append(("minimum-pressure study", "study.png", study_figure(run)))
+        minimum = run.start.get("minimum_stable_pressure")
+        lines += [
+            f"study `{run.start['study_id']}`: minimum stable pressure "
+            f"{'none found' if minimum is None else f'{minimum:.1f} MPa'}",
+            "",
+        ]
     for title, name, fig in figures:
         save(fig, directory / name)
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
