@@ -208,6 +208,8 @@ class RigIOC(RigPVGroup):
     Interlock-RB             OK | Tripped (latched, MAJOR alarm)
     InterlockReason-RB       why it tripped
     InterlockReset-Cmd       clear a trip whose condition is gone
+    FaultType-SP, FaultSize-SP, InjectFault-Cmd: inject SoftShort (S), PressureSpike
+                       (um of thickness) or ContactLoss (fraction); 0 = default size
 
     Press (``{prefix}Press:``), load cell (``{prefix}LC:``) and cycler (``{prefix}Cyc:``)
     PVs: see their groups.
@@ -233,6 +235,13 @@ class RigIOC(RigPVGroup):
     )
     interlock_reason_rb = text("Rig:InterlockReason-RB", "Why the interlock tripped")
     interlock_reset_cmd = command("Rig:InterlockReset-Cmd", "Clear a trip whose condition is gone")
+    fault_type_sp = choice(
+        "Rig:FaultType-SP",
+        ["SoftShort", "PressureSpike", "ContactLoss"],
+        "Fault to inject (simulation)",
+    )
+    fault_size_sp = setting("Rig:FaultSize-SP", "", 0.0, 1e3, "Fault size; 0 = default", 6)
+    inject_fault_cmd = command("Rig:InjectFault-Cmd", "Inject the fault now (simulation)")
 
     def __init__(self, *args, backend: Rig, speed: float = 1.0, source: str = "", **kwargs):
         self.backend = backend
@@ -430,6 +439,15 @@ class RigIOC(RigPVGroup):
     async def current_sp(self, instance, value):
         self.backend.set_current(value)
         return value
+
+    @inject_fault_cmd.putter
+    async def inject_fault_cmd(self, instance, value):
+        if value:
+            kind = {"SoftShort": "soft_short", "PressureSpike": "pressure_spike"}.get(
+                self.fault_type_sp.value, "contact_loss"
+            )
+            await self.report(self.backend.inject_fault(kind, self.fault_size_sp.value))
+        return 0
 
     @interlock_reset_cmd.putter
     async def interlock_reset_cmd(self, instance, value):

@@ -73,6 +73,7 @@ class CellState:
     void_recoverable: float = 0.0  # interface fraction lost to voids that creep can close
     void_permanent: float = 0.0  # interface fraction lost for good (isolated material)
     short_conductance: float = 0.0  # S, soft-short path through the separator
+    extra_swelling: float = 0.0  # um of stack thickness added by an injected fault
 
 
 class Cell:
@@ -112,7 +113,8 @@ class Cell:
     @property
     def swelling(self) -> float:
         """Stack thickness change (um) from the anode's stored charge."""
-        return self.p.mechanics.anode_expansion * self.state.charge / self.area
+        anode = self.p.mechanics.anode_expansion * self.state.charge / self.area
+        return anode + self.state.extra_swelling
 
     def interfacial_resistance(self, pressure: float) -> float:
         """R_int (ohm) at a stack pressure (MPa): R_ref (P/P_ref)^-0.5 / contact."""

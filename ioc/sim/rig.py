@@ -233,6 +233,31 @@ class Rig:
     def stop(self) -> None:
         self.press.stop()
 
+    def inject_fault(self, kind: str, size: float = 0.0) -> str:
+        """Make a failure happen now, so that detection can be tested and shown:
+        ``soft_short`` adds ``size`` S (default 1e-4) of separator conductance,
+        ``pressure_spike`` adds ``size`` um (default 2) of stack thickness at once,
+        ``contact_loss`` loses ``size`` (default 0.3) of the interface to voids that creep
+        can close again. Returns what was done."""
+        size = _finite("fault size", size)
+        defaults = {"soft_short": 1e-4, "pressure_spike": 2.0, "contact_loss": 0.3}
+        if kind not in defaults:
+            raise RigError(f"fault {kind!r}: expected one of {', '.join(defaults)}")
+        if size < 0:
+            raise RigError(f"fault size {size:g}: expected >= 0 (0 = the default)")
+        size = size or defaults[kind]
+        state = self.cell.state
+        if kind == "soft_short":
+            state.short_conductance += size
+            return f"soft short of {size:g} S injected"
+        if kind == "pressure_spike":
+            state.extra_swelling += size
+            return f"stack thickness step of {size:g} um injected"
+        if not size < 1:
+            raise RigError(f"contact loss {size:g}: expected a fraction below 1")
+        state.void_recoverable += size
+        return f"loss of {size:.0%} of the interface contact injected"
+
     def tare(self) -> None:
         if self.press.mode != Mode.OFF:
             raise RigError("tare refused: set Mode to Off first (tare only an unloaded cell)")
