@@ -73,6 +73,18 @@ def ca_context():
     context.disconnect()
 
 
+def pressed_sim_rig():
+    """The pure simulation (no EPICS): si-nmc, tared, held at 100 MPa."""
+    from ssb_ioc.sim import Rig, load_cell_file
+
+    rig = Rig(load_cell_file("si-nmc"), seed=0)
+    rig.tare()
+    rig.set_mode("Pressure")
+    rig.set_pressure(100.0)
+    rig.advance(5.0)
+    return rig
+
+
 def connected_rig(prefix: str):
     from ssb_devices import Rig
 

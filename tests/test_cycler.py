@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from conftest import pressed_sim_rig
 
-from ssb_ioc.sim import Rig, load_cell_file
 from ssb_ioc.sim.cycler import (
     SAMPLE_FIELDS,
     CyclerError,
@@ -22,12 +22,7 @@ COL = {name: i for i, name in enumerate(SAMPLE_FIELDS)}
 
 @pytest.fixture
 def rig():
-    rig = Rig(load_cell_file("si-nmc"), seed=0)
-    rig.tare()
-    rig.set_mode("Pressure")
-    rig.set_pressure(100.0)
-    rig.advance(5.0)
-    return rig
+    return pressed_sim_rig()
 
 
 def run_step(rig, step, limit=20 * 3600.0, chunk=30.0):

@@ -4,19 +4,15 @@ import asyncio
 
 import numpy as np
 import pytest
+from conftest import pressed_sim_rig
 
 from ssb_ioc.server import RigIOC
-from ssb_ioc.sim import Rig, RigError, load_cell_file
+from ssb_ioc.sim import RigError
 
 
 @pytest.fixture
 def rig():
-    rig = Rig(load_cell_file("si-nmc"), seed=0)
-    rig.tare()
-    rig.set_mode("Pressure")
-    rig.set_pressure(100.0)
-    rig.advance(10.0)
-    return rig
+    return pressed_sim_rig()
 
 
 def test_soft_short_discharges_the_cell_at_rest(rig):
