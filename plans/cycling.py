@@ -418,14 +418,37 @@ def run_protocol(
     if detector_period is not None and not detector_period > 0:
         raise ValueError(f"detector_period: expected seconds > 0, got {detector_period!r}")
     args = {"protocol": str(protocol), "capacity": capacity, "detector_period": detector_period}
-    _md = start_metadata(rig, "run_protocol", args, md, detectors)
+    return (
+        yield from protocol_run(
+            rig, "run_protocol", args, protocol, planned, md, detectors, detector_period, poll
+        )
+    )
+
+
+def protocol_run(
+    rig: Rig,
+    plan_name: str,
+    plan_args: dict[str, Any],
+    protocol: Protocol,
+    planned: Sequence[PlannedStep],
+    md: dict[str, Any] | None = None,
+    detectors: Sequence[Readable] = (),
+    detector_period: float | None = None,
+    poll: float = 0.5,
+    evaluate=None,
+) -> MsgGenerator[str]:
+    """One run executing ``planned``; ``evaluate(outcome)``, a plan, may then add its
+    own streams (a study's answer) to the same run. Returns the run's uid."""
+    _md = start_metadata(rig, plan_name, plan_args, md, detectors)
     _md |= {"protocol": str(protocol), "steps_planned": len(planned)}
 
     @bpp.stage_decorator([rig, *detectors])
     @bpp.run_decorator(md=_md)
     @raise_reasons
     def inner():
-        yield from execute(rig, planned, detectors, detector_period, poll)
+        outcome = yield from execute(rig, planned, detectors, detector_period, poll)
+        if evaluate is not None:
+            yield from evaluate(outcome)
 
     return (yield from inner())
 
@@ -442,5 +465,6 @@ __all__ = [
     "execute",
     "plan_steps",
     "prepare",
+    "protocol_run",
     "run_protocol",
 ]

@@ -52,11 +52,17 @@ def run_file(
     except ProtocolError as ex:
         print(f"ssb run: {path}: {ex}", file=sys.stderr)
         return 2
+    try:  # everything the user wrote is checked before anything connects
+        described = read_cell(cell) if cell is not None else None
+    except (MetadataError, OSError) as ex:
+        print(f"ssb run: {cell}: {getattr(ex, 'strerror', None) or ex}", file=sys.stderr)
+        return 2
     print(f"ssb run: {path}: {summarize(protocol)}", flush=True)
     rig = Rig(prefix, name="rig")
     try:
         rig.wait_for_connection(timeout=timeout)
     except TimeoutError:
+        rig.destroy()
         print(
             f"ssb run: no rig answers at PV prefix {prefix!r} within {timeout:g} s. Start one "
             f"(ssb-ioc --prefix {prefix}) or check EPICS_CA_ADDR_LIST / --prefix.",
@@ -66,9 +72,9 @@ def run_file(
     session = start_session(catalog, progress=False)
     try:
         try:
-            if cell is not None:
+            if described is not None:
                 session.describe_experiment(
-                    cell=read_cell(cell),
+                    cell=described,
                     purpose=purpose,
                     operator=operator or getpass.getuser(),
                 )
@@ -79,8 +85,8 @@ def run_file(
                     file=sys.stderr,
                 )
                 return 2
-        except (MetadataError, OSError) as ex:
-            print(f"ssb run: {ex}", file=sys.stderr)
+        except MetadataError as ex:
+            print(f"ssb run: {cell}: {ex}", file=sys.stderr)
             return 2
         token = session.RE.subscribe(ProtocolProgress())
         try:

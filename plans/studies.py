@@ -28,9 +28,19 @@ from ssb_analysis.impedance import fit_power_law, interfacial_resistance
 from ssb_analysis.stability import Criteria, Verdict, judge, minimum_stable_pressure
 from ssb_devices import Rig
 
-from .cycling import ResultSignal, execute, prepare
-from .pressure import raise_reasons, start_metadata
-from .protocol import Quantity, _duration_text, _frequency_text, _num
+from .cycling import ResultSignal, prepare, protocol_run
+from .pressure import start_metadata
+from .protocol import Electro, Impedance, PressureStep, Protocol, Quantity, Repeat, Until
+
+
+def _volts(value: float) -> Until:
+    return Until(Quantity("voltage", value))
+
+
+def _text(steps) -> str:
+    """Protocol text for typed steps (parsed again by ``prepare``, so that a refusal
+    names a line of it)."""
+    return str(Protocol(tuple(steps)))
 
 
 class ResultStream:
@@ -66,22 +76,13 @@ def pressure_impedance_scan(
     pressures = [float(p) for p in pressures]
     if len(pressures) < 3:
         raise ValueError(f"pressures: give three or more for the fit, got {pressures}")
-    lines = []
+    steps = []
     for p in pressures:
-        lines += [
-            f"Hold pressure at {_num(p)} MPa for {_duration_text(settle)}",
-            f"Measure impedance from {_frequency_text(f_start)} to {_frequency_text(f_end)}",
-        ]
-    protocol, planned = prepare(rig, "\n".join(lines) + "\n", None)
+        steps += [PressureStep("hold", p, duration=settle), Impedance(f_start, f_end)]
+    protocol, planned = prepare(rig, _text(steps), None)
     args = {"pressures": pressures, "f_start": f_start, "f_end": f_end, "settle": settle}
-    _md = start_metadata(rig, "pressure_impedance_scan", args, md, detectors)
-    _md |= {"protocol": str(protocol), "steps_planned": len(planned)}
 
-    @bpp.stage_decorator([rig, *detectors])
-    @bpp.run_decorator(md=_md)
-    @raise_reasons
-    def inner():
-        outcome = yield from execute(rig, planned, detectors)
+    def evaluate(outcome):
         measured, resistance = [], []
         rows = ResultStream("resistance", {"pressure": "MPa", "r_int": "ohm"})
         for spectrum in outcome.spectra:
@@ -91,9 +92,19 @@ def pressure_impedance_scan(
         law = fit_power_law(measured, resistance)
         fit = ResultStream("fit", {"exponent": "", "exponent_err": "", "r_100": "ohm"})
         yield from fit.emit(exponent=law.exponent, exponent_err=law.exponent_err, r_100=law.r_ref)
-        return law
 
-    return (yield from inner())
+    return (
+        yield from protocol_run(
+            rig,
+            "pressure_impedance_scan",
+            args,
+            protocol,
+            planned,
+            md,
+            detectors,
+            evaluate=evaluate,
+        )
+    )
 
 
 def rate_capability(
@@ -115,26 +126,19 @@ def rate_capability(
     c_rates = [float(c) for c in c_rates]
     if not c_rates or any(not c > 0 for c in c_rates):
         raise ValueError(f"c_rates: give positive C-rates, got {c_rates}")
-    charge = Quantity("c_rate", charge_rate)
-    lines = [f"Set pressure to {_num(pressure)} MPa"]
+    steps = [PressureStep("set", pressure)]
     for c in c_rates:
-        lines += [
-            f"Charge at {charge} until {_num(v_max)} V",
-            f"Hold at {_num(v_max)} V until C/20",
-            f"Rest for {_duration_text(rest)}",
-            f"Discharge at {Quantity('c_rate', c)} until {_num(v_min)} V",
-            f"Rest for {_duration_text(rest)}",
+        steps += [
+            Electro("charge", Quantity("c_rate", charge_rate), until=(_volts(v_max),)),
+            Electro("hold", Quantity("voltage", v_max), until=(Until(Quantity("c_rate", 0.05)),)),
+            Electro("rest", duration=rest),
+            Electro("discharge", Quantity("c_rate", c), until=(_volts(v_min),)),
+            Electro("rest", duration=rest),
         ]
-    protocol, planned = prepare(rig, "\n".join(lines) + "\n", None)
+    protocol, planned = prepare(rig, _text(steps), None)
     args = {"c_rates": c_rates, "pressure": pressure, "charge_rate": charge_rate}
-    _md = start_metadata(rig, "rate_capability", args, md, detectors)
-    _md |= {"protocol": str(protocol), "steps_planned": len(planned)}
 
-    @bpp.stage_decorator([rig, *detectors])
-    @bpp.run_decorator(md=_md)
-    @raise_reasons
-    def inner():
-        outcome = yield from execute(rig, planned, detectors)
+    def evaluate(outcome):
         discharges = [row for row in outcome.steps if row["text"].startswith("Discharge")]
         first = discharges[0]["discharge"]
         units = {"c_rate": "1/h", "capacity": "mAh", "retention": "", "pressure": "MPa"}
@@ -146,20 +150,22 @@ def rate_capability(
                 retention=row["discharge"] / first,
                 pressure=row["pressure_mean"],
             )
-        return discharges
 
-    return (yield from inner())
+    return (
+        yield from protocol_run(
+            rig, "rate_capability", args, protocol, planned, md, detectors, evaluate=evaluate
+        )
+    )
 
 
 def level_protocol(pressure: float, cycles: int, c_rate: float, v_max: float, v_min: float):
     """The default level: impedance, ``cycles`` full cycles at ``c_rate``, impedance."""
-    rate = Quantity("c_rate", c_rate)
-    eis = "Measure impedance from 100 kHz to 1 Hz"
-    return (
-        f"Set pressure to {_num(pressure)} MPa\n{eis}\nRepeat {cycles} times:\n"
-        f"    Charge at {rate} until {_num(v_max)} V\n"
-        f"    Discharge at {rate} until {_num(v_min)} V\n{eis}\n"
+    rate, eis = Quantity("c_rate", c_rate), Impedance(1e5, 1.0)
+    cycle = (
+        Electro("charge", rate, until=(_volts(v_max),)),
+        Electro("discharge", rate, until=(_volts(v_min),)),
     )
+    return _text([PressureStep("set", pressure), eis, Repeat(cycles, cycle), eis])
 
 
 def minimum_pressure_study(
@@ -194,19 +200,23 @@ def minimum_pressure_study(
     verdicts: list[Verdict] = []
     for p in levels:
         protocol, steps = planned[p]
-        level_md = start_metadata(rig, "minimum_pressure_level", {**args, "pressure": p}, base)
-        level_md |= {"protocol": str(protocol), "study_role": "level", "level_pressure": p}
+        level_md = {**base, "study_role": "level", "level_pressure": p}
 
-        @bpp.stage_decorator([rig])
-        @bpp.run_decorator(md=level_md)
-        @raise_reasons
-        def level(steps=steps):
-            outcome = yield from execute(rig, steps)
-            verdict = judge(outcome.steps, outcome.spectra, criteria)
-            verdicts.append(verdict)
-            yield from ResultStream("stability", VERDICT_UNITS).emit(**_verdict_values(verdict))
+        def evaluate(outcome):
+            verdicts.append(judge(outcome.steps, outcome.spectra, criteria))
+            yield from ResultStream("stability", VERDICT_UNITS).emit(
+                **_verdict_values(verdicts[-1])
+            )
 
-        yield from level()
+        yield from protocol_run(
+            rig,
+            "minimum_pressure_level",
+            {**args, "pressure": p},
+            protocol,
+            steps,
+            level_md,
+            evaluate=evaluate,
+        )
         if not verdicts[-1].stable and not map_window:
             break
     minimum = minimum_stable_pressure(verdicts)

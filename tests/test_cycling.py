@@ -306,3 +306,50 @@ def test_ssb_run_then_export_bdf_csv_parquet(fast_ioc, tmp_path):
         text=True,
     )
     assert refused.returncode == 2 and "invalid choice: 'xlsx'" in refused.stderr
+
+
+def test_ssb_run_refuses_bad_files_and_a_missing_rig_clearly(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import CA_ENV
+
+    good = tmp_path / "good.txt"
+    good.write_text("Rest for 1 minute\n")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Rest for 1 minute\nDischarge in C/2 until 3 V\n")
+    cell = tmp_path / "cell.toml"
+    cell.write_text('cell_id = "X"\nchemistry = "NMC | LPSCl | Si"\n')  # no area, layers
+
+    def ssb_run(*args):
+        where = ["--prefix", "NOBODY:", "--catalog", str(tmp_path / "catalog")]
+        return subprocess.run(
+            [sys.executable, "-m", "ssb_plans.cli", "run", *args, *where],
+            env={**os.environ, **CA_ENV},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = ssb_run(str(bad))
+    assert done.returncode == 2 and "line 2, column 11: expected 'at', got 'in'" in done.stderr
+    done = ssb_run(str(tmp_path / "missing.txt"))
+    assert done.returncode == 2 and "cannot read" in done.stderr
+    done = ssb_run(str(good), "--cell", str(tmp_path / "nocell.toml"))
+    assert done.returncode == 2 and "nocell.toml" in done.stderr
+    done = ssb_run(str(good))  # nothing answers at NOBODY:
+    assert done.returncode == 1 and "no rig answers at PV prefix 'NOBODY:'" in done.stderr
+    assert not (tmp_path / "catalog").exists()  # nothing was written anywhere
+    assert "cell.area_cm2: missing" in str(read_cell_error(cell))
+
+
+def read_cell_error(path):
+    from ssb_plans.metadata import validate_cell
+    from ssb_plans.run_file import read_cell
+
+    try:
+        validate_cell(read_cell(str(path)))
+    except ValueError as ex:
+        return ex
+    return None

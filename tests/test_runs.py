@@ -161,3 +161,16 @@ def test_pressure_band_suspender_pauses_and_resumes(session, rig, ioc):
     assert ((p >= 95.0) & (p <= 105.0)).all()  # nothing recorded while out of band
     clock = data["rig_clock_time"].values
     assert clock[-1] - clock[0] >= 600.0
+
+
+def test_bdf_export_refuses_a_run_without_cycler_samples(session, rig, tmp_path):
+    from ssb_analysis.export import ExportError, export_run
+
+    (uid,) = session.RE(set_pressure(rig, 30.0))
+    with pytest.raises(ExportError, match="has no 'samples' stream"):
+        export_run(session.catalog[uid], tmp_path, "bdf")
+    with pytest.raises(ExportError, match="format 'xlsx'"):
+        export_run(session.catalog[uid], tmp_path, "xlsx")
+    assert not list(tmp_path.glob("*.bdf.csv"))
+    (csv,) = export_run(session.catalog[uid], tmp_path, "csv")  # every stream still works
+    assert csv.name.endswith("-primary.csv")
