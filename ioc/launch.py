@@ -7,12 +7,12 @@ with non-default ports so that runs on one machine never see each other's PVs.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -76,34 +76,49 @@ class IOCProcess:
         if seed is not None:
             self.args += ["--seed", str(seed)]
         self.args += list(extra_args)
+        self.command = [sys.executable, "-m", "ssb_ioc.cli", *self.args]
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
         self.stderr = ""
+        self.stdout_lines: list[str] = []
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
         self._log = None
 
     def start(self, timeout: float = 20.0) -> IOCProcess:
         # stderr to a file (closed in stop()): a file cannot fill up and block like a pipe
         self._log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ssb_ioc.cli", *self.args],
+            self.command,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, we stop the IOC
         )
+        # A reader thread, not select() on the pipe: both banner lines can arrive in one
+        # read, and a buffered second line would never make the pipe readable again.
+        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:  # the IOC prints "ready" once its PVs are live
-            readable, _, _ = select.select([self.process.stdout], [], [], 0.2)
-            if readable and "ready" in self.process.stdout.readline():
-                return self
+        while not self._ready.wait(0.1):  # the IOC prints "ready" once its PVs are live
             if self.process.poll() is not None:
                 self.stop()
                 raise RuntimeError(
                     f"ssb-ioc exited with {self.process.returncode}: {self.stderr.strip()}"
                 )
-        self.stop()
-        raise RuntimeError(f"ssb-ioc was not ready within {timeout:g} s: {self.stderr.strip()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"ssb-ioc was not ready within {timeout:g} s: {self.stderr.strip()}"
+                )
+        return self
+
+    def _read_stdout(self) -> None:
+        for line in self.process.stdout:
+            self.stdout_lines.append(line.rstrip("\n"))
+            if "ready" in line:
+                self._ready.set()
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait, then SIGKILL if needed; returns the exit code."""
@@ -117,7 +132,10 @@ class IOCProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stdout and not process.stdout.closed:
+        reader = self._reader
+        if reader is not None:
+            reader.join(timeout)  # EOF once the process is gone
+        if process.stdout and not (reader and reader.is_alive()):
             process.stdout.close()
         if self._log is not None and not self._log.closed:
             self._log.seek(0)

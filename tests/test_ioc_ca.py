@@ -157,3 +157,19 @@ def test_bad_cell_file_is_refused_before_serving(tmp_path):
     )
     assert result.returncode == 2
     assert "cell.chemistry: missing" in result.stderr
+
+
+def test_readiness_is_seen_when_both_banner_lines_arrive_in_one_write():
+    """Regression: select() on the pipe missed a 'ready' line buffered with the banner."""
+    from ssb_ioc.launch import IOCProcess
+
+    ioc = IOCProcess()
+    ioc.command = [
+        sys.executable,
+        "-c",
+        "import signal, sys; sys.stdout.write('serving 1 PV\\nready\\n'); sys.stdout.flush();"
+        " signal.pause()",
+    ]
+    with ioc:
+        assert ioc.stdout_lines == ["serving 1 PV", "ready"]
+    assert ioc.process.returncode == -signal.SIGTERM
