@@ -18,14 +18,19 @@ from .cycler import (
     StepStatus,
     Termination,
 )
+from .events import EVENT_KINDS, EventDetection, EventLog, FastLog
 from .press import MODES, Press, PressureRejected, RigDisconnected
 from .rig import ExperimentClock, LoadCell, Rig
 
 __all__ = [
+    "EVENT_KINDS",
     "MODES",
     "Cycler",
     "CyclerStep",
+    "EventDetection",
+    "EventLog",
     "ExperimentClock",
+    "FastLog",
     "ImpedanceLog",
     "LoadCell",
     "Press",

@@ -14,7 +14,7 @@ The step's status stays pending across the pause. ``stop()`` ends the step (open
 circuit) and fails its status; a step still paused at ``unstage()`` is abandoned.
 
 Samples logged on the instrument are read in bulk by :class:`SampleLog`, a flyer
-(kickoff / complete / collect_pages): every sample, in pages, with nothing lost or
+(:class:`ssb_devices.buffers.RowLog`): every sample, in pages, with nothing lost or
 duplicated between collects. :class:`ImpedanceLog` does the same for impedance spectra.
 Current is positive on charge, everywhere.
 """
@@ -33,6 +33,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import DeviceStatus, Status
 
+from .buffers import RowLog, finished
 from .press import RigDisconnected
 
 logger = logging.getLogger(__name__)
@@ -58,12 +59,6 @@ SAMPLE_FIELDS = (  # the IOC's Buf:<Field>-RB arrays (units come from the PVs)
     "gap",
 )
 INTEGER_FIELDS = ("seq", "cycle", "step")
-
-
-def _finished(obj) -> Status:
-    status = Status(obj=obj)
-    status.set_finished()
-    return status
 
 
 class StepRejected(RuntimeError):
@@ -145,18 +140,14 @@ class StepStatus(DeviceStatus):
             )
 
 
-class SampleLog(Device):
-    """The cycler's sample buffer as a flyer (stream ``samples``), at ``Cyc:Buf:``.
+class SampleLog(RowLog):
+    """The cycler's sample buffer as a flyer (stream ``samples``), at ``Cyc:Buf:``;
+    one array PV per field as well, whose units the stream's description carries."""
 
-    ``kickoff()`` starts from the next sample the instrument logs; ``collect_pages()``
-    yields every sample logged since the last collect, in pages of up to 10,000.
-    """
+    fields = SAMPLE_FIELDS
+    integer_fields = INTEGER_FIELDS
+    stream = "samples"
 
-    next_seq = Cpt(EpicsSignalRO, "NextSeq-RB", kind=Kind.omitted)
-    oldest_seq = Cpt(EpicsSignalRO, "OldestSeq-RB", kind=Kind.omitted)
-    read_from = Cpt(EpicsSignal, "ReadFrom-SP", kind=Kind.omitted, put_complete=True)
-    count = Cpt(EpicsSignalRO, "Count-RB", kind=Kind.omitted)
-    rows = Cpt(EpicsSignalRO, "Rows-RB", kind=Kind.omitted, auto_monitor=False)
     buf_seq = Cpt(EpicsSignalRO, "Seq-RB", kind=Kind.omitted, auto_monitor=False)
     buf_test_time = Cpt(EpicsSignalRO, "TestTime-RB", kind=Kind.omitted, auto_monitor=False)
     buf_step_time = Cpt(EpicsSignalRO, "StepTime-RB", kind=Kind.omitted, auto_monitor=False)
@@ -180,75 +171,12 @@ class SampleLog(Device):
     buf_force = Cpt(EpicsSignalRO, "Force-RB", kind=Kind.omitted, auto_monitor=False)
     buf_gap = Cpt(EpicsSignalRO, "Gap-RB", kind=Kind.omitted, auto_monitor=False)
 
-    stream = "samples"
+    def field_units(self, field: str) -> str:
+        array = getattr(self, f"buf_{field}")
+        return array.describe()[array.name].get("units", "")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._next: int | None = None
-        self.lost = 0  # samples overwritten on the instrument before they were read
-
-    def kickoff(self, start: int | None = None) -> Status:
-        """Begin at sample ``start`` (default: the next one the instrument logs)."""
-        self._next = int(self.next_seq.get(use_monitor=False)) if start is None else start
-        return _finished(self)
-
-    def complete(self) -> Status:
-        return _finished(self)
-
-    def describe_collect(self) -> dict:
-        keys = {}
-        for field in SAMPLE_FIELDS:
-            array = getattr(self, f"buf_{field}")
-            keys[field] = {
-                "source": f"PV:{array.pvname}",
-                "dtype": "integer" if field in INTEGER_FIELDS else "number",
-                "shape": [],
-                "units": array.describe()[array.name].get("units", ""),
-                "dtype_numpy": "<i8" if field in INTEGER_FIELDS else "<f8",
-            }
-        return {self.stream: keys}
-
-    def read_pages(self):
-        """Samples logged since the last read and up to now, as dicts of arrays (one per
-        page); what the instrument logs meanwhile waits for the next read."""
-        if self._next is None:
-            raise RuntimeError(f"{self.name}: kickoff() before collecting")
-        end = int(self.next_seq.get(use_monitor=False))
-        while self._next < end:
-            self.read_from.set(self._next).wait(timeout=10)
-            n = int(self.count.get(use_monitor=False))
-            if n == 0:
-                return
-            rows = np.asarray(self.rows.get(use_monitor=False), dtype=float)
-            rows = rows[: n * len(SAMPLE_FIELDS)].reshape(n, len(SAMPLE_FIELDS))
-            columns = {field: rows[:, i] for i, field in enumerate(SAMPLE_FIELDS)}
-            first = int(columns["seq"][0])
-            if first > self._next:
-                self.lost += first - self._next
-                logger.warning(
-                    "%s: %d samples were overwritten on the instrument before they were "
-                    "read (collect more often or enlarge the buffer)",
-                    self.name,
-                    first - self._next,
-                )
-            self._next = int(columns["seq"][-1]) + 1
-            yield columns
-
-    def collect_pages(self):
-        for columns in self.read_pages():
-            now = time.time()
-            data = {
-                field: (
-                    values.astype(int).tolist() if field in INTEGER_FIELDS else values.tolist()
-                )
-                for field, values in columns.items()
-            }
-            n = len(data["seq"])
-            yield {
-                "data": data,
-                "timestamps": {field: [now] * n for field in data},
-                "time": [now] * n,
-            }
+    def field_source(self, field: str) -> str:
+        return f"PV:{getattr(self, f'buf_{field}').pvname}"
 
 
 class ImpedanceLog(Device):
@@ -281,10 +209,10 @@ class ImpedanceLog(Device):
 
     def kickoff(self) -> Status:
         self._seen = int(self.count.get(use_monitor=False))
-        return _finished(self)
+        return finished(self)
 
     def complete(self) -> Status:
-        return _finished(self)
+        return finished(self)
 
     def describe_collect(self) -> dict:
         keys = {

@@ -9,6 +9,7 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import Status
 
 from .cycler import Cycler
+from .events import EventDetection, FastLog
 from .press import Press, RigDisconnected
 
 
@@ -23,6 +24,9 @@ class LoadCell(Device):
     sample_rate = Cpt(EpicsSignalRO, "LC:SampleRate-RB", kind=Kind.config)
     tare_offset = Cpt(EpicsSignalRO, "LC:TareOffset-RB", kind=Kind.config)
     tare_cmd = Cpt(EpicsSignal, "LC:Tare-Cmd", kind=Kind.omitted, put_complete=True)
+    fast_sampling = Cpt(EpicsSignal, "LC:Fast-SP", string=True, kind=Kind.config)
+    fast_rate = Cpt(EpicsSignal, "LC:FastRate-SP", kind=Kind.config)
+    fast = Cpt(FastLog, "LC:Fast:")
 
     def tare(self):
         """Zero the reading (the IOC accepts it only with the press Off and unloaded)."""
@@ -76,7 +80,8 @@ class ExperimentClock(Device):
 
 
 class Rig(Device):
-    """The pressure-controlled ASSB rig: press, load cell, cycler, clock, interlock.
+    """The pressure-controlled ASSB rig: press, load cell, cycler, event detection,
+    clock, interlock.
 
     >>> rig = Rig("SSB:", name="rig")
     >>> rig.wait_for_connection()
@@ -85,6 +90,7 @@ class Rig(Device):
     press = Cpt(Press, "")
     load_cell = Cpt(LoadCell, "")
     cycler = Cpt(Cycler, "")
+    events = Cpt(EventDetection, "")
     clock = Cpt(ExperimentClock, "")
     voltage = Cpt(EpicsSignalRO, "Rig:CellVoltage-RB", kind=Kind.normal)
     current = Cpt(EpicsSignal, "Rig:CellCurrent-SP", kind=Kind.normal)

@@ -236,15 +236,17 @@ def test_default_gains_hold_within_0p2_percent_rms_while_silicon_charges_at_c2(s
     assert rms < 0.002 * 100.0
 
 
-def test_fast_path_matches_stepping_every_period_without_noise(si):
+@pytest.mark.parametrize("start,end", [(60.0, 80.0), (3.0, 1.0)])
+def test_fast_path_matches_stepping_every_period_without_noise(si, start, end):
+    """Also at a low pressure, where the fast path now runs (force above 40 N)."""
     quiet = si.replace(load_cell={"noise": 0.0, "drift_rate": 0.0})
 
     def run(allow_linear):
-        rig = pressurised(quiet, pressure=60.0)
+        rig = pressurised(quiet, pressure=start)
         rig.press.allow_linear = allow_linear
         rig.set_current(1e-3)
         rig.set_ramp_rate(2.0)
-        rig.set_pressure(80.0)
+        rig.set_pressure(end)
         rig.advance(30.0)
         p = rig.press
         return np.array([p.y, p.v, p.pid.i, p.setpoint, p.true_pressure, p.gap])
@@ -252,9 +254,10 @@ def test_fast_path_matches_stepping_every_period_without_noise(si):
     assert np.allclose(run(True), run(False), rtol=1e-9, atol=1e-7)
 
 
-def test_fast_path_noise_matches_stepping_every_period(si):
+@pytest.mark.parametrize("pressure", [100.0, 2.0])
+def test_fast_path_noise_matches_stepping_every_period(si, pressure):
     def spread(allow_linear):
-        rig = pressurised(si, pressure=100.0, seed=3)
+        rig = pressurised(si, pressure=pressure, seed=3)
         rig.press.allow_linear = allow_linear
         samples = []
         for _ in range(400):

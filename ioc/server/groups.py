@@ -15,6 +15,7 @@ from caproto.server import SubGroup
 from ssb_ioc.sim import Mode, Rig, RigError
 
 from .cycler import CyclerGroup
+from .events import EventsGroup, FastRows
 from .pvs import RigPVGroup, choice, command, limits, publish, reading, setting, text
 
 MODES = [m.name.title() for m in Mode]  # Off, Pressure, Gap
@@ -172,7 +173,25 @@ class LoadCellGroup(RigPVGroup):
     TareOffset-RB   kN    force subtracted by tare
     Overload-RB           No | Yes
     Tare-Cmd              zero the reading (press Off, cell unloaded)
+    Fast-SP               Off | On: keep every sample (at FastRate-SP) for bulk reads;
+                          also on for Evt:Window-SP after each event
+    FastRate-SP     Hz    rate of the kept samples, up to SampleRate-RB
+    Fast:NextSeq-RB, Fast:OldestSeq-RB, Fast:ReadFrom-SP, Fast:Count-RB, Fast:Rows-RB
+                          rows of (seq, time s, pressure MPa, force kN, gap um,
+                          voltage V, current A)
     """
+
+    fast = SubGroup(FastRows, prefix="Fast:")
+    fast_sp = choice("Fast-SP", ["Off", "On"], "Keep every load-cell sample")
+    fast_rate_sp = setting(
+        "FastRate-SP",
+        "Hz",
+        0.001,
+        1e6,
+        "Rate of kept samples",
+        1,
+        apply=lambda rig, value: rig.set_fast_sampling(rig.fast_requested, value),
+    )
 
     force_rb = reading("Force-RB", "kN", -100.0, 100.0, "Measured force")
     signal_rb = reading("Signal-RB", "mV/V", -100.0, 100.0, "Bridge output", precision=5)
@@ -182,6 +201,11 @@ class LoadCellGroup(RigPVGroup):
     tare_offset_rb = reading("TareOffset-RB", "kN", -100.0, 100.0, "Tare offset", precision=5)
     overload_rb = choice("Overload-RB", NO_YES, "Force above capacity", read_only=True)
     tare_cmd = command("Tare-Cmd", "Zero the reading (press Off, unloaded)")
+
+    @fast_sp.putter
+    async def fast_sp(self, instance, value):
+        self.rig.set_fast_sampling(value == "On")
+        return value
 
     @tare_cmd.putter
     async def tare_cmd(self, instance, value):
@@ -211,13 +235,14 @@ class RigIOC(RigPVGroup):
     FaultType-SP, FaultSize-SP, InjectFault-Cmd: inject SoftShort (S), PressureSpike
                        (um of thickness) or ContactLoss (fraction); 0 = default size
 
-    Press (``{prefix}Press:``), load cell (``{prefix}LC:``) and cycler (``{prefix}Cyc:``)
-    PVs: see their groups.
+    Press (``{prefix}Press:``), load cell (``{prefix}LC:``), cycler (``{prefix}Cyc:``) and
+    events (``{prefix}Evt:``) PVs: see their groups.
     """
 
     press = SubGroup(PressGroup, prefix="Press:")
     load_cell = SubGroup(LoadCellGroup, prefix="LC:")
     cycler = SubGroup(CyclerGroup, prefix="Cyc:")
+    events = SubGroup(EventsGroup, prefix="Evt:")
 
     time_rb = reading("Rig:Time-RB", "s", 0.0, 1e12, "Experiment time", precision=3)
     speed_sp = setting("Rig:Speed-SP", "x", 0.001, 1e5, "Clock speed factor")
@@ -305,6 +330,7 @@ class RigIOC(RigPVGroup):
             self.load_cell.capacity_rb: lc.capacity,
             self.load_cell.sensitivity_rb: lc.sensitivity,
             self.load_cell.sample_rate_rb: lc.sample_rate,
+            self.load_cell.fast_rate_sp: lc.sample_rate,
             self.area_rb: p.cell.area,
         }
         for pv, value in initial.items():
@@ -322,6 +348,8 @@ class RigIOC(RigPVGroup):
         for pv, value in channel.items():
             await pv.write(value, verify_value=False)
         await self.current_sp.write_metadata(**limits(-cyc.i_max, cyc.i_max))
+        await self.load_cell.fast_rate_sp.write_metadata(**limits(0.001, lc.sample_rate))
+        await self.events.configure()
         await self.update_readbacks()
         await self.cell_rb.write(self.source or p.cell.name)
 
@@ -420,6 +448,8 @@ class RigIOC(RigPVGroup):
         if pg.mode_sp.value != values[pg.mode_rb]:  # a trip changed the mode
             await pg.mode_sp.write(values[pg.mode_rb], verify_value=False)
         await self.cycler.update()
+        await self.events.update()
+        await self.load_cell.fast.update()
         if rig.interlock and rig.interlock != self._reported_trip:
             await self.report(f"interlock tripped: {rig.interlock}")
         self._reported_trip = rig.interlock

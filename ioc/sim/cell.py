@@ -21,8 +21,9 @@ file):
 * Creep closes recoverable voids when ``P > creep_threshold`` at the rate
   ``creep_rate * ((P - threshold) / threshold)^creep_exponent``.
 * Li metal above ``penetration_pressure`` while plating (charge) grows a soft-short
-  conductance at ``short_growth * (P - P_pen) / P_pen``; the short discharges the cell
-  by ``G * OCV``.
+  conductance at ``short_growth * (P - P_pen) / P_pen``. A short of conductance ``G``
+  draws ``G V`` through the cell's ohmic resistance ``R``, so the terminal voltage falls
+  at once to ``(OCV + V_rc + I R) / (1 + G R)`` and the cell discharges by ``G V``.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class Cell:
         self.is_lithium_metal = c.chemistry == "nmc-li"
         self.state = CellState(charge=c.initial_soc * c.capacity)
         self.current = 0.0  # A, positive = charge
+        self.pressure = 0.0  # MPa at the last step
         self.voltage = self.open_circuit_voltage
 
     # --- derived quantities -------------------------------------------------------
@@ -134,20 +136,21 @@ class Cell:
     def open_circuit(self) -> None:
         """Disconnect the cell now: no current, no ohmic drop (the RC pair relaxes on)."""
         self.current = 0.0
-        self.voltage = self.open_circuit_voltage + self.state.v_rc
+        self.voltage = self.terminal_voltage(0.0, self.pressure)
 
     def terminal_voltage(self, current: float, pressure: float) -> float:
         e = self.p.electrochemistry
-        ohmic = current * (e.r_bulk + self.interfacial_resistance(pressure))
-        return self.open_circuit_voltage + ohmic + self.state.v_rc
+        r = e.r_bulk + self.interfacial_resistance(pressure)
+        emf = self.open_circuit_voltage + current * r + self.state.v_rc
+        return emf / (1.0 + self.state.short_conductance * r)
 
     # --- time step ----------------------------------------------------------------
     def step(self, dt: float, current: float, pressure: float) -> None:
         """Advance ``dt`` seconds at a constant ``current`` (A, + = charge) and stack
         ``pressure`` (MPa)."""
         s, e, k = self.state, self.p.electrochemistry, self.p.contact
-        self.current = current
-        short_current = s.short_conductance * self.open_circuit_voltage
+        self.current, self.pressure = current, pressure
+        short_current = s.short_conductance * self.voltage
         net = current - short_current
         delta = net * dt / MAH  # mAh
         low, high = SOC_RANGE

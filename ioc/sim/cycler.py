@@ -148,14 +148,15 @@ class Counters:
 
 @dataclass
 class SampleBuffer:
-    """Ring buffer of logged samples, read by sequence number."""
+    """Ring buffer of rows (sequence number first), read by sequence number."""
 
     size: int = 100_000
+    width: int = len(SAMPLE_FIELDS)
     data: np.ndarray = field(init=False)
-    next_seq: int = 0  # sequence number the next sample gets
+    next_seq: int = 0  # sequence number the next row gets
 
     def __post_init__(self):
-        self.data = np.zeros((self.size, len(SAMPLE_FIELDS)))
+        self.data = np.zeros((self.size, self.width))
 
     def append(self, row: list[float]) -> None:
         self.data[self.next_seq % self.size] = [self.next_seq, *row]
@@ -273,6 +274,13 @@ class Cycler:
             if not math.isfinite(t.value) or t.value < 0:
                 raise CyclerError(f"termination {t.describe()}: needs a finite value >= 0")
 
+    @property
+    def steady_current(self) -> bool:
+        """The current stays as commanded (open circuit, rest, CC, the CC part of a CC-CV,
+        an impedance sweep): the voltage may only drift, so a jump is an event."""
+        steady = (StepKind.REST, StepKind.CC, StepKind.CCCV, StepKind.PEIS)
+        return not self.running or (self.step.kind in steady and not self._cv_phase)
+
     # --- control law -----------------------------------------------------------------------
     def command(self, pressure: float) -> float:
         """Current (A) to apply over the next simulation step."""
@@ -289,7 +297,8 @@ class Cycler:
         if step.kind == StepKind.CR:  # the cell discharges through the load
             return max(-cell.voltage / step.resistance, -i_max)
         ohmic = cell.p.electrochemistry.r_bulk + cell.interfacial_resistance(pressure)
-        wanted = (step.voltage - cell.open_circuit_voltage - cell.state.v_rc) / ohmic
+        held = step.voltage * (1 + cell.state.short_conductance * ohmic)  # a short draws too
+        wanted = (held - cell.open_circuit_voltage - cell.state.v_rc) / ohmic
         limit = abs(step.current)
         return min(max(wanted, -limit), limit)
 

@@ -72,6 +72,7 @@ class Press:
         self.pressure = 0.0  # MPa, last measured (load cell)
         self.steps = 0  # loop periods simulated so far
         self.allow_linear = True  # False: step every loop period (the reference path)
+        self.on_period: Callable[[], None] | None = None  # called after every period if set
         self.settle_tolerance = p.limits.settle_tolerance
         self.settle_time = p.limits.settle_time
         self.settled = False
@@ -178,6 +179,14 @@ class Press:
         self.settled = self.time - self._in_tolerance_since >= self.settle_time - 1e-9
 
     def _run_open_loop(self, n: int) -> int:
+        if self.on_period is None:
+            return self._open_loop(n)
+        for _ in range(n):  # every period recorded: step them one by one
+            self._open_loop(1)
+            self.on_period()
+        return n
+
+    def _open_loop(self, n: int) -> int:
         dt = n * self.period
         if self.mode == Mode.OFF:
             retract = self.params.press.retract_position
@@ -223,7 +232,11 @@ class Press:
             self.y += dy
             self.v = a * self.v + (1.0 - a) * u
             self.swelling += self.swelling_rate * ts
-        self.steps += n
+            if self.on_period is not None:
+                self.steps += 1
+                self.on_period()
+        if self.on_period is None:
+            self.steps += n
         return n
 
     # --- linear path --------------------------------------------------------------
@@ -238,7 +251,9 @@ class Press:
             abs(pid.oval - mid) < 0.25 * span
             and abs(pid.kp * pid.err) < 0.1 * span
             and abs(pid.i - mid) < 0.4 * span
-            and 0.02 * self.load_cell.capacity < force < 0.95 * self.load_cell.full_scale
+            # well clear of losing contact (F = 0 is the one non-linearity in the loop)
+            and max(0.002 * self.load_cell.capacity, 20 * self.load_cell.noise) < force
+            and force < 0.95 * self.load_cell.full_scale
             and force < 0.95 * self.params.press.max_force * 1e3
         )
 

@@ -19,10 +19,13 @@ import math
 import numpy as np
 
 from .cell import Cell
-from .cycler import Cycler, CyclerError, SafetyLimits, Step, StepKind
+from .cycler import Cycler, CyclerError, SafetyLimits, SampleBuffer, Step, StepKind
+from .events import FAST_FIELDS, EventDetector
 from .loadcell import LoadCell
 from .params import RigParams
 from .press import Mode, Press
+
+FAST_BUFFER = 200_000  # full-rate rows held for bulk reads: 200 s at 1 kHz
 
 
 class RigError(ValueError):
@@ -61,6 +64,14 @@ class Rig:
         self.interlock: str = ""  # reason of the latched trip, "" when clear
         self._residual = 0.0
         self.press.pressure = self.load_cell.report(0.0) / self.press.area_mm2
+        self.events = EventDetector()
+        self.fast = SampleBuffer(FAST_BUFFER, width=len(FAST_FIELDS))  # load cell, full rate
+        self.fast_requested = False
+        self.fast_decimation = 1  # record every N-th loop period
+        self.event_window = 2.0  # s of full-rate samples kept after each event
+        self._fast_until = -math.inf
+        self._held: float | None = None  # setpoint the loop holds, for pressure events
+        self._last_block: tuple[int, float] | None = None  # (step, current) of the last block
 
     # --- clock ----------------------------------------------------------------------
     @property
@@ -83,11 +94,15 @@ class Rig:
             h = m * period
             before = self.cell.swelling
             current = self.cycler.command(self.press.true_pressure)
+            v_before = self.cell.voltage
             self.cell.step(h, current, self.press.true_pressure)
+            self._check_voltage(v_before, current, self.time + h)
             self.press.swelling = before
             self.press.swelling_rate = (self.cell.swelling - before) / h
             self.load_cell.advance(h)
-            self.press.run(m, self._check_interlocks)
+            self._check_pressure(self.press.true_pressure)  # a step in thickness peaks now
+            self._set_fast_sampling()
+            self.press.run(m, self._supervise)
             self.cycler.account(
                 h,
                 current,
@@ -97,6 +112,87 @@ class Rig:
                 self.interlock,
             )
             n -= m
+
+    # --- events and full-rate samples ---------------------------------------------------
+    def _check_voltage(self, before: float, current: float, time: float) -> None:
+        cyc = self.cycler
+        steady = cyc.steady_current
+        block = (cyc.counters.step, current)
+        if steady and block == self._last_block:
+            self.events.check_voltage(time, before, self.cell.voltage, current, block[0])
+        self._last_block = block if steady else None
+
+    def _check_pressure(self, pressure: float) -> None:
+        press = self.press
+        if press.mode != Mode.PRESSURE or press.ramping or self.interlock:
+            self._held = None
+        elif press.settled:
+            self._held = press.target
+        elif self._held != press.target:
+            self._held = None
+        self.events.check_pressure(
+            self.time,
+            pressure,
+            self._held,
+            press.mode == Mode.GAP and not self.interlock,
+            self.cycler.counters.step,
+        )
+
+    def _supervise(self) -> None:
+        self._check_interlocks()
+        self._check_pressure(self.press.pressure)
+        self._set_fast_sampling()
+
+    def _set_fast_sampling(self) -> None:
+        last = self.events.last
+        if last is not None:
+            self._fast_until = max(self._fast_until, last[1] + self.event_window)
+        on = self.fast_requested or self.time < self._fast_until
+        if on != (self.press.on_period is not None):
+            self.press.on_period = self._record_fast if on else None
+            self.press.allow_linear = not on
+
+    def _record_fast(self) -> None:
+        press = self.press
+        if press.steps % self.fast_decimation:
+            return
+        self.fast.append(
+            [
+                press.time,
+                press.pressure,
+                self.load_cell.force / 1e3,
+                press.gap,
+                self.cell.voltage,
+                self.cell.current,
+            ]
+        )
+
+    def set_fast_sampling(self, on: bool, rate: float | None = None) -> None:
+        """Store every load-cell sample (at ``rate`` Hz, up to the loop rate) while on."""
+        top = 1.0 / self.press.period
+        if rate is not None:
+            rate = _finite("full-rate sampling rate", rate)
+            if not 0 < rate <= top:
+                raise RigError(f"sampling rate {rate:g} Hz: expected 0 < rate <= {top:g} Hz")
+            self.fast_decimation = max(1, round(top / rate))
+        self.fast_requested = bool(on)
+
+    def set_event_thresholds(self, **values: float) -> None:
+        """Change the detection thresholds (``pressure`` MPa, ``voltage_drop`` V,
+        ``resistance`` ohm) or ``window`` (s of full-rate samples after an event)."""
+        checked = {}
+        for name, value in values.items():
+            value = _finite(f"event threshold {name}", value)
+            if not value > 0:
+                raise RigError(f"event threshold {name} = {value:g}: expected > 0")
+            checked[name] = value
+        unknown = set(checked) - {"pressure", "voltage_drop", "resistance", "window"}
+        if unknown:
+            raise RigError(f"unknown event thresholds: {', '.join(sorted(unknown))}")
+        if "window" in checked:
+            self.event_window = checked.pop("window")
+        for name, value in checked.items():
+            setattr(self.events.thresholds, name, value)
 
     # --- safety ---------------------------------------------------------------------
     def _check_interlocks(self) -> None:

@@ -1,0 +1,59 @@
+"""Rows logged on the instrument, read in bulk by sequence number (one PV group per buffer).
+
+A client puts the first sequence number it wants to ``ReadFrom-SP`` (the put completes
+once ``Rows-RB`` holds up to ``ROWS_READ`` rows from there), reads ``Count-RB`` rows from
+``Rows-RB`` and goes on from the last sequence number + 1. Rows the ring overwrote
+before they were read show as a jump in sequence numbers, never as silent loss.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from caproto.server import pvproperty
+
+from ssb_ioc.sim.cycler import SampleBuffer
+
+from .pvs import RigPVGroup, publish, reading, setting
+
+ROWS_READ = 140_000  # elements per bulk read (10,000 cycler samples of 14 fields)
+
+
+class RowBufferGroup(RigPVGroup):
+    """NextSeq-RB, OldestSeq-RB   sequence numbers of the next row and the oldest held
+    ReadFrom-SP                  fill Rows-RB from this sequence number
+    Count-RB                     rows in Rows-RB
+    Rows-RB                      the rows, flattened; fields as named by the owner
+    """
+
+    fields: ClassVar[tuple[str, ...]] = ()
+
+    next_seq_rb = reading("NextSeq-RB", "", 0.0, 1e15, "Next row's sequence no.", 0)
+    oldest_seq_rb = reading("OldestSeq-RB", "", 0.0, 1e15, "Oldest row held", 0)
+    read_from_sp = setting("ReadFrom-SP", "", 0.0, 1e15, "Fill Rows-RB from this seq", 0)
+    count_rb = reading("Count-RB", "", 0.0, 1e6, "Rows in Rows-RB", 0)
+    rows_rb = pvproperty(
+        name="Rows-RB",
+        value=[0.0],
+        dtype=float,
+        max_length=ROWS_READ,
+        read_only=True,
+        alarm_group="Rows-RB",
+        doc="Rows of the buffer, flattened (one read)",
+    )
+
+    def buffer(self) -> SampleBuffer:
+        raise NotImplementedError
+
+    @read_from_sp.putter
+    async def read_from_sp(self, instance, value):
+        buffer = self.buffer()
+        rows = buffer.since(int(value), limit=ROWS_READ // buffer.width)
+        await self.rows_rb.write(rows.ravel() if len(rows) else [0.0])
+        await self.count_rb.write(float(len(rows)))
+        return value
+
+    async def update(self) -> None:
+        buffer = self.buffer()
+        await publish(self.next_seq_rb, float(buffer.next_seq))
+        await publish(self.oldest_seq_rb, float(buffer.oldest_seq))

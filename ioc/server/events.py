@@ -1,0 +1,101 @@
+"""Event detection and full-rate load-cell samples as PVs (``{prefix}Evt:``, ``{prefix}LC:Fast:``).
+
+The rig detects events as it simulates (see :mod:`ssb_ioc.sim.events`), so they are
+caught, kept and followed by full-rate samples whether or not a client is connected.
+"""
+
+from __future__ import annotations
+
+from caproto.server import SubGroup
+
+from ssb_ioc.sim.events import EVENT_FIELDS, EVENT_KINDS, EVENT_UNITS, FAST_FIELDS
+
+from .buffers import RowBufferGroup
+from .pvs import RigPVGroup, choice, publish, reading, setting, text
+
+KIND_NAMES = ", ".join(f"{i} {kind}" for i, kind in enumerate(EVENT_KINDS))
+
+
+class EventRows(RowBufferGroup):
+    fields = EVENT_FIELDS
+
+    def buffer(self):
+        return self.rig.events.buffer
+
+
+class FastRows(RowBufferGroup):
+    fields = FAST_FIELDS
+
+    def buffer(self):
+        return self.rig.fast
+
+
+def _threshold(name: str, units: str, doc: str, key: str, precision: int = 3):
+    return setting(
+        name,
+        units,
+        1e-6,
+        1e4,
+        doc,
+        precision,
+        apply=lambda rig, value: rig.set_event_thresholds(**{key: value}),
+    )
+
+
+class EventsGroup(RigPVGroup):
+    """Events detected on the instrument (``{prefix}Evt:``).
+
+    Enable-SP                 Off | On (default On)
+    PressureThresh-SP   MPa   off the held setpoint (or a jump in a fixed gap)
+    VoltageDropThresh-SP V    fall within one cell step at rest or on CC charge: soft short
+    ResistanceThresh-SP Ohm   rise of dV/I within one cell step at constant current
+    Window-SP           s     full-rate load-cell samples kept after each event
+    Count-RB                  events detected so far; Last-RB: the newest, in words
+    Buf:NextSeq-RB, Buf:OldestSeq-RB, Buf:ReadFrom-SP, Buf:Count-RB, Buf:Rows-RB
+                              rows of (seq, time s, kind, magnitude, value, step);
+                              kind 0 pressure_spike, 1 pressure_drop, 2 soft_short,
+                              3 resistance_jump; magnitude in MPa, MPa, V, Ohm
+    """
+
+    buf = SubGroup(EventRows, prefix="Buf:")
+    enable_sp = choice("Enable-SP", ["Off", "On"], "Detect events")
+    pressure_sp = _threshold("PressureThresh-SP", "MPa", "Pressure event threshold", "pressure")
+    voltage_drop_sp = _threshold(
+        "VoltageDropThresh-SP", "V", "Soft-short voltage drop threshold", "voltage_drop", 4
+    )
+    resistance_sp = _threshold(
+        "ResistanceThresh-SP", "Ohm", "Resistance jump threshold", "resistance"
+    )
+    window_sp = _threshold("Window-SP", "s", "Full-rate samples after an event", "window")
+    count_rb = reading("Count-RB", "", 0.0, 1e15, "Events detected", 0)
+    last_rb = text("Last-RB", "Newest event")
+
+    @enable_sp.putter
+    async def enable_sp(self, instance, value):
+        self.rig.events.thresholds.enabled = value == "On"
+        return value
+
+    async def configure(self) -> None:
+        rig = self.rig
+        t = rig.events.thresholds
+        initial = {
+            self.enable_sp: "On" if t.enabled else "Off",
+            self.pressure_sp: t.pressure,
+            self.voltage_drop_sp: t.voltage_drop,
+            self.resistance_sp: t.resistance,
+            self.window_sp: rig.event_window,
+        }
+        for pv, value in initial.items():
+            await pv.write(value, verify_value=False)
+
+    async def update(self) -> None:
+        buffer = self.rig.events.buffer
+        await self.buf.update()
+        if self.count_rb.value != buffer.next_seq:
+            _, time, kind, magnitude, _, step = buffer.since(buffer.next_seq - 1)[0]
+            name = EVENT_KINDS[int(kind)]
+            unit = EVENT_UNITS[name]
+            await self.last_rb.write(
+                f"{name} of {magnitude:.4g} {unit} at t = {time:.1f} s (step {int(step)})"
+            )
+            await publish(self.count_rb, float(buffer.next_seq))

@@ -1,0 +1,96 @@
+"""Event detection where the signals are: sudden changes the smooth physics does not make.
+
+The rig calls the detector as it simulates, so events are caught at the simulation's own
+resolution whether or not a client is connected, and kept in a buffer read by sequence
+number (like the cycler's samples).
+
+Kinds (magnitude and its unit):
+
+* ``pressure_spike`` / ``pressure_drop`` (MPa): the measured pressure leaves the held
+  setpoint by more than ``pressure`` MPa (pressure mode, once settled at that setpoint);
+  in gap mode, a jump of more than ``pressure`` MPa between two checks (the slow
+  breathing of a cycling cell moves it far less). Re-armed once back within half the
+  threshold.
+* ``soft_short`` (V): the voltage falls by more than ``voltage_drop`` within one cell
+  step while resting or charging at constant current, where it cannot fall.
+* ``resistance_jump`` (ohm): the apparent resistance ``dV / I`` grows by more than
+  ``resistance`` within one cell step at a constant non-zero current (on charge the
+  voltage jumps up, on discharge down). A soft short during a discharge looks the same
+  and is reported as this kind.
+
+Steps that change the current on their own (CV, CP, CR, impedance) and the first cell
+step after any change of step are not checked for voltage events.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .cycler import SampleBuffer
+
+EVENT_KINDS = ("pressure_spike", "pressure_drop", "soft_short", "resistance_jump")
+EVENT_UNITS = {"pressure_spike": "MPa", "pressure_drop": "MPa", "soft_short": "V"}
+EVENT_UNITS["resistance_jump"] = "ohm"
+EVENT_FIELDS = ("seq", "time", "kind", "magnitude", "value", "step")
+FAST_FIELDS = ("seq", "time", "pressure", "force", "gap", "voltage", "current")
+
+
+@dataclass
+class Thresholds:
+    """What counts as an event (defaults well above noise and normal cycling)."""
+
+    pressure: float = 1.0  # MPa off the held setpoint, or a jump in a fixed gap
+    voltage_drop: float = 0.010  # V within one cell step where the voltage cannot fall
+    resistance: float = 5.0  # ohm of apparent resistance gained within one cell step
+    enabled: bool = True
+
+
+class EventDetector:
+    """Checks the rig's signals; appends ``(time, kind index, magnitude, value, step)``
+    rows to :attr:`buffer` (``value``: the pressure or voltage at detection)."""
+
+    def __init__(self, thresholds: Thresholds | None = None, buffer_size: int = 10_000):
+        self.thresholds = thresholds or Thresholds()
+        self.buffer = SampleBuffer(buffer_size, width=len(EVENT_FIELDS))
+        self._armed = {"pressure_spike": True, "pressure_drop": True}
+        self._last_pressure: float | None = None  # gap mode: pressure at the last check
+        self.last: tuple[str, float] | None = None  # (kind, time) of the newest event
+
+    def _record(self, time: float, kind: str, magnitude: float, value: float, step: int):
+        self.buffer.append([time, EVENT_KINDS.index(kind), magnitude, value, step])
+        self.last = (kind, time)
+
+    def check_pressure(
+        self, time: float, pressure: float, held: float | None, gap_mode: bool, step: int
+    ) -> None:
+        """``held``: the setpoint the loop holds (None while moving or off);
+        ``gap_mode``: the piston is locked, compare with the previous check."""
+        limit = self.thresholds.pressure
+        if gap_mode:
+            reference, self._last_pressure = self._last_pressure, pressure
+        else:
+            reference, self._last_pressure = held, None
+        if reference is None or not self.thresholds.enabled:
+            self._armed = dict.fromkeys(self._armed, True)
+            return
+        error = pressure - reference
+        for kind, excess in (("pressure_spike", error), ("pressure_drop", -error)):
+            if self._armed[kind] and excess > limit:
+                self._record(time, kind, abs(error), pressure, step)
+                self._armed[kind] = False
+            elif excess < limit / 2:
+                self._armed[kind] = True
+
+    def check_voltage(
+        self, time: float, before: float, after: float, current: float, step: int
+    ) -> None:
+        """A cell step at a constant ``current`` (A, + = charge) moved the voltage from
+        ``before`` to ``after``; the caller skips steps whose current varies."""
+        if not self.thresholds.enabled or not (math.isfinite(before) and math.isfinite(after)):
+            return
+        change = after - before
+        if current >= 0 and -change > self.thresholds.voltage_drop:
+            self._record(time, "soft_short", -change, after, step)
+        elif current != 0 and change / current > self.thresholds.resistance:
+            self._record(time, "resistance_jump", change / current, after, step)

@@ -1,0 +1,120 @@
+"""Rows logged on the instrument, collected in bulk through Bluesky's flyer interface.
+
+``kickoff()`` starts from the next row the instrument logs; ``collect_pages()`` yields
+every row logged since the last collect, in pages, so a long run stores every sample
+without one RunEngine message per sample. The IOC side is
+:mod:`ssb_ioc.server.buffers`: put a sequence number to ``ReadFrom-SP``, read
+``Count-RB`` rows from ``Rows-RB``. Rows the instrument overwrote before they were read
+are counted in :attr:`RowLog.lost` and logged as a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import ClassVar
+
+import numpy as np
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
+from ophyd.status import Status
+
+logger = logging.getLogger(__name__)
+
+
+def finished(obj) -> Status:
+    status = Status(obj=obj)
+    status.set_finished()
+    return status
+
+
+class RowLog(Device):
+    """A buffer of rows on the instrument as a flyer (stream :attr:`stream`)."""
+
+    fields: ClassVar[tuple[str, ...]] = ()  # the row's columns, ``seq`` first
+    units: ClassVar[dict[str, str]] = {}
+    integer_fields: ClassVar[tuple[str, ...]] = ("seq",)
+    stream: ClassVar[str] = ""
+
+    next_seq = Cpt(EpicsSignalRO, "NextSeq-RB", kind=Kind.omitted)
+    oldest_seq = Cpt(EpicsSignalRO, "OldestSeq-RB", kind=Kind.omitted)
+    read_from = Cpt(EpicsSignal, "ReadFrom-SP", kind=Kind.omitted, put_complete=True)
+    count = Cpt(EpicsSignalRO, "Count-RB", kind=Kind.omitted)
+    rows = Cpt(EpicsSignalRO, "Rows-RB", kind=Kind.omitted, auto_monitor=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._next: int | None = None
+        self.lost = 0  # rows overwritten on the instrument before they were read
+
+    def kickoff(self, start: int | None = None) -> Status:
+        """Begin at row ``start`` (default: the next one the instrument logs)."""
+        self._next = int(self.next_seq.get(use_monitor=False)) if start is None else start
+        return finished(self)
+
+    def complete(self) -> Status:
+        return finished(self)
+
+    def field_units(self, field: str) -> str:
+        return self.units.get(field, "")
+
+    def field_source(self, field: str) -> str:
+        return f"PV:{self.rows.pvname}"
+
+    def describe_collect(self) -> dict:
+        keys = {}
+        for field in self.fields:
+            integer = field in self.integer_fields
+            keys[field] = {
+                "source": self.field_source(field),
+                "dtype": "integer" if integer else "number",
+                "shape": [],
+                "units": self.field_units(field),
+                "dtype_numpy": "<i8" if integer else "<f8",
+            }
+        return {self.stream: keys}
+
+    def read_pages(self):
+        """Rows logged since the last read and up to now, as dicts of arrays (one per
+        page); what the instrument logs meanwhile waits for the next read."""
+        if self._next is None:
+            raise RuntimeError(f"{self.name}: kickoff() before collecting")
+        width = len(self.fields)
+        end = int(self.next_seq.get(use_monitor=False))
+        while self._next < end:
+            self.read_from.set(self._next).wait(timeout=10)
+            n = int(self.count.get(use_monitor=False))
+            if n == 0:
+                return
+            rows = np.asarray(self.rows.get(use_monitor=False), dtype=float)
+            rows = rows[: n * width].reshape(n, width)
+            columns = {field: rows[:, i] for i, field in enumerate(self.fields)}
+            first = int(columns["seq"][0])
+            if first > self._next:
+                self.lost += first - self._next
+                logger.warning(
+                    "%s: %d rows were overwritten on the instrument before they were "
+                    "read (collect more often or enlarge the buffer)",
+                    self.name,
+                    first - self._next,
+                )
+            self._next = int(columns["seq"][-1]) + 1
+            yield columns
+
+    def collect_pages(self):
+        for columns in self.read_pages():
+            now = time.time()
+            data = {
+                field: (
+                    values.astype(int).tolist()
+                    if field in self.integer_fields
+                    else values.tolist()
+                )
+                for field, values in columns.items()
+            }
+            n = len(data["seq"])
+            yield {
+                "data": data,
+                "timestamps": {field: [now] * n for field in data},
+                "time": [now] * n,
+            }

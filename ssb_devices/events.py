@@ -1,0 +1,62 @@
+"""The IOC's event detection and its full-rate load-cell samples, as ophyd devices.
+
+The IOC detects events as it runs (pressure spikes and drops, soft-short voltage drops,
+resistance jumps), keeps them in a buffer and turns full-rate load-cell sampling on for
+a window after each. :class:`EventLog` and :class:`FastLog` read those buffers in bulk.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
+
+from .buffers import RowLog
+
+# The IOC's kind index (Evt:Buf:Rows-RB) and each kind's unit of magnitude.
+EVENT_KINDS = ("pressure_spike", "pressure_drop", "soft_short", "resistance_jump")
+EVENT_UNITS = {
+    "pressure_spike": "MPa",
+    "pressure_drop": "MPa",
+    "soft_short": "V",
+    "resistance_jump": "ohm",
+}
+
+
+class EventLog(RowLog):
+    """Events detected on the instrument (rows of time, kind index, magnitude, value)."""
+
+    fields = ("seq", "time", "kind", "magnitude", "value", "step")
+    integer_fields = ("seq", "kind", "step")
+    units: ClassVar[dict[str, str]] = {"time": "s"}
+    stream = "ioc_events"
+
+
+class FastLog(RowLog):
+    """Every load-cell sample (up to the loop rate, 1 kHz) while full-rate sampling is on
+    (``LC:Fast-SP``, or the window after an event): stream ``load_cell_fast``."""
+
+    fields = ("seq", "time", "pressure", "force", "gap", "voltage", "current")
+    units: ClassVar[dict[str, str]] = {
+        "time": "s",
+        "pressure": "MPa",
+        "force": "kN",
+        "gap": "um",
+        "voltage": "V",
+        "current": "A",
+    }
+    stream = "load_cell_fast"
+
+
+class EventDetection(Device):
+    """Thresholds of the IOC's event detection (``Evt:``) and its event buffer."""
+
+    enable = Cpt(EpicsSignal, "Evt:Enable-SP", string=True, kind=Kind.config)
+    pressure_threshold = Cpt(EpicsSignal, "Evt:PressureThresh-SP", kind=Kind.config)
+    voltage_drop_threshold = Cpt(EpicsSignal, "Evt:VoltageDropThresh-SP", kind=Kind.config)
+    resistance_threshold = Cpt(EpicsSignal, "Evt:ResistanceThresh-SP", kind=Kind.config)
+    window = Cpt(EpicsSignal, "Evt:Window-SP", kind=Kind.config)
+    count = Cpt(EpicsSignalRO, "Evt:Count-RB", kind=Kind.omitted)
+    last = Cpt(EpicsSignalRO, "Evt:Last-RB", string=True, kind=Kind.omitted)
+    buffer = Cpt(EventLog, "Evt:Buf:")
