@@ -14,7 +14,11 @@ Streams of the run:
 * ``primary``: the rig and the ``detectors``, read at step boundaries and every
   ``detector_period`` s of experiment time;
 * ``safe_state``: one reading when the run ends, however it ends, with a note of the state
-  the cell was left in.
+  the cell was left in;
+* ``events``: events the IOC detected and plan-side :class:`~ssb_plans.events.Limit`
+  rules found, with the reaction taken (:mod:`ssb_plans.events`);
+* ``load_cell_fast``: the load cell's samples at full rate (1 kHz) during the steps asked
+  for (``fast_steps``) and for a window after each event the IOC detected.
 
 Interruptions. A pause or a suspension puts the cycler at open circuit (the RunEngine
 calls ``Cycler.pause``) while the press goes on holding its pressure; resuming runs the
@@ -27,9 +31,9 @@ an abort leaves the cell at open circuit and the press holding the pressure meas
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
@@ -41,6 +45,7 @@ from ophyd import Device, Kind, Signal
 
 from ssb_devices import CyclerStep, Rig, Termination
 
+from .events import Event, EventWatch, Limit, event_stream, handle_events
 from .pressure import (
     at_ramp_rate,
     raise_reasons,
@@ -62,6 +67,7 @@ from .protocol import (
     current_of,
     parse,
 )
+from .results import ResultSignal, ResultStream
 
 SIGN = {"charge": 1.0, "discharge": -1.0}
 DIRECTION = {">": "Rising", "<": "Falling", None: "Auto"}
@@ -143,20 +149,6 @@ def plan_steps(protocol: Protocol, capacity: float, i_max: float) -> list[Planne
 # --- the per-step record ---------------------------------------------------------------
 
 
-class ResultSignal(Signal):
-    """A soft signal for values the plan computes, with units in its description."""
-
-    def __init__(self, *args, units: str = "", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.units = units
-
-    def describe(self):
-        desc = super().describe()
-        if self.units:
-            desc[self.name]["units"] = self.units
-        return desc
-
-
 class StepRecord(Device):
     """What a step did (the ``steps`` stream); filled in by the plan, read once per step."""
 
@@ -203,12 +195,45 @@ def _fill(record: StepRecord, planned: PlannedStep, **values) -> None:
 def collect_samples(
     rig: Rig, into: list[dict], spectra: list[dict] | None = None
 ) -> MsgGenerator[None]:
-    """Collect what the cycler logged since the last collect (and any new spectrum)."""
+    """Collect what the instrument logged since the last collect: cycler samples, any new
+    spectrum, full-rate load-cell samples."""
     pages = yield from bps.collect(rig.cycler.samples, return_payload=True)
     into.extend(page["data"] for page in pages or [])
     pages = yield from bps.collect(rig.cycler.impedance, return_payload=spectra is not None)
     if spectra is not None:
         spectra.extend(page["data"] for page in pages or [])
+    yield from bps.collect(rig.load_cell.fast)
+
+
+@dataclass
+class Acquisition:
+    """What a run records besides the protocol, and its bookkeeping while it runs."""
+
+    detectors: Sequence[Readable] = ()
+    detector_period: float | None = None  # s of experiment time between detector readings
+    poll: float = 0.5  # s of wall time between collects
+    watch: EventWatch = field(default_factory=EventWatch)
+    fast_steps: Collection[int] | Literal["all"] = ()  # steps with full-rate load-cell data
+    next_reading: float = math.inf
+    kicked_off: bool = False
+    spectra: list[dict] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    event_record: ResultStream = field(default_factory=event_stream)
+
+    def __post_init__(self):
+        if self.detector_period is not None and not self.detector_period > 0:
+            raise ValueError(
+                f"detector_period: expected seconds > 0, got {self.detector_period!r}"
+            )
+        if self.fast_steps != "all" and not all(
+            isinstance(k, int) and k >= 1 for k in self.fast_steps
+        ):
+            raise ValueError(
+                f"fast_steps: expected step numbers (1, 2, ...) or 'all', got {self.fast_steps!r}"
+            )
+
+    def fast(self, step: int) -> bool:
+        return self.fast_steps == "all" or step in self.fast_steps
 
 
 def counters(rig: Rig) -> MsgGenerator[dict[str, float]]:
@@ -219,24 +244,22 @@ def counters(rig: Rig) -> MsgGenerator[dict[str, float]]:
 
 
 def run_until_done(
-    rig: Rig,
-    group: str,
-    pages: list[dict],
-    detectors: Sequence[Readable],
-    detector_period: float | None,
-    poll: float,
-    schedule: dict,
+    rig: Rig, group: str, pages: list[dict], acq: Acquisition
 ) -> MsgGenerator[None]:
-    """Wait for ``group``, collecting samples every ``poll`` s (wall) and reading the
-    detectors every ``detector_period`` s of experiment time, until it is done."""
+    """Wait for ``group``, collecting samples and handling events every ``poll`` s
+    (wall) and reading the detectors every ``detector_period`` s of experiment time,
+    until it is done."""
     while True:
-        done = yield from bps.wait(group=group, timeout=poll, error_on_timeout=False)
-        yield from collect_samples(rig, pages, schedule["spectra"])
-        if detector_period:
+        done = yield from bps.wait(group=group, timeout=acq.poll, error_on_timeout=False)
+        new: list[dict] = []
+        yield from collect_samples(rig, new, acq.spectra)
+        pages.extend(new)
+        yield from handle_events(rig, acq.watch, new, acq.event_record, acq.detectors, acq.events)
+        if acq.detector_period:
             now = yield from bps.rd(rig.clock.time, default_value=0.0)
-            if now >= schedule["next"]:
-                yield from bps.trigger_and_read([rig, *detectors])
-                schedule["next"] = now + detector_period
+            if now >= acq.next_reading:
+                yield from bps.trigger_and_read([rig, *acq.detectors])
+                acq.next_reading = now + acq.detector_period
         yield from bps.checkpoint()
         if done:
             break
@@ -244,20 +267,17 @@ def run_until_done(
 
 
 def run_step(
-    rig: Rig,
-    planned: PlannedStep,
-    record_: StepRecord,
-    detectors: Sequence[Readable],
-    detector_period: float | None,
-    poll: float,
-    schedule: dict,
+    rig: Rig, planned: PlannedStep, record_: StepRecord, acq: Acquisition
 ) -> MsgGenerator[dict[str, Any]]:
     """One protocol step, then its event in the ``steps`` stream (also returned)."""
     before = yield from counters(rig)
     pages: list[dict] = []
     source, group = planned.source, f"ssb-step-{planned.index}"
     reason, interruptions, step_type, duration = "", "", "Pressure", None
-    wait = (rig, group, pages, detectors, detector_period, poll, schedule)
+    wait = (rig, group, pages, acq)
+    fast = acq.fast(planned.index)
+    if fast:
+        yield from bps.mv(rig.load_cell.fast_sampling, "On")
     if isinstance(source, GapHold):
         yield from bps.mv(rig.press.mode, "Gap")
         yield from run_until_done(*wait)
@@ -283,6 +303,8 @@ def run_step(
         interruptions = "; ".join(getattr(status, "interruptions", []))
         step_time = yield from bps.rd(rig.cycler.step_time, default_value=0.0)
         duration = getattr(status, "time_before_pauses", 0.0) + step_time
+    if fast:
+        yield from bps.mv(rig.load_cell.fast_sampling, "Off")
     after = yield from counters(rig)
     rows = {k: np.concatenate([p[k] for p in pages]) for k in ("test_time", "pressure", "gap")}
     mask = rows["test_time"] >= before["test_time"] if pages else slice(None)
@@ -313,8 +335,9 @@ def run_step(
 
 
 def safe_state(rig: Rig) -> MsgGenerator[None]:
-    """Open circuit, press left as it is (holding in Pressure mode), and say so."""
-    yield from bps.mv(rig.cycler.stop_cmd, 1)
+    """Open circuit, press left as it is (holding in Pressure mode), full-rate sampling
+    off, and say so."""
+    yield from bps.mv(rig.cycler.stop_cmd, 1, rig.load_cell.fast_sampling, "Off")
     yield from bps.trigger_and_read([rig], name="safe_state")
 
 
@@ -327,6 +350,7 @@ class Outcome:
 
     steps: list[dict[str, Any]]  # the rows of the ``steps`` stream
     spectra: list[dict[str, list]]  # impedance pages: frequency, z_real, z_imag, ...
+    events: list[Event] = field(default_factory=list)  # the rows of the ``events`` stream
 
 
 def prepare(
@@ -343,38 +367,35 @@ def prepare(
 
 
 def execute(
-    rig: Rig,
-    planned: Sequence[PlannedStep],
-    detectors: Sequence[Readable] = (),
-    detector_period: float | None = None,
-    poll: float = 0.5,
+    rig: Rig, planned: Sequence[PlannedStep], acq: Acquisition | None = None
 ) -> MsgGenerator[Outcome]:
     """Run planned steps inside an open run (streams as for :func:`run_protocol`); the
     cell is left safe however it ends."""
+    acq = acq or Acquisition()
     record_ = StepRecord(name="step")
-    schedule = {"next": math.inf, "kicked_off": False, "spectra": []}
-    outcome = Outcome([], schedule["spectra"])
+    outcome = Outcome([], acq.spectra, acq.events)
+    flyers = (rig.cycler.samples, rig.cycler.impedance, rig.load_cell.fast, rig.events.buffer)
 
     def body():
-        yield from bps.kickoff(rig.cycler.samples, wait=True)
-        yield from bps.kickoff(rig.cycler.impedance, wait=True)
-        schedule["kicked_off"] = True
+        for flyer in flyers:
+            yield from bps.kickoff(flyer, wait=True)
+        acq.kicked_off = True
         now = yield from bps.rd(rig.clock.time, default_value=0.0)
-        schedule["next"] = now + (detector_period or math.inf)
+        acq.next_reading = now + (acq.detector_period or math.inf)
         for step in planned:
-            yield from record(rig, detectors)  # reading + checkpoint
-            row = yield from run_step(
-                rig, step, record_, detectors, detector_period, poll, schedule
-            )
-            outcome.steps.append(row)
-        yield from bps.trigger_and_read([rig, *detectors])
+            yield from record(rig, acq.detectors)  # reading + checkpoint
+            outcome.steps.append((yield from run_step(rig, step, record_, acq)))
+        yield from bps.trigger_and_read([rig, *acq.detectors])
         yield from bps.complete(rig.cycler.samples, wait=True)
         yield from collect_samples(rig, [], outcome.spectra)
 
     def cleanup():
         yield from safe_state(rig)
-        if schedule["kicked_off"]:
-            yield from collect_samples(rig, [], outcome.spectra)
+        if acq.kicked_off:
+            pages: list[dict] = []
+            yield from collect_samples(rig, pages, outcome.spectra)
+            quiet = EventWatch(limits=acq.watch.limits)  # store the last events, no reaction
+            yield from handle_events(rig, quiet, pages, acq.event_record, (), acq.events)
 
     yield from bpp.finalize_wrapper(body(), cleanup())
     return outcome
@@ -403,6 +424,9 @@ def run_protocol(
     detectors: Sequence[Readable] = (),
     detector_period: float | None = None,
     poll: float = 0.5,
+    reactions: dict[str, str] | None = None,
+    limits: Sequence[Limit] = (),
+    fast_steps: Collection[int] | Literal["all"] = (),
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Run ``protocol`` (text or :class:`Protocol`) in one run; returns its uid.
@@ -410,19 +434,26 @@ def run_protocol(
     ``capacity`` (mAh) turns C-rates into currents (default: the cycler's
     ``Capacity-SP``, set from the cell file); ``detectors`` are read with the rig at every
     step boundary and every ``detector_period`` s of experiment time; samples are
-    collected every ``poll`` s of wall time. The protocol is checked against the rig's
-    limits before anything moves.
+    collected every ``poll`` s of wall time. ``reactions`` maps event kinds
+    (``pressure_spike``, ``pressure_drop``, ``soft_short``, ``resistance_jump`` or a
+    ``limits`` rule's kind) to ``log``, ``read``, ``pause`` or ``end``
+    (:mod:`ssb_plans.events`); ``fast_steps``: step numbers (1-based, as in the
+    ``steps`` stream) or ``"all"``, during which every load-cell sample is stored. The
+    protocol is checked against the rig's limits before anything moves.
     """
     protocol, planned = prepare(rig, protocol, capacity)
     capacity = planned_capacity(rig, capacity)
-    if detector_period is not None and not detector_period > 0:
-        raise ValueError(f"detector_period: expected seconds > 0, got {detector_period!r}")
-    args = {"protocol": str(protocol), "capacity": capacity, "detector_period": detector_period}
-    return (
-        yield from protocol_run(
-            rig, "run_protocol", args, protocol, planned, md, detectors, detector_period, poll
-        )
-    )
+    watch = EventWatch(reactions or {}, tuple(limits))
+    acq = Acquisition(detectors, detector_period, poll, watch, fast_steps)
+    args = {
+        "protocol": str(protocol),
+        "capacity": capacity,
+        "detector_period": detector_period,
+        "reactions": {k: v.value for k, v in watch.reactions.items()},
+        "limits": [repr(limit) for limit in limits],
+        "fast_steps": fast_steps if fast_steps == "all" else sorted(fast_steps),
+    }
+    return (yield from protocol_run(rig, "run_protocol", args, protocol, planned, md, acq))
 
 
 def protocol_run(
@@ -432,21 +463,20 @@ def protocol_run(
     protocol: Protocol,
     planned: Sequence[PlannedStep],
     md: dict[str, Any] | None = None,
-    detectors: Sequence[Readable] = (),
-    detector_period: float | None = None,
-    poll: float = 0.5,
+    acq: Acquisition | None = None,
     evaluate=None,
 ) -> MsgGenerator[str]:
     """One run executing ``planned``; ``evaluate(outcome)``, a plan, may then add its
     own streams (a study's answer) to the same run. Returns the run's uid."""
-    _md = start_metadata(rig, plan_name, plan_args, md, detectors)
+    acq = acq or Acquisition()
+    _md = start_metadata(rig, plan_name, plan_args, md, acq.detectors)
     _md |= {"protocol": str(protocol), "steps_planned": len(planned)}
 
-    @bpp.stage_decorator([rig, *detectors])
+    @bpp.stage_decorator([rig, *acq.detectors])
     @bpp.run_decorator(md=_md)
     @raise_reasons
     def inner():
-        outcome = yield from execute(rig, planned, detectors, detector_period, poll)
+        outcome = yield from execute(rig, planned, acq)
         if evaluate is not None:
             yield from evaluate(outcome)
 
@@ -458,6 +488,7 @@ def planned_capacity(rig: Rig, capacity: float | None) -> float:
 
 
 __all__ = [
+    "Acquisition",
     "Outcome",
     "PlannedStep",
     "StepRecord",

@@ -17,20 +17,19 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
-from ophyd import Kind
 
 from ssb_analysis.impedance import fit_power_law, interfacial_resistance
 from ssb_analysis.stability import Criteria, Verdict, judge, minimum_stable_pressure
 from ssb_devices import Rig
 
-from .cycling import ResultSignal, prepare, protocol_run
+from .cycling import Acquisition, prepare, protocol_run
 from .pressure import start_metadata
 from .protocol import Electro, Impedance, PressureStep, Protocol, Quantity, Repeat, Until
+from .results import ResultStream
 
 
 def _volts(value: float) -> Until:
@@ -41,23 +40,6 @@ def _text(steps) -> str:
     """Protocol text for typed steps (parsed again by ``prepare``, so that a refusal
     names a line of it)."""
     return str(Protocol(tuple(steps)))
-
-
-class ResultStream:
-    """A stream of values the plan computes (the same soft signals for every event)."""
-
-    def __init__(self, stream: str, units: dict[str, str]):
-        self.stream = stream
-        self.signals = {
-            key: ResultSignal(name=f"{stream}_{key}", value=0.0, kind=Kind.hinted, units=unit)
-            for key, unit in units.items()
-        }
-
-    def emit(self, **values: float) -> MsgGenerator[None]:
-        """One event with ``values`` (every field of the stream)."""
-        for key, signal in self.signals.items():
-            signal.put(values[key])
-        yield from bps.trigger_and_read(list(self.signals.values()), name=self.stream)
 
 
 def pressure_impedance_scan(
@@ -101,7 +83,7 @@ def pressure_impedance_scan(
             protocol,
             planned,
             md,
-            detectors,
+            Acquisition(detectors),
             evaluate=evaluate,
         )
     )
@@ -153,7 +135,14 @@ def rate_capability(
 
     return (
         yield from protocol_run(
-            rig, "rate_capability", args, protocol, planned, md, detectors, evaluate=evaluate
+            rig,
+            "rate_capability",
+            args,
+            protocol,
+            planned,
+            md,
+            Acquisition(detectors),
+            evaluate=evaluate,
         )
     )
 
