@@ -266,6 +266,19 @@ def run_until_done(
     yield from wait_for_reason(group)  # raises the device's own reason if it failed
 
 
+def full_rate_sampling(rig: Rig, source) -> MsgGenerator[None]:
+    """Every load-cell sample during this step: a cycler step's end is the IOC's own, a
+    pressure hold's end is known; other pressure steps end when the plan says so."""
+    if isinstance(source, Electro | Impedance):
+        yield from bps.mv(rig.load_cell.fast_sampling, "Step")
+    elif isinstance(source, PressureStep) and source.action == "hold":
+        # the IOC times it on its own clock (settling counts as holding)
+        yield from bps.mv(rig.load_cell.fast_sampling, "On")
+        yield from bps.mv(rig.load_cell.fast_for, source.duration)
+    else:
+        yield from bps.mv(rig.load_cell.fast_sampling, "On")
+
+
 def run_step(
     rig: Rig, planned: PlannedStep, record_: StepRecord, acq: Acquisition
 ) -> MsgGenerator[dict[str, Any]]:
@@ -276,8 +289,8 @@ def run_step(
     reason, interruptions, step_type, duration = "", "", "Pressure", None
     wait = (rig, group, pages, acq)
     fast = acq.fast(planned.index)
-    if fast:
-        yield from bps.mv(rig.load_cell.fast_sampling, "On")
+    if fast:  # the IOC ends full-rate sampling with the step where it knows the end
+        yield from full_rate_sampling(rig, source)
     if isinstance(source, GapHold):
         yield from bps.mv(rig.press.mode, "Gap")
         yield from run_until_done(*wait)
@@ -304,7 +317,7 @@ def run_step(
         step_time = yield from bps.rd(rig.cycler.step_time, default_value=0.0)
         duration = getattr(status, "time_before_pauses", 0.0) + step_time
     if fast:
-        yield from bps.mv(rig.load_cell.fast_sampling, "Off")
+        yield from bps.mv(rig.load_cell.fast_sampling, "Off", rig.load_cell.fast_for, 0.0)
     after = yield from counters(rig)
     rows = {k: np.concatenate([p[k] for p in pages]) for k in ("test_time", "pressure", "gap")}
     mask = rows["test_time"] >= before["test_time"] if pages else slice(None)

@@ -26,6 +26,7 @@ class LoadCell(Device):
     tare_cmd = Cpt(EpicsSignal, "LC:Tare-Cmd", kind=Kind.omitted, put_complete=True)
     fast_sampling = Cpt(EpicsSignal, "LC:Fast-SP", string=True, kind=Kind.config)
     fast_rate = Cpt(EpicsSignal, "LC:FastRate-SP", kind=Kind.config)
+    fast_for = Cpt(EpicsSignal, "LC:FastFor-SP", kind=Kind.config)
     fast = Cpt(FastLog, "LC:Fast:")
 
     def tare(self):

@@ -162,22 +162,34 @@ def test_clean_cycling_raises_no_event(cell, pressure, mode):
 
 def test_full_rate_sampling_on_request_and_decimated():
     rig = pressed_sim_rig()
-    rig.set_fast_sampling(True, rate=250.0)
+    rig.set_fast_sampling("on", rate=250.0)
     start = rig.time
     rig.advance(2.0)
     rows = rig.fast.since(0)
     assert len(rows) == 500 and np.allclose(np.diff(rows[:, 1]), 4e-3)
     assert rows[0, 1] > start
-    rig.set_fast_sampling(False)
+    rig.set_fast_sampling("off")
     rig.advance(2.0)
     assert rig.fast.next_seq == 500
+    rig.set_fast_sampling("on", duration=1.0)  # ends by itself
+    rig.advance(3.0)
+    assert rig.fast.next_seq == 750
+    rig.set_fast_sampling("step", rate=1000.0)  # with the cycler step, not before or after
+    rig.advance(1.0)
+    assert rig.fast.next_seq == 750
+    rig.cycler.start(Step(StepKind.CC, current=1e-3, terminations=(Termination(Limit.TIME, 2.0),)))
+    rig.advance(5.0)
+    rows = rig.fast.since(750)
+    assert len(rows) == pytest.approx(2000, abs=2) and np.all(rows[:, 6] == 1e-3)
 
 
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda rig: rig.set_fast_sampling(True, rate=5000.0), "expected 0 < rate <= 1000 Hz"),
-        (lambda rig: rig.set_fast_sampling(True, rate=math.nan), "not a finite number"),
+        (lambda rig: rig.set_fast_sampling("on", rate=5000.0), "expected 0 < rate <= 1000 Hz"),
+        (lambda rig: rig.set_fast_sampling("on", rate=math.nan), "not a finite number"),
+        (lambda rig: rig.set_fast_sampling("sometimes"), "expected off, on or step"),
+        (lambda rig: rig.set_fast_sampling("on", duration=-1.0), "expected >= 0"),
         (lambda rig: rig.set_event_thresholds(pressure=-1.0), "expected > 0"),
         (lambda rig: rig.set_event_thresholds(voltage_drop=math.inf), "not a finite number"),
         (lambda rig: rig.set_event_thresholds(speed=1.0), "unknown event thresholds: speed"),
@@ -185,10 +197,10 @@ def test_full_rate_sampling_on_request_and_decimated():
 )
 def test_bad_event_settings_are_refused_and_change_nothing(call, message):
     rig = pressed_sim_rig()
-    before = (rig.fast_requested, rig.fast_decimation, vars(rig.events.thresholds).copy())
+    before = (rig.fast_mode, rig.fast_decimation, vars(rig.events.thresholds).copy())
     with pytest.raises(RigError, match=message):
         call(rig)
-    assert (rig.fast_requested, rig.fast_decimation, vars(rig.events.thresholds)) == before
+    assert (rig.fast_mode, rig.fast_decimation, vars(rig.events.thresholds)) == before
 
 
 def test_event_pvs_configure_detection_and_report_the_newest():
@@ -214,3 +226,16 @@ def test_event_pvs_configure_detection_and_report_the_newest():
     assert ioc.load_cell.fast.next_seq_rb.value == 1000  # 1 s of the window after it, 1 kHz
     assert rig.event_window == 2.0
     assert "Evt:Window-SP refused -2.0" in ioc.msg_rb.value
+
+
+def test_a_step_stopped_and_restarted_between_two_cell_steps_is_no_event():
+    """Regression: a pause and a resume within one IOC scan left the open-circuit voltage
+    as the baseline of the resumed step: its ohmic drop looked like a resistance jump."""
+    rig = pressed_sim_rig()
+    step = Step(StepKind.CC, current=1e-3, terminations=(Termination(Limit.TIME, 3600.0),))
+    rig.cycler.start(step, index=2)
+    rig.advance(100.0)
+    rig.cycler.stop()  # no simulation step between the stop ...
+    rig.cycler.start(step, index=2)  # ... and the same step again
+    rig.advance(100.0)
+    assert events(rig) == []

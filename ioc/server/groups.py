@@ -173,16 +173,19 @@ class LoadCellGroup(RigPVGroup):
     TareOffset-RB   kN    force subtracted by tare
     Overload-RB           No | Yes
     Tare-Cmd              zero the reading (press Off, cell unloaded)
-    Fast-SP               Off | On: keep every sample (at FastRate-SP) for bulk reads;
-                          also on for Evt:Window-SP after each event
+    Fast-SP               Off | On | Step: keep every sample (at FastRate-SP) for bulk
+                          reads; Step: while the running cycler step runs; also on for
+                          Evt:Window-SP after each event
     FastRate-SP     Hz    rate of the kept samples, up to SampleRate-RB
+    FastFor-SP      s     On ends by itself this much experiment time after this put
+                          (put it after Fast-SP; 0 = until Off)
     Fast:NextSeq-RB, Fast:OldestSeq-RB, Fast:ReadFrom-SP, Fast:Count-RB, Fast:Rows-RB
                           rows of (seq, time s, pressure MPa, force kN, gap um,
                           voltage V, current A)
     """
 
     fast = SubGroup(FastRows, prefix="Fast:")
-    fast_sp = choice("Fast-SP", ["Off", "On"], "Keep every load-cell sample")
+    fast_sp = choice("Fast-SP", ["Off", "On", "Step"], "Keep every load-cell sample")
     fast_rate_sp = setting(
         "FastRate-SP",
         "Hz",
@@ -190,7 +193,16 @@ class LoadCellGroup(RigPVGroup):
         1e6,
         "Rate of kept samples",
         1,
-        apply=lambda rig, value: rig.set_fast_sampling(rig.fast_requested, value),
+        apply=lambda rig, value: rig.set_fast_sampling(rig.fast_mode, rate=value),
+    )
+    fast_for_sp = setting(
+        "FastFor-SP",
+        "s",
+        0.0,
+        1e9,
+        "Full-rate sampling On for this long (0 = until Off)",
+        3,
+        apply=lambda rig, value: rig.set_fast_sampling(rig.fast_mode, duration=value),
     )
 
     force_rb = reading("Force-RB", "kN", -100.0, 100.0, "Measured force")
@@ -204,7 +216,7 @@ class LoadCellGroup(RigPVGroup):
 
     @fast_sp.putter
     async def fast_sp(self, instance, value):
-        self.rig.set_fast_sampling(value == "On")
+        self.rig.set_fast_sampling(value.lower(), duration=0.0)  # until Off or FastFor-SP
         return value
 
     @tare_cmd.putter

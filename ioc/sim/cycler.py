@@ -198,6 +198,7 @@ class Cycler:
         self.reason = ""  # why the last step ended
         self.tripped = ""  # latched safety reason
         self._cv_phase = False
+        self.starts_and_ends = 0  # counts step starts and ends (commands may fall between)
         self._last_log_time = -math.inf
         self._last_log_v = math.nan
         self._sweep: np.ndarray | None = None  # PEIS frequencies while sweeping
@@ -217,6 +218,7 @@ class Cycler:
         c.step = c.step + 1 if index is None else index
         c.step_time = c.step_charge = c.step_discharge = 0.0
         self.step, self.running, self.reason = step, True, ""
+        self.starts_and_ends += 1
         self._cv_phase = step.kind == StepKind.CV
         self._sweep = None
         if step.kind == StepKind.PEIS:
@@ -411,6 +413,7 @@ class Cycler:
 
     def _end(self, reason: str, row: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
         self.running, self.reason = False, reason
+        self.starts_and_ends += 1
         self._sweep = None
         self._log(self.cell.current, row)
         self.step = Step(StepKind.REST)

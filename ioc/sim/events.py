@@ -55,11 +55,11 @@ class EventDetector:
         self.buffer = SampleBuffer(buffer_size, width=len(EVENT_FIELDS))
         self._armed = {"pressure_spike": True, "pressure_drop": True}
         self._last_pressure: float | None = None  # gap mode: pressure at the last check
-        self.last: tuple[str, float] | None = None  # (kind, time) of the newest event
+        self.latest = -math.inf  # time of the latest event (s)
 
     def _record(self, time: float, kind: str, magnitude: float, value: float, step: int):
         self.buffer.append([time, EVENT_KINDS.index(kind), magnitude, value, step])
-        self.last = (kind, time)
+        self.latest = max(self.latest, time)
 
     def check_pressure(
         self, time: float, pressure: float, held: float | None, gap_mode: bool, step: int

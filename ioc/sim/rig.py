@@ -66,12 +66,13 @@ class Rig:
         self.press.pressure = self.load_cell.report(0.0) / self.press.area_mm2
         self.events = EventDetector()
         self.fast = SampleBuffer(FAST_BUFFER, width=len(FAST_FIELDS))  # load cell, full rate
-        self.fast_requested = False
+        self.fast_mode = "off"  # "on", or "step": while the running cycler step runs
+        self.fast_until = math.inf  # experiment time at which "on" ends by itself
         self.fast_decimation = 1  # record every N-th loop period
         self.event_window = 2.0  # s of full-rate samples kept after each event
         self._fast_until = -math.inf
         self._held: float | None = None  # setpoint the loop holds, for pressure events
-        self._last_block: tuple[int, float] | None = None  # (step, current) of the last block
+        self._last_block: tuple[int, float] | None = None  # cycler changes, current
 
     # --- clock ----------------------------------------------------------------------
     @property
@@ -117,9 +118,9 @@ class Rig:
     def _check_voltage(self, before: float, current: float, time: float) -> None:
         cyc = self.cycler
         steady = cyc.steady_current
-        block = (cyc.counters.step, current)
+        block = (cyc.starts_and_ends, current)  # a step started or ended: a new baseline
         if steady and block == self._last_block:
-            self.events.check_voltage(time, before, self.cell.voltage, current, block[0])
+            self.events.check_voltage(time, before, self.cell.voltage, current, cyc.counters.step)
         self._last_block = block if steady else None
 
     def _check_pressure(self, pressure: float) -> None:
@@ -144,10 +145,13 @@ class Rig:
         self._set_fast_sampling()
 
     def _set_fast_sampling(self) -> None:
-        last = self.events.last
-        if last is not None:
-            self._fast_until = max(self._fast_until, last[1] + self.event_window)
-        on = self.fast_requested or self.time < self._fast_until
+        self._fast_until = max(self._fast_until, self.events.latest + self.event_window)
+        mode, now = self.fast_mode, self.time
+        on = (
+            (mode == "on" and now < self.fast_until)
+            or (mode == "step" and self.cycler.running)
+            or now < self._fast_until
+        )
         if on != (self.press.on_period is not None):
             self.press.on_period = self._record_fast if on else None
             self.press.allow_linear = not on
@@ -167,15 +171,30 @@ class Rig:
             ]
         )
 
-    def set_fast_sampling(self, on: bool, rate: float | None = None) -> None:
-        """Store every load-cell sample (at ``rate`` Hz, up to the loop rate) while on."""
+    def set_fast_sampling(
+        self, mode: str | bool, rate: float | None = None, duration: float | None = None
+    ) -> None:
+        """Store every load-cell sample (at ``rate`` Hz, up to the loop rate): ``"on"``
+        (for ``duration`` s of experiment time from now, if given and > 0), ``"step"``
+        (while the running cycler step runs) or ``"off"``. Full-rate data costs wall
+        time: the clock slows to it."""
+        mode = {True: "on", False: "off"}.get(mode, mode)
+        if mode not in ("off", "on", "step"):
+            raise RigError(f"full-rate sampling {mode!r}: expected off, on or step")
         top = 1.0 / self.press.period
+        decimation = self.fast_decimation
         if rate is not None:
             rate = _finite("full-rate sampling rate", rate)
             if not 0 < rate <= top:
                 raise RigError(f"sampling rate {rate:g} Hz: expected 0 < rate <= {top:g} Hz")
-            self.fast_decimation = max(1, round(top / rate))
-        self.fast_requested = bool(on)
+            decimation = max(1, round(top / rate))
+        if duration is not None:
+            duration = _finite("full-rate sampling duration", duration)
+            if duration < 0:
+                raise RigError(f"full-rate sampling for {duration:g} s: expected >= 0")
+        self.fast_mode, self.fast_decimation = mode, decimation
+        if duration is not None:
+            self.fast_until = self.time + duration if duration > 0 else math.inf
 
     def set_event_thresholds(self, **values: float) -> None:
         """Change the detection thresholds (``pressure`` MPa, ``voltage_drop`` V,
