@@ -18,9 +18,47 @@ def samples(run) -> dict[str, np.ndarray]:
     return out
 
 
+EVENT_COLOURS = {
+    "pressure_spike": "tab:red",
+    "pressure_drop": "tab:purple",
+    "soft_short": "tab:orange",
+    "resistance_jump": "tab:brown",
+}
+
+
+def events(run) -> dict[str, np.ndarray]:
+    """The run's detected events (``events`` stream) as arrays; empty if none."""
+    if "events" not in run:
+        return {}
+    data = run["events"].read()
+    return {name[len("events_") :]: data[name].values for name in data.data_vars}
+
+
+def mark_events(axes, run, start: float) -> None:
+    """Vertical lines at each event on every axis, named on the top one."""
+    ev = events(run)
+    for k in range(len(ev.get("time", []))):
+        hours = (ev["time"][k] - start) / 3600.0
+        kind = str(ev["kind"][k])
+        colour = EVENT_COLOURS.get(kind, "tab:gray")
+        for ax in axes:
+            ax.axvline(hours, color=colour, lw=1.0, ls="--", alpha=0.8)
+        axes[0].annotate(
+            kind.replace("_", " "),
+            (hours, 1.0 - 0.3 * (k % 3)),  # staggered: events close in time stay legible
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=8,
+            color=colour,
+        )
+
+
 def cycling_figure(runs: Sequence, labels: Sequence[str], title: str = "") -> Figure:
     """Voltage, current, stack pressure and gap against experiment time, one colour per
-    run: what constant pressure holds and what a fixed gap lets swing."""
+    run: what constant pressure holds and what a fixed gap lets swing. Detected events
+    are marked as dashed lines."""
     fig = Figure(figsize=(9, 9), layout="constrained")
     axes = fig.subplots(4, 1, sharex=True)
     for run, label in zip(runs, labels, strict=True):
@@ -31,6 +69,7 @@ def cycling_figure(runs: Sequence, labels: Sequence[str], title: str = "") -> Fi
         loaded = np.flatnonzero(s["current"] != 0)  # from the first electrochemical step
         reference = s["gap"][loaded[0]] if len(loaded) else s["gap"][0]
         axes[3].plot(s["hours"], s["gap"] - reference, label=label)
+        mark_events(axes, run, s["test_time"][0])
     for ax, name in zip(
         axes,
         [
@@ -183,24 +222,72 @@ def impedance_figure(run) -> Figure:
 
 
 def study_figure(summary_run) -> Figure:
-    """A minimum-pressure study: capacity fade per cycle against pressure, the threshold
-    marked, stable levels in green, and the minimum stable pressure."""
+    """A minimum-pressure study: capacity fade per cycle and coulombic efficiency against
+    pressure, thresholds marked, stable levels in green, soft shorts in orange, and the
+    operating window shaded."""
     levels = summary_run["levels"].read()
-    p = levels["levels_pressure"].values
-    fade = levels["levels_fade_per_cycle"].values * 100
-    stable = levels["levels_stable"].values.astype(bool)
-    threshold = summary_run.start["plan_args"]["criteria"]["max_fade_per_cycle"] * 100
+    order = np.argsort(levels["levels_pressure"].values)
+    p = levels["levels_pressure"].values[order]
+    fade = levels["levels_fade_per_cycle"].values[order] * 100
+    ce = levels["levels_coulombic_efficiency"].values[order] * 100
+    stable = levels["levels_stable"].values[order].astype(bool)
+    mechanism = levels["levels_mechanism"].values[order].astype(str)
+    criteria = summary_run.start["plan_args"]["criteria"]
     minimum = summary_run.start.get("minimum_stable_pressure")
-    fig = Figure(figsize=(8, 5), layout="constrained")
-    ax = fig.subplots()
-    ax.plot(p, fade, "-", color="0.6")
-    ax.scatter(p[stable], fade[stable], color="tab:green", zorder=3, label="stable")
-    ax.scatter(p[~stable], fade[~stable], color="tab:red", zorder=3, label="unstable")
-    ax.axhline(threshold, ls="--", color="k", label=f"threshold {threshold:g} %/cycle")
+    maximum = summary_run.start.get("maximum_stable_pressure")
+    fig = Figure(figsize=(8, 7), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    for ax, values, threshold, label in (
+        (axes[0], fade, criteria["max_fade_per_cycle"] * 100, "capacity fade / % per cycle"),
+        (axes[1], ce, criteria["min_coulombic_efficiency"] * 100, "coulombic efficiency / %"),
+    ):
+        ax.plot(p, values, "-", color="0.6")
+        shorted = mechanism == "soft_short"
+        ax.scatter(p[stable], values[stable], color="tab:green", zorder=3, label="stable")
+        lost = ~stable & ~shorted
+        ax.scatter(p[lost], values[lost], color="tab:red", zorder=3, label="contact loss")
+        ax.scatter(p[shorted], values[shorted], color="tab:orange", zorder=3, label="soft short")
+        ax.axhline(threshold, ls="--", color="k", label=f"threshold {threshold:g}")
+        if minimum is not None:
+            top = maximum if maximum is not None else p.max()
+            ax.axvspan(minimum, top, color="tab:green", alpha=0.1, label="stable window")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
     if minimum is not None:
-        ax.axvline(minimum, ls=":", color="tab:green", label=f"minimum stable {minimum:.1f} MPa")
-    ax.set_xlabel("stack pressure / MPa")
-    ax.set_ylabel("capacity fade / % per cycle")
-    ax.legend(loc="best")
-    ax.grid(alpha=0.3)
+        axes[0].axvline(minimum, ls=":", color="tab:green", label=f"minimum {minimum:.1f} MPa")
+    if maximum is not None:
+        axes[0].axvline(maximum, ls=":", color="tab:orange", label=f"maximum {maximum:.1f} MPa")
+    axes[0].legend(loc="best", fontsize=8)
+    axes[1].set_xlabel("stack pressure / MPa")
+    return fig
+
+
+def event_figure(run, window: float = 2.5) -> Figure:
+    """Each detected event (up to six) with the full-rate load-cell samples around it:
+    pressure and cell voltage against time from the event."""
+    ev = events(run)
+    fast = run["load_cell_fast"].read() if "load_cell_fast" in run else None
+    n = min(len(ev.get("time", [])), 6)
+    fig = Figure(figsize=(9, 2.6 * max(n, 1)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(max(n, 1), 1))
+    for k in range(n):
+        ax, t0, kind = axes[k], float(ev["time"][k]), str(ev["kind"][k])
+        ax.set_title(
+            f"{kind.replace('_', ' ')}: {float(ev['magnitude'][k]):.4g} {ev['unit'][k]} "
+            f"at t = {t0 / 3600:.3f} h (step {int(ev['step'][k])}, {ev['source'][k]}, "
+            f"reaction {ev['reaction'][k]})",
+            fontsize=9,
+        )
+        if fast is None or "time" not in fast:
+            continue
+        t = fast["time"].values
+        near = (t >= t0 - window) & (t <= t0 + window)
+        ax.plot(t[near] - t0, fast["pressure"].values[near], color="tab:blue", lw=0.8)
+        ax.set_ylabel("pressure / MPa", color="tab:blue")
+        twin = ax.twinx()
+        twin.plot(t[near] - t0, fast["voltage"].values[near], color="tab:orange", lw=1.0)
+        twin.set_ylabel("voltage / V", color="tab:orange")
+        ax.axvline(0.0, color=EVENT_COLOURS.get(kind, "tab:gray"), ls="--")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("time from the event / s (load cell at full rate)")
     return fig

@@ -9,6 +9,8 @@ from .figures import (
     breathing_figure,
     capacity_figure,
     cycling_figure,
+    event_figure,
+    events,
     impedance_figure,
     per_cycle,
     save,
@@ -17,7 +19,8 @@ from .figures import (
 
 
 def _has_events(run, stream: str) -> bool:
-    return stream in run and len(run[stream].read()["time"]) > 0
+    """The stream exists and holds data (a flyer's stream may exist empty)."""
+    return stream in run and run[stream].read().sizes.get("time", 0) > 0
 
 
 def write_report(run, directory: str | Path) -> Path:
@@ -51,6 +54,21 @@ def write_report(run, directory: str | Path) -> Path:
                     f"{cycles['pressure'][k]:.1f} |"
                 )
             lines.append("")
+    ev = events(run)
+    if len(ev.get("time", [])):
+        figures.append(
+            ("events, with the load cell at full rate", "events.png", event_figure(run))
+        )
+        lines += [
+            "| t / h | event | magnitude | step | source | reaction |",
+            "|---|---|---|---|---|---|",
+        ]
+        for k in range(len(ev["time"])):
+            lines.append(
+                f"| {ev['time'][k] / 3600:.3f} | {ev['kind'][k]} | {ev['magnitude'][k]:.4g} "
+                f"{ev['unit'][k]} | {ev['step'][k]} | {ev['source'][k]} | {ev['reaction'][k]} |"
+            )
+        lines.append("")
     if _has_events(run, "impedance"):
         figures.append(("impedance", "impedance.png", impedance_figure(run)))
     if _has_events(run, "fit"):
@@ -75,11 +93,14 @@ def write_report(run, directory: str | Path) -> Path:
     if run.start.get("study_role") == "summary" and _has_events(run, "levels"):
         figures.append(("minimum-pressure study", "study.png", study_figure(run)))
         minimum = run.start.get("minimum_stable_pressure")
+        maximum = run.start.get("maximum_stable_pressure")
         lines += [
             f"study `{run.start['study_id']}`: minimum stable pressure "
             f"{'none found' if minimum is None else f'{minimum:.1f} MPa'}",
             "",
         ]
+        if maximum is not None:
+            lines += [f"maximum stable pressure {maximum:.1f} MPa (above it: soft shorts)", ""]
     for title, name, fig in figures:
         save(fig, directory / name)
         lines += [f"## {title}", "", f"![{title}]({name})", ""]

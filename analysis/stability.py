@@ -2,7 +2,11 @@
 study can be evaluated again from the catalog alone (with other thresholds if wanted).
 
 Per level: discharge capacity fade per cycle, coulombic efficiency of the last cycle,
-and growth of the interfacial resistance from the first to the last spectrum.
+and growth of the interfacial resistance from the first to the last spectrum. An unstable
+level is put down to a **soft short** when charge goes missing (coulombic efficiency
+fails) while the interface kept its contact (R_int did not grow): what Li metal does when
+pressed too hard. Otherwise it is **contact loss** (voids, fade, growing R_int): what any
+cell does when pressed too little. The pressures between the two are the operating window.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Verdict:
     resistance_growth: float
     stable: bool
     why: str  # the first criterion failed, or "stable"
+    mechanism: str = "stable"  # or "soft_short" (too much pressure) or "contact_loss"
 
 
 def judge(
@@ -60,7 +65,16 @@ def judge(
         (growth <= criteria.max_resistance_growth, f"R_int grew {growth:.1%}"),
     ]
     failed = [why for ok, why in checks if not ok]
-    return Verdict(pressure, float(fade), ce, float(growth), not failed, (failed or ["stable"])[0])
+    mechanism = "stable"
+    if failed:
+        shorted = (
+            ce < criteria.min_coulombic_efficiency and growth <= criteria.max_resistance_growth
+        )
+        mechanism = "soft_short" if shorted else "contact_loss"
+    why = (failed or ["stable"])[0]
+    if mechanism == "soft_short":
+        why = f"soft short suspected: {failed[1] if fade > criteria.max_fade_per_cycle else why}"
+    return Verdict(pressure, float(fade), ce, float(growth), not failed, why, mechanism)
 
 
 def level_data(run) -> tuple[list[dict], list[dict]]:
@@ -85,20 +99,45 @@ def level_data(run) -> tuple[list[dict], list[dict]]:
     return rows, spectra
 
 
-def minimum_stable_pressure(verdicts: Sequence[Verdict]) -> float | None:
-    """The lowest pressure of the unbroken run of stable levels from the highest down."""
-    lowest = None
-    for v in sorted(verdicts, key=lambda v: -v.pressure):
+@dataclass(frozen=True)
+class Window:
+    """Pressures at which the cell cycled stably, from what a study measured."""
+
+    minimum: float | None  # lowest stable level of the window (None: no stable level)
+    maximum: float | None  # highest stable level (None: no stable level)
+    upper_bound: bool  # a higher level shorted: ``maximum`` is a measured upper bound
+    lower_bound: bool  # a lower level lost contact: ``minimum`` is a measured lower bound
+
+
+def operating_window(verdicts: Sequence[Verdict]) -> Window:
+    """From the highest level down: levels that shorted lie above the window; the window
+    is the unbroken run of stable levels that follows; it ends at the next failure."""
+    ordered = sorted(verdicts, key=lambda v: -v.pressure)
+    k = 0
+    while k < len(ordered) and ordered[k].mechanism == "soft_short":
+        k += 1
+    stable = []
+    for v in ordered[k:]:
         if not v.stable:
             break
-        lowest = v.pressure
-    return lowest
+        stable.append(v.pressure)
+    if not stable:
+        return Window(None, None, k > 0, False)
+    return Window(min(stable), max(stable), k > 0, k + len(stable) < len(ordered))
 
 
-def evaluate_study(catalog, study_id: str, criteria: Criteria = Criteria()):
-    """Judge every level of a study again from the catalog; returns (verdicts, minimum)."""
+def minimum_stable_pressure(verdicts: Sequence[Verdict]) -> float | None:
+    """The lowest pressure of the operating window (:func:`operating_window`)."""
+    return operating_window(verdicts).minimum
+
+
+def evaluate_study(
+    catalog, study_id: str, criteria: Criteria = Criteria()
+) -> tuple[list[Verdict], Window]:
+    """Judge every level of a study again from the catalog; returns the verdicts and the
+    operating window (``window.minimum``: the minimum stable pressure)."""
     from tiled.queries import Key
 
     levels = catalog.search(Key("study_id") == study_id).search(Key("study_role") == "level")
     verdicts = [judge(*level_data(levels[uid]), criteria) for uid in levels]
-    return verdicts, minimum_stable_pressure(verdicts)
+    return verdicts, operating_window(verdicts)

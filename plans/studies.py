@@ -23,7 +23,7 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from ssb_analysis.impedance import fit_power_law, interfacial_resistance
-from ssb_analysis.stability import Criteria, Verdict, judge, minimum_stable_pressure
+from ssb_analysis.stability import Criteria, Verdict, judge, operating_window
 from ssb_devices import Rig
 
 from .cycling import Acquisition, prepare, protocol_run
@@ -161,6 +161,7 @@ def minimum_pressure_study(
     rig: Rig,
     pressures: Sequence[float],
     *,
+    upper: Sequence[float] = (),
     criteria: Criteria | None = None,
     cycles: int = 2,
     c_rate: float = 0.5,
@@ -170,26 +171,41 @@ def minimum_pressure_study(
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Cycle at each pressure from high to low (one run per level, linked by a
-    ``study_id``), judge each level (:mod:`ssb_analysis.stability`), stop at the first
-    unstable level unless ``map_window``, then store the verdicts and the minimum stable
-    pressure in a summary run. Returns the study id; ``evaluate_study(catalog, id)``
-    judges it again from the catalog."""
+    ``study_id``), judge each level (:mod:`ssb_analysis.stability`) and stop at the first
+    unstable one unless ``map_window``. Then, for Li metal, probe the ``upper`` levels
+    from low to high until one soft-shorts: a short does not heal, so the upper bound is
+    searched upwards, on the cell that found the lower one. Stores the verdicts and the
+    operating window in a summary run (``minimum_stable_pressure``, and
+    ``maximum_stable_pressure`` once a level shorted). Returns the study id;
+    ``evaluate_study(catalog, id)`` judges it again from the catalog alone."""
     criteria = criteria or Criteria()
     levels = sorted((float(p) for p in pressures), reverse=True)
+    probes = sorted(float(p) for p in upper)
     if len(levels) < 2:
         raise ValueError(f"pressures: give two or more levels, got {list(pressures)}")
+    if probes and probes[0] <= levels[0]:
+        raise ValueError(
+            f"upper: levels above the highest of pressures ({levels[0]:g} MPa), got {probes}"
+        )
     if cycles < 2:
         raise ValueError(f"cycles: two or more per level to see a fade, got {cycles}")
     planned = {
-        p: prepare(rig, level_protocol(p, cycles, c_rate, v_max, v_min), None) for p in levels
+        p: prepare(rig, level_protocol(p, cycles, c_rate, v_max, v_min), None)
+        for p in [*levels, *probes]
     }
     study_id = str(uuid.uuid4())
-    args = {"pressures": levels, "cycles": cycles, "c_rate": c_rate, "criteria": asdict(criteria)}
+    args = {
+        "pressures": levels,
+        "upper": probes,
+        "cycles": cycles,
+        "c_rate": c_rate,
+        "criteria": asdict(criteria),
+    }
     base = {**(md or {}), "study_id": study_id, "study": "minimum_pressure"}
     verdicts: list[Verdict] = []
-    for p in levels:
+
+    def level(p: float):
         protocol, steps = planned[p]
-        level_md = {**base, "study_role": "level", "level_pressure": p}
 
         def evaluate(outcome):
             verdicts.append(judge(outcome.steps, outcome.spectra, criteria))
@@ -197,20 +213,29 @@ def minimum_pressure_study(
                 **_verdict_values(verdicts[-1])
             )
 
+        level_md = {**base, "study_role": "level", "level_pressure": p}
+        args_p = {**args, "pressure": p}
         yield from protocol_run(
-            rig,
-            "minimum_pressure_level",
-            {**args, "pressure": p},
-            protocol,
-            steps,
-            level_md,
-            evaluate=evaluate,
+            rig, "minimum_pressure_level", args_p, protocol, steps, level_md, evaluate=evaluate
         )
-        if not verdicts[-1].stable and not map_window:
+        return verdicts[-1]
+
+    for p in levels:
+        verdict = yield from level(p)
+        if not verdict.stable and not map_window:
             break
-    minimum = minimum_stable_pressure(verdicts)
+    if verdicts[0].stable:  # the upper bound is looked for above a stable start only
+        for p in probes:
+            verdict = yield from level(p)
+            if verdict.mechanism == "soft_short":
+                break
+    window = operating_window(verdicts)
     summary_md = start_metadata(rig, "minimum_pressure_study", args, base)
-    summary_md |= {"study_role": "summary", "minimum_stable_pressure": minimum}
+    summary_md |= {
+        "study_role": "summary",
+        "minimum_stable_pressure": window.minimum,
+        "maximum_stable_pressure": window.maximum if window.upper_bound else None,
+    }
 
     @bpp.run_decorator(md=summary_md)
     def summary():
@@ -228,14 +253,16 @@ VERDICT_UNITS = {
     "coulombic_efficiency": "",
     "resistance_growth": "",
     "stable": "",
+    "mechanism": "",
 }
 
 
-def _verdict_values(v: Verdict) -> dict[str, float]:
+def _verdict_values(v: Verdict) -> dict[str, float | str]:
     return {
         "pressure": v.pressure,
         "fade_per_cycle": v.fade_per_cycle,
         "coulombic_efficiency": v.coulombic_efficiency,
         "resistance_growth": v.resistance_growth,
         "stable": int(v.stable),
+        "mechanism": v.mechanism,
     }

@@ -101,16 +101,63 @@ def test_minimum_pressure_study_finds_the_critical_pressure(
     assert summary.start["study_role"] == "summary"
     assert summary.start["minimum_stable_pressure"] == pytest.approx(expected, abs=0.5)
     # within one pressure step of the cell's critical pressure, from the catalog alone
-    verdicts, minimum = evaluate_study(session.catalog, study_id)
+    verdicts, window = evaluate_study(session.catalog, study_id)
+    minimum = window.minimum
     assert minimum == pytest.approx(expected, abs=0.5)
+    assert window.lower_bound and not window.upper_bound  # Si: no shorts at high pressure
+    assert summary.start["maximum_stable_pressure"] is None
     assert abs(minimum - critical) <= 5.0 + 0.5  # one step, measured pressure
     assert len(session.catalog.search(Key("study_id") == study_id)) == len(verdicts) + 1
     failing = [v for v in verdicts if v.pressure <= critical + 0.5]  # at the critical pressure
     assert len(failing) == 1 and not failing[0].stable  # the study stopped there
-    assert "capacity fades" in failing[0].why
+    assert "capacity fades" in failing[0].why and failing[0].mechanism == "contact_loss"
     page = write_report(summary, tmp_path)
     assert f"minimum stable pressure {expected:.1f} MPa" in page.read_text()
     assert (page.parent / "study.png").stat().st_size > 10_000
     # stricter thresholds re-judge the same data
     _, strict = evaluate_study(session.catalog, study_id, Criteria(max_fade_per_cycle=1e-6))
-    assert strict is None or strict >= minimum
+    assert strict.minimum is None or strict.minimum >= minimum
+
+
+def test_lithium_metal_study_finds_the_upper_bound_of_the_window(session, ca_context, tmp_path):
+    """li-nmc: Li creeps into the separator above 25 MPa (its cell file) and soft-shorts;
+    after the descent the study probes upwards until a level shorts."""
+    from conftest import connected_rig, start_ioc
+
+    ioc = start_ioc(ca_context, speed=5000.0, cell="li-nmc")
+    rig = connected_rig(ioc.prefix)
+    try:
+        rig.load_cell.tare().wait(10)
+        session.RE(minimum_pressure_study(rig, [20, 15], upper=[25, 30, 35, 40]))
+    finally:
+        rig.destroy()
+        ioc.stop()
+    summary = session.catalog[-1]
+    verdicts, window = evaluate_study(session.catalog, summary.start["study_id"])
+    by_pressure = {round(v.pressure): v for v in verdicts}
+    shorted = [p for p, v in by_pressure.items() if v.mechanism == "soft_short"]
+    assert len(shorted) == 1 and max(by_pressure) == shorted[0]  # the probe stopped there
+    assert "soft short" in by_pressure[shorted[0]].why
+    assert all(v.stable for p, v in by_pressure.items() if p < shorted[0])
+    assert window.upper_bound and 25.0 - 0.5 <= window.maximum <= 30.0 + 0.5  # one step
+    assert summary.start["maximum_stable_pressure"] == pytest.approx(window.maximum)
+    assert summary.start["minimum_stable_pressure"] == pytest.approx(15.0, abs=0.5)
+    assert not window.lower_bound  # the lowest level tested was still stable
+    levels = summary["levels"].read()
+    assert str(levels["levels_mechanism"].values[-1]) == "soft_short"
+
+
+def test_operating_window_from_verdicts_in_any_order():
+    from ssb_analysis.stability import Verdict, operating_window
+
+    def v(p, mechanism):
+        return Verdict(p, 0.0, 1.0, 0.0, mechanism == "stable", mechanism, mechanism)
+
+    verdicts = [v(20, "stable"), v(40, "soft_short"), v(5, "contact_loss"), v(30, "stable")]
+    verdicts += [v(10, "stable"), v(35, "soft_short")]
+    window = operating_window(verdicts)
+    assert (window.minimum, window.maximum) == (10, 30)
+    assert window.upper_bound and window.lower_bound
+    assert operating_window([v(20, "stable"), v(10, "stable")]).upper_bound is False
+    none = operating_window([v(20, "contact_loss"), v(10, "stable")])
+    assert none.minimum is None and none.lower_bound is False

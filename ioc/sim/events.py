@@ -20,6 +20,9 @@ Kinds (magnitude and its unit):
 
 Steps that change the current on their own (CV, CP, CR, impedance) and the first cell
 step after any change of step are not checked for voltage events.
+
+After an event the rig stores the load cell's samples at full rate (every loop period)
+for a window, led by its readings at the last few cell steps (1 s apart) before it.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ fixed gap still lets a swelling cell push the pressure further up. The trip latc
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from .params import RigParams
 from .press import Mode, Press
 
 FAST_BUFFER = 200_000  # full-rate rows held for bulk reads: 200 s at 1 kHz
+PRE_TRIGGER = 5  # cell steps kept, to lead an event's full-rate window
 
 
 class RigError(ValueError):
@@ -73,6 +75,7 @@ class Rig:
         self._fast_until = -math.inf
         self._held: float | None = None  # setpoint the loop holds, for pressure events
         self._last_block: tuple[int, float] | None = None  # cycler changes, current
+        self._recent: deque[list[float]] = deque(maxlen=PRE_TRIGGER)  # rows at cell steps
 
     # --- clock ----------------------------------------------------------------------
     @property
@@ -97,7 +100,7 @@ class Rig:
             current = self.cycler.command(self.press.true_pressure)
             v_before = self.cell.voltage
             self.cell.step(h, current, self.press.true_pressure)
-            self._check_voltage(v_before, current, self.time + h)
+            self._check_voltage(v_before, current, self.time)  # the jump shows from here
             self.press.swelling = before
             self.press.swelling_rate = (self.cell.swelling - before) / h
             self.load_cell.advance(h)
@@ -112,6 +115,7 @@ class Rig:
                 self.press.gap,
                 self.interlock,
             )
+            self._recent.append(self._row())
             n -= m
 
     # --- events and full-rate samples ---------------------------------------------------
@@ -153,23 +157,21 @@ class Rig:
             or now < self._fast_until
         )
         if on != (self.press.on_period is not None):
+            if on and now < self._fast_until:  # an event: lead with the last cell steps
+                for row in self._recent:
+                    if row[0] < now - 1e-9:
+                        self.fast.append(row)
             self.press.on_period = self._record_fast if on else None
             self.press.allow_linear = not on
 
-    def _record_fast(self) -> None:
+    def _row(self) -> list[float]:
         press = self.press
-        if press.steps % self.fast_decimation:
-            return
-        self.fast.append(
-            [
-                press.time,
-                press.pressure,
-                self.load_cell.force / 1e3,
-                press.gap,
-                self.cell.voltage,
-                self.cell.current,
-            ]
-        )
+        force = self.load_cell.force / 1e3
+        return [press.time, press.pressure, force, press.gap, self.cell.voltage, self.cell.current]
+
+    def _record_fast(self) -> None:
+        if self.press.steps % self.fast_decimation == 0:
+            self.fast.append(self._row())
 
     def set_fast_sampling(
         self, mode: str | bool, rate: float | None = None, duration: float | None = None
