@@ -1,10 +1,12 @@
 """``ssb demo``: a silicon cell cycled under pressure on the simulated rig, end to end.
 
-Starts ``ssb-ioc`` on loopback (random prefix, free port) and runs two protocols, each
+Starts ``ssb-ioc`` on loopback (random prefix, free port) and runs three protocols, each
 one Bluesky run stored in the local catalog: the cell cycled at a constant 100 MPa (the
-press holds the pressure while the stack breathes), then the same cell in a fixed gap
-(the pressure swings instead). The summary and a figure are made from the catalog. Leaves
-no process behind, also on Ctrl-C.
+press holds the pressure while the stack breathes), the same cell in a fixed gap (the
+pressure swings instead), and a failure watch: a charge during which the simulation
+injects a pressure spike and a soft short; the IOC detects both, the plan reads the rig
+at the spike and ends the run safely at the short. The summary, a figure and reports are
+made from the catalog. Leaves no process behind, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import getpass
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,10 +24,11 @@ import numpy as np
 from ssb_analysis.catalog import is_server
 from ssb_analysis.figures import cycling_figure, samples, save
 from ssb_analysis.report import write_report
-from ssb_devices import Rig
+from ssb_devices import FaultInjector, Rig
 from ssb_ioc.launch import IOCProcess, free_port_pair, loopback_ca_env
 
 from .cycling import run_protocol
+from .events import EndedOnEvent
 from .progress import ProtocolProgress
 
 DEMO_CELL = {
@@ -59,6 +63,51 @@ Hold at 4.1 V until C/20
 Discharge at C/2 until 3.0 V
 Set pressure to 100 MPa
 """
+
+
+FAILURE_WATCH_PROTOCOL = """\
+# failure watch: a charge at 100 MPa while the simulation injects faults
+Set pressure to 100 MPa
+Charge at C/2 for 1 hour
+Rest for 10 minutes
+"""
+FAILURE_REACTIONS = {"pressure_spike": "read", "soft_short": "end"}
+
+
+class FaultSchedule:
+    """A RunEngine callback: once the charge (step 2) of the failure watch logs its first
+    samples, schedule a 2 um stack-thickness step 15 minutes (experiment time) later and a
+    soft short at 30 minutes, on the IOC's clock. Puts go from a thread: callbacks run on
+    the RunEngine's loop."""
+
+    def __init__(self, prefix: str):
+        self.faults = FaultInjector(prefix, name="faults")
+        self.faults.wait_for_connection(timeout=10)
+        self.done = False
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if self.done or name != "event_page" or 2 not in doc["data"].get("step", []):
+            return
+        self.done = True
+        start = max(doc["data"]["test_time"])
+        threading.Thread(target=self._schedule, args=(start,), daemon=True).start()
+
+    def _schedule(self, start: float) -> None:
+        self.faults.inject("PressureSpike", 2.0, at=start + 900.0).wait(10)
+        self.faults.inject("SoftShort", 1e-4, at=start + 1800.0).wait(10)
+
+
+def events_summary(run) -> str:
+    from ssb_analysis.figures import events
+
+    ev = events(run)
+    lines = [
+        f"  failure watch: {ev['kind'][k]} of {ev['magnitude'][k]:.3g} {ev['unit'][k]} at "
+        f"t = {ev['time'][k] / 3600:.2f} h detected by the {ev['source'][k]}, reaction "
+        f"{ev['reaction'][k]}"
+        for k in range(len(ev.get("time", [])))
+    ]
+    return "\n".join(lines) or "  failure watch: no event detected"
 
 
 def reports_dir(location: str) -> Path:
@@ -145,6 +194,26 @@ def run_demo(
                 print(f"ssb demo: {title}", file=sys.stderr, flush=True)
                 (uid,) = session.RE(run_protocol(rig, protocol, md={"demo": title}))
                 uids.append(uid)
+            title = "failure watch (faults injected)"
+            print(f"ssb demo: {title}", file=sys.stderr, flush=True)
+            watch = run_protocol(
+                rig,
+                FAILURE_WATCH_PROTOCOL,
+                reactions=FAILURE_REACTIONS,
+                poll=0.05,  # collect often: the faults are scheduled from the samples
+                md={"demo": title},
+            )
+            faults = session.RE.subscribe(FaultSchedule(ioc.prefix))
+            bluesky_log = logging.getLogger("bluesky")
+            level, bluesky_log.level = bluesky_log.level, logging.CRITICAL  # expected end
+            try:
+                session.RE(watch)
+            except EndedOnEvent as ex:
+                print(f"ssb demo: {ex} (as asked: soft_short -> end)", file=sys.stderr)
+            finally:
+                bluesky_log.setLevel(level)
+                session.RE.unsubscribe(faults)
+            uids.append(session.catalog[-1].start["uid"])
         except RunEngineInterrupted:
             # A user's abort is not an error: keep bluesky from printing a traceback.
             logging.getLogger("bluesky").setLevel(logging.CRITICAL)
@@ -163,17 +232,19 @@ def run_demo(
                 f"ssb demo: run {run.start['uid'][:8]} (scan {run.start['scan_id']}, "
                 f"{run.start['demo']}) stored, exit status {run.stop['exit_status']}"
             )
-        print(summary(*runs))
+        print(summary(*runs[:2]))
+        print(events_summary(runs[2]))
         figure = save(
             cycling_figure(
-                runs,
+                runs[:2],
                 ["constant 100 MPa", "fixed gap"],
                 title=f"{DEMO_CELL['chemistry']}: constant pressure vs fixed gap",
             ),
             reports_dir(session.location) / f"demo-{uids[0][:8]}.png",
         )
         print(f"ssb demo: figure {figure}")
-        print(f"ssb demo: report {write_report(runs[0], reports_dir(session.location))}")
+        for run in (runs[0], runs[2]):
+            print(f"ssb demo: report {write_report(run, reports_dir(session.location))}")
         rig.destroy()
     print(f"ssb demo: done in {time.monotonic() - wall0:.1f} s wall time. Read it back:")
     print(f"  ssb show {uids[0][:8]} --catalog {session.location}")

@@ -2,7 +2,8 @@
 
 While a step runs: cycle, step, experiment time, voltage, current, pressure and gap from
 the newest logged sample (redrawn in place on a terminal). When a step ends: one line
-saying what it was, why it ended, how long it took and what it passed.
+saying what it was, why it ended, how long it took and what it passed. A line for each
+detected event, with the reaction taken.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class ProtocolProgress:
             self._sample({key: values[-1] for key, values in doc["data"].items()})
         elif name == "event" and self.streams.get(doc["descriptor"]) == "steps":
             self._step_done(doc["data"])
+        elif name == "event" and self.streams.get(doc["descriptor"]) == "events":
+            self._event(doc["data"])
         elif name == "stop":
             self._end_line()
             status = doc.get("exit_status", "")
@@ -56,6 +59,15 @@ class ProtocolProgress:
             f"step {d['step_step']}/{self.planned} (cycle {d['step_cycle']}) "
             f"{d['step_text']}: {d['step_reason']} after {d['step_duration'] / 3600:.2f} h, "
             f"{passed:+.3f} mAh, P {d['step_pressure_mean']:.2f} MPa\n"
+        )
+        self.stream.flush()
+
+    def _event(self, d: dict) -> None:
+        self._end_line()
+        self.stream.write(
+            f"EVENT {d['events_kind']} of {d['events_magnitude']:.4g} {d['events_unit']} at "
+            f"t={d['events_time'] / 3600:.2f} h (step {d['events_step']}, "
+            f"{d['events_source']}): reaction {d['events_reaction']}\n"
         )
         self.stream.flush()
 

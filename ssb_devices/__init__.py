@@ -18,7 +18,7 @@ from .cycler import (
     StepStatus,
     Termination,
 )
-from .events import EVENT_KINDS, EventDetection, EventLog, FastLog
+from .events import EVENT_KINDS, EventDetection, EventLog, FastLog, FaultInjector
 from .press import MODES, Press, PressureRejected, RigDisconnected
 from .rig import ExperimentClock, LoadCell, Rig
 
@@ -31,6 +31,7 @@ __all__ = [
     "EventLog",
     "ExperimentClock",
     "FastLog",
+    "FaultInjector",
     "ImpedanceLog",
     "LoadCell",
     "Press",

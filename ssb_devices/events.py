@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
+from ophyd.status import Status
 
 from .buffers import RowLog
 
@@ -60,3 +61,25 @@ class EventDetection(Device):
     count = Cpt(EpicsSignalRO, "Evt:Count-RB", kind=Kind.omitted)
     last = Cpt(EpicsSignalRO, "Evt:Last-RB", string=True, kind=Kind.omitted)
     buffer = Cpt(EventLog, "Evt:Buf:")
+
+
+class FaultInjector(Device):
+    """The simulated rig's fault injection (``Rig:Fault*``), kept apart from :class:`Rig`
+    because real hardware has no such PVs.
+
+    >>> faults = FaultInjector("SSB:", name="faults")
+    >>> faults.inject("PressureSpike", 2.0, at=3600.0).wait()  # 2 um, at t = 1 h
+    """
+
+    fault_type = Cpt(EpicsSignal, "Rig:FaultType-SP", string=True, kind=Kind.config)
+    size = Cpt(EpicsSignal, "Rig:FaultSize-SP", kind=Kind.config)
+    at = Cpt(EpicsSignal, "Rig:FaultAt-SP", kind=Kind.config)
+    inject_cmd = Cpt(EpicsSignal, "Rig:InjectFault-Cmd", kind=Kind.omitted, put_complete=True)
+    message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted)
+
+    def inject(self, kind: str, size: float = 0.0, at: float = 0.0) -> Status:
+        """``kind``: SoftShort, PressureSpike or ContactLoss; ``size`` 0 = the default;
+        ``at``: experiment time (0 = now). The IOC refuses bad values (see ``message``)."""
+        for signal, value in ((self.fault_type, kind), (self.size, size), (self.at, at)):
+            signal.put(value, wait=True)
+        return self.inject_cmd.set(1)

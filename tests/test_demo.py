@@ -46,14 +46,21 @@ def test_demo_runs_stores_the_runs_and_a_figure_and_leaves_no_process(tmp_path):
     assert "step 2/6 (cycle 1) Charge at C/2 until 4.1 V: voltage >= 4.1 V" in err  # progress
     figure = re.search(r"figure (\S+\.png)", out).group(1)
     assert os.path.getsize(figure) > 20_000
-    page = re.search(r"report (\S+report\.md)", out).group(1)
-    assert "capacity.png" in Path(page).read_text()
+    first, failure = re.findall(r"report (\S+report\.md)", out)
+    assert "capacity.png" in Path(first).read_text()
+    assert "events.png" in Path(failure).read_text()
+    # the failure watch: both injected faults detected, the run ended safely at the short
+    assert re.search(r"pressure_spike of 1\.\d+ MPa .* detected by the ioc, reaction read", out)
+    assert re.search(r"soft_short of 0\.0\d+ V .* detected by the ioc, reaction end", out)
+    assert "EVENT pressure_spike" in err and "ended safely on soft_short" in err
     assert gone(ioc_pid(out))
     catalog = open_catalog(tmp_path / "catalog")
-    constant, fixed_gap = catalog[-2], catalog[-1]
+    constant, fixed_gap, watch = catalog[-3], catalog[-2], catalog[-1]
     assert constant.start["plan_name"] == fixed_gap.start["plan_name"] == "run_protocol"
     assert "Hold gap" in fixed_gap.start["protocol"]
     assert len(constant["samples"].read()["seq"]) > 500
+    assert watch.stop["exit_status"] == "fail" and "soft_short" in watch.stop["reason"]
+    assert watch["safe_state"].read()["rig_cycler_current"].values[0] == 0.0
 
 
 def test_ctrl_c_aborts_the_run_keeps_its_data_and_stops_the_ioc(tmp_path):

@@ -240,3 +240,17 @@ def test_a_step_stopped_and_restarted_between_two_cell_steps_is_no_event():
     rig.cycler.start(step, index=2)  # ... and the same step again
     rig.advance(100.0)
     assert events(rig) == []
+
+
+def test_a_scheduled_fault_happens_at_its_experiment_time():
+    rig = pressed_sim_rig()
+    at = rig.time + 100.0
+    assert rig.inject_fault("pressure_spike", 2.0, at=at).endswith(f"scheduled at t = {at:g} s")
+    rig.advance(99.0)
+    assert events(rig) == [] and rig.cell.state.extra_swelling == 0.0
+    rig.advance(5.0)
+    assert rig.cell.state.extra_swelling == 2.0
+    (row,) = rig.events.buffer.since(0)
+    assert row[1] == pytest.approx(at, abs=1e-6)  # on time, whatever the advance() sizes
+    with pytest.raises(RigError, match="fault time"):
+        rig.inject_fault("soft_short", at=math.nan)

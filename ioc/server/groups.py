@@ -245,7 +245,8 @@ class RigIOC(RigPVGroup):
     InterlockReason-RB       why it tripped
     InterlockReset-Cmd       clear a trip whose condition is gone
     FaultType-SP, FaultSize-SP, InjectFault-Cmd: inject SoftShort (S), PressureSpike
-                       (um of thickness) or ContactLoss (fraction); 0 = default size
+                       (um of thickness) or ContactLoss (fraction); 0 = default size;
+    FaultAt-SP         s     experiment time to inject it at (past or 0: at once)
 
     Press (``{prefix}Press:``), load cell (``{prefix}LC:``), cycler (``{prefix}Cyc:``) and
     events (``{prefix}Evt:``) PVs: see their groups.
@@ -278,7 +279,8 @@ class RigIOC(RigPVGroup):
         "Fault to inject (simulation)",
     )
     fault_size_sp = setting("Rig:FaultSize-SP", "", 0.0, 1e3, "Fault size; 0 = default", 6)
-    inject_fault_cmd = command("Rig:InjectFault-Cmd", "Inject the fault now (simulation)")
+    fault_at_sp = setting("Rig:FaultAt-SP", "s", 0.0, 1e12, "Inject the fault at this time", 3)
+    inject_fault_cmd = command("Rig:InjectFault-Cmd", "Inject (or schedule) the fault")
 
     def __init__(self, *args, backend: Rig, speed: float = 1.0, source: str = "", **kwargs):
         self.backend = backend
@@ -488,7 +490,8 @@ class RigIOC(RigPVGroup):
             kind = {"SoftShort": "soft_short", "PressureSpike": "pressure_spike"}.get(
                 self.fault_type_sp.value, "contact_loss"
             )
-            await self.report(self.backend.inject_fault(kind, self.fault_size_sp.value))
+            at = self.fault_at_sp.value or None
+            await self.report(self.backend.inject_fault(kind, self.fault_size_sp.value, at))
         return 0
 
     @interlock_reset_cmd.putter

@@ -76,6 +76,7 @@ class Rig:
         self._held: float | None = None  # setpoint the loop holds, for pressure events
         self._last_block: tuple[int, float] | None = None  # cycler changes, current
         self._recent: deque[list[float]] = deque(maxlen=PRE_TRIGGER)  # rows at cell steps
+        self._faults: list[tuple[float, str, float]] = []  # scheduled: (time, kind, size)
 
     # --- clock ----------------------------------------------------------------------
     @property
@@ -93,6 +94,9 @@ class Rig:
         while n > 0:
             m = min(n, cell_block)
             limit = self.cycler.max_step()  # do not step past a time termination
+            self._inject_due_faults()
+            if self._faults:  # nor past a scheduled fault
+                limit = min(limit, max(self._faults[0][0] - self.time, period))
             if limit < m * period:
                 m = max(1, math.ceil(limit / period - 1e-9))
             h = m * period
@@ -350,12 +354,12 @@ class Rig:
     def stop(self) -> None:
         self.press.stop()
 
-    def inject_fault(self, kind: str, size: float = 0.0) -> str:
-        """Make a failure happen now, so that detection can be tested and shown:
-        ``soft_short`` adds ``size`` S (default 1e-4) of separator conductance,
-        ``pressure_spike`` adds ``size`` um (default 2) of stack thickness at once,
-        ``contact_loss`` loses ``size`` (default 0.3) of the interface to voids that creep
-        can close again. Returns what was done."""
+    def inject_fault(self, kind: str, size: float = 0.0, at: float | None = None) -> str:
+        """Make a failure happen now (or at experiment time ``at``), so that detection
+        can be tested and shown: ``soft_short`` adds ``size`` S (default 1e-4) of
+        separator conductance, ``pressure_spike`` adds ``size`` um (default 2) of stack
+        thickness at once, ``contact_loss`` loses ``size`` (default 0.3) of the interface
+        to voids that creep can close again. Returns what was (or will be) done."""
         size = _finite("fault size", size)
         defaults = {"soft_short": 1e-4, "pressure_spike": 2.0, "contact_loss": 0.3}
         if kind not in defaults:
@@ -363,6 +367,12 @@ class Rig:
         if size < 0:
             raise RigError(f"fault size {size:g}: expected >= 0 (0 = the default)")
         size = size or defaults[kind]
+        if kind == "contact_loss" and not size < 1:
+            raise RigError(f"contact loss {size:g}: expected a fraction below 1")
+        if at is not None and _finite("fault time", at) > self.time:
+            self._faults.append((at, kind, size))
+            self._faults.sort()
+            return f"{kind.replace('_', ' ')} of {size:g} scheduled at t = {at:g} s"
         state = self.cell.state
         if kind == "soft_short":
             state.short_conductance += size
@@ -370,10 +380,13 @@ class Rig:
         if kind == "pressure_spike":
             state.extra_swelling += size
             return f"stack thickness step of {size:g} um injected"
-        if not size < 1:
-            raise RigError(f"contact loss {size:g}: expected a fraction below 1")
         state.void_recoverable += size
         return f"loss of {size:.0%} of the interface contact injected"
+
+    def _inject_due_faults(self) -> None:
+        while self._faults and self._faults[0][0] <= self.time + 1e-9:
+            _, kind, size = self._faults.pop(0)
+            self.inject_fault(kind, size)
 
     def tare(self) -> None:
         if self.press.mode != Mode.OFF:
