@@ -2,7 +2,7 @@
 against a per-sample ``trigger_and_read`` loop recording the same signals, same run of
 this script, alternating; and the time to read back the largest run.
 
-    python benchmarks/data_path.py [--rounds 3] [--seconds 5] [--speed 3000]
+    python benchmarks/data_path.py [--rounds 3] [--seconds 5] [--speed 3000] [--million]
 
 Bulk: C/5 charges and discharges filling ``--seconds`` of wall time, with the cycler
 logging every simulation step (1 s of experiment time) at ``--speed`` (so the instrument
@@ -11,6 +11,12 @@ stored samples / wall time of the run, until the last sample is in the catalog. 
 for the same wall time, ``trigger_and_read`` of
 the cycler's and the press's readbacks (the same 14 quantities) in a loop; stored events
 / wall time. Both into the same local catalog, each round alternating which goes first.
+
+``--million``: a run whose ``samples`` stream holds 1,000,000 samples (1 s apart, from the
+simulated cell cycling at C/5, with the descriptor ``run_protocol`` writes) is written
+through the session's catalog writer in pages of 10,000 (documents composed with
+event-model, no RunEngine: its per-sample schema check is the bulk path's ceiling, see
+above); then the time to read the stream back, and the run's size on disk.
 """
 
 from __future__ import annotations
@@ -61,11 +67,83 @@ def naive(rig, seconds: float, md: dict):
     return (yield from inner())
 
 
+def million_sample_run(session, directory: str, n: int = 1_000_000) -> None:
+    """Write an ``n``-sample run through the catalog writer; time reading it back."""
+    import numpy as np
+    from event_model import compose_run
+
+    from ssb_devices.cycler import INTEGER_FIELDS, SAMPLE_FIELDS
+    from ssb_ioc.sim import Rig, load_cell_file
+    from ssb_ioc.sim.cycler import Step, StepKind
+
+    rig = Rig(load_cell_file("si-nmc"), seed=0)
+    rig.set_mode("Pressure")
+    rig.set_pressure(100.0)
+    rig.advance(5.0)
+    rig.cycler.log_period, rig.cycler.log_dv = 1.0, 0.0
+    units = {"test_time": "s", "step_time": "s", "voltage": "V", "current": "A"}
+    units |= {"pressure": "MPa", "force": "kN", "gap": "um"}
+    keys = {
+        f: {
+            "source": f"PV:SIM:Cyc:Buf:{f}",
+            "dtype": "integer" if f in INTEGER_FIELDS else "number",
+            "shape": [],
+            "units": units.get(f, "mAh" if "capacity" in f else "mWh" if "energy" in f else ""),
+        }
+        for f in SAMPLE_FIELDS
+    }
+    before = _size(directory)
+    run = compose_run(metadata={"plan_name": "million_samples", "purpose": "benchmark"})
+    writer = session.writer
+    writer("start", run.start_doc)
+    samples = run.compose_descriptor(name="samples", data_keys=keys)
+    writer("descriptor", samples.descriptor_doc)
+    t0, written, sign, cursor = time.perf_counter(), 0, 1.0, rig.cycler.buffer.next_seq
+    while written < n:
+        rig.cycler.start(Step(StepKind.CC, current=sign * 4e-4))  # C/5, turned at 8,000 s
+        rig.advance(8000.0)
+        sign = -sign
+        rows = rig.cycler.buffer.since(cursor)
+        cursor = rig.cycler.buffer.next_seq
+        for page in np.array_split(rows[: n - written], max(1, len(rows) // 10_000)):
+            now = time.time()
+            data = {f: page[:, i].tolist() for i, f in enumerate(SAMPLE_FIELDS)}
+            for f in INTEGER_FIELDS:
+                data[f] = [int(v) for v in data[f]]
+            writer(
+                "event_page",
+                samples.compose_event_page(
+                    data=data,
+                    timestamps={f: [now] * len(page) for f in data},
+                    seq_num=list(range(written + 1, written + len(page) + 1)),
+                    time=[now] * len(page),
+                ),
+            )
+            written += len(page)
+    writer("stop", run.compose_stop())
+    writer.flush()
+    write_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    data = session.catalog[run.start_doc["uid"]]["samples"].read()
+    read_back = time.perf_counter() - t0
+    size = _size(directory) - before
+    print(
+        f"million: {len(data['time']):,} samples x {len(data.data_vars)} fields written in "
+        f"{write_time:.1f} s (simulation included), read back in {read_back:.2f} s; "
+        f"{size / 1e6:.1f} MB on disk ({size / len(data['time']):.0f} bytes/sample)"
+    )
+
+
+def _size(directory: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(directory) for f in fs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="wall time per run")
     parser.add_argument("--speed", type=float, default=3000.0)
+    parser.add_argument("--million", action="store_true", help="also a 1,000,000-sample run")
     args = parser.parse_args()
 
     env = loopback_ca_env(free_port_pair())
@@ -114,6 +192,8 @@ def main() -> None:
         t0 = time.perf_counter()
         data = session.catalog[biggest[0]]["samples"].read()
         read_back = time.perf_counter() - t0
+        if args.million:
+            million_sample_run(session, tmp)
         session.close()
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp) for f in fs)
         ratios = [b / n for b, n in zip(bulk, per_sample, strict=True)]

@@ -43,9 +43,9 @@ from bluesky.utils import MsgGenerator
 from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 
-from ssb_devices import CyclerStep, Rig, Termination
+from ssb_devices import EVENT_KINDS, CyclerStep, Rig, Termination
 
-from .events import Event, EventWatch, Limit, event_stream, handle_events
+from .events import Event, EventWatch, Limit, Reaction, event_stream, handle_events
 from .pressure import (
     at_ramp_rate,
     raise_reasons,
@@ -389,7 +389,15 @@ def execute(
     outcome = Outcome([], acq.spectra, acq.events)
     flyers = (rig.cycler.samples, rig.cycler.impedance, rig.load_cell.fast, rig.events.buffer)
 
+    def ioc_actions(end: bool):
+        """The IOC opens the circuit itself on kinds whose reaction is "end"."""
+        for kind in EVENT_KINDS:
+            stop = end and acq.watch.reaction(kind) == Reaction.END
+            action = "OpenCircuit" if stop else "Log"
+            yield from bps.mv(getattr(rig.events, f"{kind}_action"), action)
+
     def body():
+        yield from ioc_actions(end=True)
         for flyer in flyers:
             yield from bps.kickoff(flyer, wait=True)
         acq.kicked_off = True
@@ -404,6 +412,7 @@ def execute(
 
     def cleanup():
         yield from safe_state(rig)
+        yield from ioc_actions(end=False)
         if acq.kicked_off:
             pages: list[dict] = []
             yield from collect_samples(rig, pages, outcome.spectra)

@@ -14,8 +14,11 @@ Reactions, chosen per kind (:class:`EventWatch`): ``log`` (the event row only), 
 (also read the rig and the run's detectors into ``primary`` at once), ``pause`` (the
 RunEngine pauses: the cycler goes to open circuit, the press keeps holding; ``RE.resume()``
 runs the rest of the step), ``end`` (the run ends safely, cycler at open circuit, press
-holding, with :class:`EndedOnEvent` saying why). When several events arrive together, the
-strongest reaction among them is taken once.
+holding, with :class:`EndedOnEvent` saying why). For ``end`` on an IOC event kind the IOC
+itself opens the circuit in the simulation step that saw the event
+(``Evt:<Kind>Action-SP`` set to ``OpenCircuit`` for the run), without waiting for the
+plan. When several events arrive together, the strongest reaction among them is taken
+once.
 """
 
 from __future__ import annotations

@@ -51,13 +51,24 @@ class FastLog(RowLog):
 
 
 class EventDetection(Device):
-    """Thresholds of the IOC's event detection (``Evt:``) and its event buffer."""
+    """Thresholds of the IOC's event detection (``Evt:``), what the IOC itself does on
+    each kind (``Log`` or ``OpenCircuit``), and its event buffer."""
 
     enable = Cpt(EpicsSignal, "Evt:Enable-SP", string=True, kind=Kind.config)
     pressure_threshold = Cpt(EpicsSignal, "Evt:PressureThresh-SP", kind=Kind.config)
     voltage_drop_threshold = Cpt(EpicsSignal, "Evt:VoltageDropThresh-SP", kind=Kind.config)
     resistance_threshold = Cpt(EpicsSignal, "Evt:ResistanceThresh-SP", kind=Kind.config)
     window = Cpt(EpicsSignal, "Evt:Window-SP", kind=Kind.config)
+    pressure_spike_action = Cpt(
+        EpicsSignal, "Evt:PressureSpikeAction-SP", string=True, kind=Kind.config
+    )
+    pressure_drop_action = Cpt(
+        EpicsSignal, "Evt:PressureDropAction-SP", string=True, kind=Kind.config
+    )
+    soft_short_action = Cpt(EpicsSignal, "Evt:SoftShortAction-SP", string=True, kind=Kind.config)
+    resistance_jump_action = Cpt(
+        EpicsSignal, "Evt:ResistanceJumpAction-SP", string=True, kind=Kind.config
+    )
     count = Cpt(EpicsSignalRO, "Evt:Count-RB", kind=Kind.omitted)
     last = Cpt(EpicsSignalRO, "Evt:Last-RB", string=True, kind=Kind.omitted)
     buffer = Cpt(EventLog, "Evt:Buf:")

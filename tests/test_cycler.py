@@ -231,3 +231,14 @@ def test_impedance_sweep_refusals(rig, step, message):
     with pytest.raises(CyclerError, match=message):
         rig.cycler.start(step)
     assert not rig.cycler.running
+
+
+def test_a_stop_between_simulation_steps_logs_the_latest_mechanics():
+    """Regression: a client's stop logged a sample with zero pressure, force and gap."""
+    rig = pressed_sim_rig()
+    rig.cycler.start(Step(StepKind.CC, C2))
+    rig.advance(120.0)
+    rig.cycler.stop("stopped by a client")
+    last = rig.cycler.buffer.since(rig.cycler.buffer.next_seq - 1)[0]
+    pressure, force, gap = last[-3:]
+    assert pressure == pytest.approx(100.0, abs=0.5) and force > 7.0 and gap > 600.0

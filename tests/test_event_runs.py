@@ -97,6 +97,11 @@ def test_end_reaction_ends_the_run_safely_and_keeps_what_was_taken(session, fast
     assert list(steps["step_step"].values) == [1]  # the pressure step; step 2 was cut
     samples = run["samples"].read()
     assert 2 in samples["step"].values and np.all(np.diff(samples["seq"].values) == 1)
+    # the IOC opened the circuit in the simulation step of the event, not the plan later
+    short_at = run["events"].read()["events_time"].values[0]
+    charging = samples["test_time"].values[samples["current"].values > 0]
+    assert charging.max() <= short_at + 1.0 + 1e-6
+    assert fast_ioc.enum("Evt:SoftShortAction-SP") == "Log"  # restored after the run
 
 
 def test_pause_reaction_rests_the_cell_and_resume_finishes(session, fast_rig, fast_ioc):

@@ -254,3 +254,19 @@ def test_a_scheduled_fault_happens_at_its_experiment_time():
     assert row[1] == pytest.approx(at, abs=1e-6)  # on time, whatever the advance() sizes
     with pytest.raises(RigError, match="fault time"):
         rig.inject_fault("soft_short", at=math.nan)
+
+
+def test_open_circuit_action_stops_the_step_in_the_simulation_step_of_the_event():
+    rig = pressed_sim_rig()
+    rig.set_event_action("soft_short", "open_circuit")
+    charge(rig)
+    rig.advance(600.0)
+    rig.inject_fault("soft_short")
+    rig.advance(1.5)
+    assert not rig.cycler.running and rig.cycler.reason.startswith("stopped on event: soft_short")
+    assert rig.press.settled  # the press holds on
+    with pytest.raises(RigError, match="expected log or open_circuit"):
+        rig.set_event_action("soft_short", "explode")
+    with pytest.raises(RigError, match="event kind 'meteor'"):
+        rig.set_event_action("meteor", "log")
+    assert rig.event_actions["soft_short"] == "open_circuit"

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from caproto import AlarmSeverity, ChannelType
 from conftest import start_ioc, stop_ioc
@@ -173,3 +174,22 @@ def test_readiness_is_seen_when_both_banner_lines_arrive_in_one_write():
     with ioc:
         assert ioc.stdout_lines == ["serving 1 PV", "ready"]
     assert ioc.process.returncode == -signal.SIGTERM
+
+
+def test_diagnostic_counter_is_posted_at_the_rate_asked(ioc):
+    seen = []
+    got = threading.Event()
+
+    def on_update(sub, response):
+        seen.append(int(response.data[0]))
+        if len(seen) >= 100:
+            got.set()
+
+    sub = ioc.pv("Diag:Counter-RB").subscribe()
+    sub.add_callback(on_update)
+    ioc.put("Diag:Rate-SP", 500.0)
+    assert got.wait(10), f"only {len(seen)} updates"
+    ioc.put("Diag:Rate-SP", 0.0)
+    sub.clear()
+    steps = np.diff(seen[1:])  # the first is the value at subscription
+    assert np.all(steps == 1)  # every increment delivered, in order

@@ -436,3 +436,20 @@ def test_setpoint_limit_settle_and_current_refusals_change_nothing(si):
     assert rig.max_setpoint == si.limits.max_setpoint
     assert rig.press.settle_tolerance == si.limits.settle_tolerance
     assert not rig.cycler.running
+
+
+def test_a_spring_fixture_swings_less_than_a_fixed_gap_and_keeps_the_force(si):
+    """The spring fixture of the regulation benchmark: softer = smaller swing."""
+    swings = {}
+    for spring in (None, 50.0, 10.0):
+        rig = pressurised(si, pressure=100.0)
+        rig.set_mode("Gap")
+        before = rig.press.true_pressure
+        rig.press.set_spring(spring)
+        assert rig.press.true_pressure == pytest.approx(before)  # no jump on fitting it
+        rig.set_current(0.5 * si.cell.capacity * 1e-3)
+        rig.advance(3600.0)
+        swings[spring] = rig.press.true_pressure - before
+    assert swings[None] > swings[50.0] > swings[10.0] > 0
+    k = 1 / (1 / 100.0 + 1 / (2.0 * 78.5) + 1 / 10.0)  # N/um, frame + stack + spring
+    assert swings[10.0] / swings[None] == pytest.approx(k / (1 / (1 / 100 + 1 / 157)), rel=0.05)

@@ -6,7 +6,8 @@ caught, kept and followed by full-rate samples whether or not a client is connec
 
 from __future__ import annotations
 
-from caproto.server import SubGroup
+from caproto import ChannelType
+from caproto.server import SubGroup, pvproperty
 
 from ssb_ioc.sim.events import EVENT_FIELDS, EVENT_KINDS, EVENT_UNITS, FAST_FIELDS
 
@@ -42,6 +43,27 @@ def _threshold(name: str, units: str, doc: str, key: str, precision: int = 3):
     )
 
 
+ACTIONS = {"Log": "log", "OpenCircuit": "open_circuit"}
+
+
+def _action(kind: str):
+    name = "".join(part.capitalize() for part in kind.split("_"))
+
+    async def put(group, instance, value):
+        group.rig.set_event_action(kind, ACTIONS[value])
+        return value
+
+    return pvproperty(
+        name=f"{name}Action-SP",
+        value="Log",
+        dtype=ChannelType.ENUM,
+        enum_strings=list(ACTIONS),
+        doc=f"What the IOC does on {kind}",
+        alarm_group=f"{name}Action-SP",
+        put=put,
+    )
+
+
 class EventsGroup(RigPVGroup):
     """Events detected on the instrument (``{prefix}Evt:``).
 
@@ -50,6 +72,9 @@ class EventsGroup(RigPVGroup):
     VoltageDropThresh-SP V    fall within one cell step at rest or on CC charge: soft short
     ResistanceThresh-SP Ohm   rise of dV/I within one cell step at constant current
     Window-SP           s     full-rate load-cell samples kept after each event
+    <Kind>Action-SP           Log | OpenCircuit: what the IOC itself does on an event of
+                              that kind (PressureSpike, PressureDrop, SoftShort,
+                              ResistanceJump); OpenCircuit ends the cycler step at once
     Count-RB                  events detected so far; Last-RB: the newest, in words
     Buf:NextSeq-RB, Buf:OldestSeq-RB, Buf:ReadFrom-SP, Buf:Count-RB, Buf:Rows-RB
                               rows of (seq, time s, kind, magnitude, value, step);
@@ -67,6 +92,10 @@ class EventsGroup(RigPVGroup):
         "ResistanceThresh-SP", "Ohm", "Resistance jump threshold", "resistance"
     )
     window_sp = _threshold("Window-SP", "s", "Full-rate samples after an event", "window")
+    pressure_spike_action = _action("pressure_spike")
+    pressure_drop_action = _action("pressure_drop")
+    soft_short_action = _action("soft_short")
+    resistance_jump_action = _action("resistance_jump")
     count_rb = reading("Count-RB", "", 0.0, 1e15, "Events detected", 0)
     last_rb = text("Last-RB", "Newest event")
 

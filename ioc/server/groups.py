@@ -15,6 +15,7 @@ from caproto.server import SubGroup
 from ssb_ioc.sim import Mode, Rig, RigError
 
 from .cycler import CyclerGroup
+from .diagnostics import DiagnosticsGroup
 from .events import EventsGroup, FastRows
 from .pvs import RigPVGroup, choice, command, limits, publish, reading, setting, text
 
@@ -248,14 +249,15 @@ class RigIOC(RigPVGroup):
                        (um of thickness) or ContactLoss (fraction); 0 = default size;
     FaultAt-SP         s     experiment time to inject it at (past or 0: at once)
 
-    Press (``{prefix}Press:``), load cell (``{prefix}LC:``), cycler (``{prefix}Cyc:``) and
-    events (``{prefix}Evt:``) PVs: see their groups.
+    Press (``{prefix}Press:``), load cell (``{prefix}LC:``), cycler (``{prefix}Cyc:``),
+    events (``{prefix}Evt:``) and diagnostics (``{prefix}Diag:``) PVs: see their groups.
     """
 
     press = SubGroup(PressGroup, prefix="Press:")
     load_cell = SubGroup(LoadCellGroup, prefix="LC:")
     cycler = SubGroup(CyclerGroup, prefix="Cyc:")
     events = SubGroup(EventsGroup, prefix="Evt:")
+    diagnostics = SubGroup(DiagnosticsGroup, prefix="Diag:")
 
     time_rb = reading("Rig:Time-RB", "s", 0.0, 1e12, "Experiment time", precision=3)
     speed_sp = setting("Rig:Speed-SP", "x", 0.001, 1e5, "Clock speed factor")

@@ -204,6 +204,7 @@ class Cycler:
         self._sweep: np.ndarray | None = None  # PEIS frequencies while sweeping
         self._sweep_time = 0.0
         self._pressure = 0.0
+        self._mechanics = (0.0, 0.0, 0.0)  # pressure, force, gap at the last account()
         self.spectrum: Spectrum | None = None
 
     # --- commands -----------------------------------------------------------------------
@@ -338,7 +339,7 @@ class Cycler:
         if self.running:
             c.step_time += dt
         row = (pressure, force, gap)
-        self._pressure = pressure
+        self._pressure, self._mechanics = pressure, row
         safety = self._safety(v, current, interlock)
         if safety and not self.tripped:
             self.tripped = safety
@@ -411,7 +412,10 @@ class Cycler:
         z = self.cell.impedance(self._sweep, self._pressure)
         self.spectrum = Spectrum(self._sweep, z, self._pressure, self.counters.test_time, count)
 
-    def _end(self, reason: str, row: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
+    def _end(self, reason: str, row: tuple[float, float, float] | None = None) -> None:
+        """End the step; its last sample carries the latest mechanics (a client's stop
+        comes between simulation steps)."""
+        row = self._mechanics if row is None else row
         self.running, self.reason = False, reason
         self.starts_and_ends += 1
         self._sweep = None

@@ -59,6 +59,7 @@ class Press:
         self.k_frame = p.press.frame_stiffness  # kN/mm == N/um
         self.k_stack = p.mechanics.stiffness * self.area_mm2  # MPa/um * mm^2 = N/um
         self.k = 1.0 / (1.0 / self.k_frame + 1.0 / self.k_stack)
+        self.spring_compliance = 0.0  # um/N of a spring between piston and stack (0: none)
         self.period = c.period
         self.pid = Epid(kp=c.kp, ki=c.ki, kd=c.kd, drvh=c.drvh, drvl=c.drvl)
         self.mode = Mode.OFF
@@ -91,7 +92,7 @@ class Press:
     @property
     def platen_position(self) -> float:
         """Platen travel from first contact with the unswollen stack (um, + = closing)."""
-        return self.y - self.true_force / self.k_frame
+        return self.y - self.true_force * (1.0 / self.k_frame + self.spring_compliance)
 
     @property
     def gap(self) -> float:
@@ -123,6 +124,17 @@ class Press:
         else:
             self.pid.set_feedback(False)
             self.pid.oval = 0.0
+
+    def set_spring(self, stiffness: float | None) -> None:
+        """Put a spring of ``stiffness`` N/um between the piston and the stack (a
+        spring-loaded fixture when the piston is locked; None = rigid), keeping the
+        present force."""
+        force = self.true_force
+        self.spring_compliance = 1.0 / stiffness if stiffness else 0.0
+        self.k = 1.0 / (1.0 / self.k_frame + 1.0 / self.k_stack + self.spring_compliance)
+        self._linear_cache.clear()
+        if force > 0:
+            self.y = force / self.k - self.swelling
 
     def set_target(self, pressure: float) -> None:
         if pressure != self.target:

@@ -21,7 +21,7 @@ import numpy as np
 
 from .cell import Cell
 from .cycler import Cycler, CyclerError, SafetyLimits, SampleBuffer, Step, StepKind
-from .events import FAST_FIELDS, EventDetector
+from .events import EVENT_KINDS, FAST_FIELDS, EventDetector
 from .loadcell import LoadCell
 from .params import RigParams
 from .press import Mode, Press
@@ -77,6 +77,8 @@ class Rig:
         self._last_block: tuple[int, float] | None = None  # cycler changes, current
         self._recent: deque[list[float]] = deque(maxlen=PRE_TRIGGER)  # rows at cell steps
         self._faults: list[tuple[float, str, float]] = []  # scheduled: (time, kind, size)
+        self.event_actions = dict.fromkeys(EVENT_KINDS, "log")  # or "open_circuit"
+        self._events_acted = 0  # events whose action was taken
 
     # --- clock ----------------------------------------------------------------------
     @property
@@ -109,6 +111,7 @@ class Rig:
             self.press.swelling_rate = (self.cell.swelling - before) / h
             self.load_cell.advance(h)
             self._check_pressure(self.press.true_pressure)  # a step in thickness peaks now
+            self._act_on_events()
             self._set_fast_sampling()
             self.press.run(m, self._supervise)
             self.cycler.account(
@@ -150,7 +153,28 @@ class Rig:
     def _supervise(self) -> None:
         self._check_interlocks()
         self._check_pressure(self.press.pressure)
+        self._act_on_events()
         self._set_fast_sampling()
+
+    def _act_on_events(self) -> None:
+        """Open the cell's circuit at once on an event whose action says so (the press
+        holds on): the safe state does not wait for a client."""
+        buffer = self.events.buffer
+        if buffer.next_seq == self._events_acted:
+            return
+        for row in buffer.since(self._events_acted):
+            kind = EVENT_KINDS[int(row[2])]
+            if self.event_actions[kind] == "open_circuit" and self.cycler.running:
+                self.cycler.stop(f"stopped on event: {kind} at t = {row[1]:.1f} s")
+        self._events_acted = buffer.next_seq
+
+    def set_event_action(self, kind: str, action: str) -> None:
+        """What the rig itself does on an event of ``kind``: ``log`` or ``open_circuit``."""
+        if kind not in self.event_actions:
+            raise RigError(f"event kind {kind!r}: expected one of {', '.join(EVENT_KINDS)}")
+        if action not in ("log", "open_circuit"):
+            raise RigError(f"event action {action!r}: expected log or open_circuit")
+        self.event_actions[kind] = action
 
     def _set_fast_sampling(self) -> None:
         self._fast_until = max(self._fast_until, self.events.latest + self.event_window)
