@@ -11,12 +11,10 @@ them. Rounds run one after another on fresh IOCs; medians and spread.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import tempfile
 import time
 
-from ssb_ioc.launch import IOCProcess, free_port_pair, loopback_ca_env
+from stack import rig_session
 
 PROTOCOL = """\
 Set pressure to 100 MPa
@@ -28,28 +26,20 @@ Repeat 10 times:
 """
 
 
-def one_round(speed: float) -> dict[str, float]:
-    env = loopback_ca_env(free_port_pair())
-    os.environ.update(env)
-    from ssb_devices import Rig
-    from ssb_plans import start_session
+def one_round(speed: float, figure: str | None) -> dict[str, float]:
+    from ssb_analysis.figures import cycling_figure, save
     from ssb_plans.cycling import run_protocol
-    from ssb_plans.demo import DEMO_CELL
 
-    with IOCProcess(env=env, speed=speed, seed=0) as ioc, tempfile.TemporaryDirectory() as tmp:
-        rig = Rig(ioc.prefix, name="rig")
-        rig.wait_for_connection(timeout=10)
-        session = start_session(os.path.join(tmp, "catalog"), progress=False)
-        session.describe_experiment(cell=DEMO_CELL, purpose="material analysis", operator="bench")
+    with rig_session(speed) as (_, rig, session, _):
         t0 = time.perf_counter()
         (uid,) = session.RE(run_protocol(rig, PROTOCOL))
         wall = time.perf_counter() - t0
         run = session.catalog[uid]
-        steps = run["steps"].read()
-        hours = float(steps["step_duration"].values.sum()) / 3600
+        hours = float(run["steps"].read()["step_duration"].values.sum()) / 3600
         samples = len(run["samples"].read()["time"])
-        session.close()
-        rig.destroy()
+        if figure:  # the run as stored, from the catalog
+            title = f"10 cycles at C/5 through the whole stack: {wall:.0f} s of wall time"
+            save(cycling_figure([run], ["si-nmc, 100 MPa"], title=title), figure)
     return {"wall": wall, "hours": hours, "samples": samples}
 
 
@@ -57,10 +47,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--speed", type=float, default=100_000.0, help="IOC speed factor")
+    parser.add_argument("--figure", default="docs/figures/full_stack.png")
     args = parser.parse_args()
     rounds = []
     for k in range(args.rounds):
-        r = one_round(args.speed)
+        r = one_round(args.speed, args.figure if k == 0 else None)
         rounds.append(r)
         print(
             f"round {k + 1}: {r['hours']:.1f} h of experiment in {r['wall']:.1f} s wall "
@@ -73,6 +64,7 @@ def main() -> None:
         f"{statistics.median(walls):.1f} s (min {min(walls):.1f}, max {max(walls):.1f}); "
         f"{statistics.median(speeds):,.0f}x real time through the whole stack; target < 120 s"
     )
+    print(f"\nfigure: {args.figure}")
 
 
 if __name__ == "__main__":

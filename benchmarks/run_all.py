@@ -3,9 +3,10 @@
     pip install -e ".[test,bench]"
     python benchmarks/run_all.py [--out docs/benchmark-output.txt]
 
-Regulation, IOC comparison, data path (with the 1,000,000-sample run), simulation speed,
-the 10-cycle protocol through the whole stack, and the two-week memory run; figures go
-to ``docs/figures/``. About 12 minutes on a 2-core machine.
+Regulation, IOC comparison (and put latency without TCP_NODELAY on the rig's own
+monitors), data path (with the 1,000,000-sample run), simulation speed, the 10-cycle
+protocol through the whole stack, and the two-week memory run; figures go to
+``docs/figures/``. About 12 minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ HERE = Path(__file__).parent
 BENCHMARKS = [
     ["regulation.py"],
     ["ioc_compare.py"],
+    ["put_latency.py"],
     ["data_path.py", "--million"],
     ["sim_speed.py", "--rounds", "3"],
     ["full_stack.py"],

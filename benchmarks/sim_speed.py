@@ -17,18 +17,19 @@ from ssb_ioc.sim import Rig, load_cell_file
 TICK = 500.0  # s of experiment time per IOC scan at 10,000x (50 ms scans)
 
 
-def held_rig(allow_linear: bool) -> Rig:
+def held_rig(allow_linear: bool, pressure: float = 100.0) -> Rig:
     rig = Rig(load_cell_file("si-nmc"), seed=0)
     rig.set_mode("Pressure")
-    rig.set_pressure(100.0)
+    rig.set_pressure(pressure)
     rig.advance(5.0)
     rig.press.allow_linear = allow_linear
     return rig
 
 
-def cycling_hold(allow_linear: bool, seconds: float) -> float:
-    """Hold 100 MPa while the silicon cell charges/discharges at C/2 (current flips hourly)."""
-    rig = held_rig(allow_linear)
+def cycling_hold(allow_linear: bool, seconds: float, pressure: float = 100.0) -> float:
+    """Hold a pressure while the silicon cell charges/discharges at C/2 (current flips
+    hourly)."""
+    rig = held_rig(allow_linear, pressure)
     step = TICK if allow_linear else 1.0
     t0 = time.perf_counter()
     done = 0.0
@@ -68,10 +69,12 @@ def gap_mode(seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--figure", default="docs/figures/sim_speed.png")
     args = parser.parse_args()
     scenarios = {
         "hold 100 MPa, C/2 cycling (default)": lambda: cycling_hold(True, 4 * 3600.0),
         "hold 100 MPa, C/2 cycling, every loop period stepped": lambda: cycling_hold(False, 20.0),
+        "hold 5 MPa, C/2 cycling (default)": lambda: cycling_hold(True, 4 * 3600.0, 5.0),
         "ramps 20<->150 MPa at 2 MPa/s (default)": lambda: ramps(1800.0),
         "gap mode, C/2 charge (default)": lambda: gap_mode(4 * 3600.0),
     }
@@ -98,6 +101,36 @@ def main() -> None:
         f"\ndefault / every-period ratio: median {statistics.median(ratio):,.0f}x "
         f"(min {min(ratio):,.0f}x, max {max(ratio):,.0f}x)"
     )
+    figure(results, args.figure)
+
+
+def figure(results: dict[str, list[float]], path: str) -> None:
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    ax = fig.subplots()
+    names = list(results)
+    ax.barh(names, [statistics.median(v) for v in results.values()], color="tab:blue")
+    ax.errorbar(
+        [statistics.median(v) for v in results.values()],
+        names,
+        xerr=[
+            [statistics.median(v) - min(v) for v in results.values()],
+            [max(v) - statistics.median(v) for v in results.values()],
+        ],
+        fmt="none",
+        color="k",
+    )
+    ax.axvline(10_000, color="k", ls=":", label="10,000x")
+    ax.set_xscale("log")
+    ax.set_xlabel("simulated seconds per wall second (whole rig, one core)")
+    ax.invert_yaxis()
+    ax.legend()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"\nfigure: {path}")
 
 
 if __name__ == "__main__":

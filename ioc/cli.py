@@ -39,12 +39,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--list-pvs", action="store_true", help="print the PV names at startup")
     parser.add_argument("--no-tcp-nodelay", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--lifeline",
+        action="store_true",
+        help="exit when stdin closes (set by a parent process that starts the IOC)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log caproto at INFO")
     return parser
 
 
-async def serve(ioc: RigIOC, interfaces: list[str], nodelay: bool = True) -> None:
-    """Run the server until cancelled, SIGINT or SIGTERM; then shut down cleanly."""
+async def serve(
+    ioc: RigIOC, interfaces: list[str], nodelay: bool = True, lifeline: bool = False
+) -> None:
+    """Run the server until cancelled, SIGINT or SIGTERM (or, with ``lifeline``, until
+    stdin closes: the process that started us is gone); then shut down cleanly."""
     from caproto.asyncio.server import Context
 
     context = (NoDelayContext if nodelay else Context)(ioc.pvdb, interfaces)
@@ -52,6 +60,14 @@ async def serve(ioc: RigIOC, interfaces: list[str], nodelay: bool = True) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
+    if lifeline:
+
+        def on_stdin() -> None:
+            if not os.read(sys.stdin.fileno(), 4096):  # EOF: our parent has gone
+                loop.remove_reader(sys.stdin.fileno())
+                task.cancel()
+
+        loop.add_reader(sys.stdin.fileno(), on_stdin)
     with contextlib.suppress(asyncio.CancelledError):
         await context.run()
 
@@ -88,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(args.interfaces)}, cell {params.cell.name}, speed x{args.speed:g}",
         flush=True,
     )
-    asyncio.run(serve(ioc, args.interfaces, nodelay=not args.no_tcp_nodelay))
+    asyncio.run(
+        serve(ioc, args.interfaces, nodelay=not args.no_tcp_nodelay, lifeline=args.lifeline)
+    )
     return 0
 
 

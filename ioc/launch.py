@@ -75,7 +75,7 @@ class IOCProcess:
         self.args = ["--prefix", self.prefix, "--cell", cell, "--speed", str(speed)]
         if seed is not None:
             self.args += ["--seed", str(seed)]
-        self.args += list(extra_args)
+        self.args += ["--lifeline", *extra_args]  # exits if we die without stopping it
         self.command = [sys.executable, "-m", "ssb_ioc.cli", *self.args]
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
@@ -91,6 +91,7 @@ class IOCProcess:
         self.process = subprocess.Popen(
             self.command,
             env=self.env,
+            stdin=subprocess.PIPE,  # the lifeline: closed when this process goes
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
@@ -125,6 +126,8 @@ class IOCProcess:
         process = self.process
         if process is None:
             return 0
+        if process.stdin and not process.stdin.closed:
+            process.stdin.close()
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         try:

@@ -270,3 +270,19 @@ def test_open_circuit_action_stops_the_step_in_the_simulation_step_of_the_event(
     with pytest.raises(RigError, match="event kind 'meteor'"):
         rig.set_event_action("meteor", "log")
     assert rig.event_actions["soft_short"] == "open_circuit"
+
+
+def test_load_cell_drift_over_a_long_hold_raises_no_pressure_event():
+    """Regression: the thickness-step check compared the true pressure with the loop's
+    measured setpoint, so a load cell drifting > 1 MPa fired an event every cell step."""
+    from ssb_ioc.sim import Rig, load_cell_file
+
+    params = load_cell_file("si-nmc").replace(load_cell={"drift_rate": 0.02})  # 1.3 MPa/h
+    rig = Rig(params, seed=1)
+    rig.tare()
+    rig.set_mode("Pressure")
+    rig.set_pressure(100.0)
+    rig.advance(30.0)
+    rig.advance(3 * 3600.0)
+    assert abs(rig.press.true_pressure - 100.0) > 2.0  # the drift the loop cannot see
+    assert events(rig) == [] and rig.fast.next_seq == 0

@@ -193,3 +193,29 @@ def test_diagnostic_counter_is_posted_at_the_rate_asked(ioc):
     sub.clear()
     steps = np.diff(seen[1:])  # the first is the value at subscription
     assert np.all(steps == 1)  # every increment delivered, in order
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def test_the_ioc_exits_when_the_process_that_started_it_is_killed():
+    """Regression: a parent killed with SIGKILL left its IOC running (own session)."""
+    script = (
+        "import signal; from ssb_ioc.launch import IOCProcess; "
+        "ioc = IOCProcess().start(); print(ioc.process.pid, flush=True); signal.pause()"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+    assert _running(pid)
+    parent.kill()
+    parent.wait()
+    parent.stdout.close()
+    deadline = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling a condition with a deadline
+    assert not _running(pid), "the IOC outlived the process that started it"

@@ -110,7 +110,7 @@ class Rig:
             self.press.swelling = before
             self.press.swelling_rate = (self.cell.swelling - before) / h
             self.load_cell.advance(h)
-            self._check_pressure(self.press.true_pressure)  # a step in thickness peaks now
+            self._check_pressure(self._measured_now())  # a step in thickness peaks now
             self._act_on_events()
             self._set_fast_sampling()
             self.press.run(m, self._supervise)
@@ -149,6 +149,11 @@ class Rig:
             press.mode == Mode.GAP and not self.interlock,
             self.cycler.counters.step,
         )
+
+    def _measured_now(self) -> float:
+        """What the load cell reads for the force now (its bias included, no new noise
+        draw): comparable with the loop's measured pressure."""
+        return (self.press.true_force + self.load_cell.bias) / self.press.area_mm2
 
     def _supervise(self) -> None:
         self._check_interlocks()
