@@ -157,6 +157,7 @@ class SampleBuffer:
 
     def __post_init__(self):
         self.data = np.zeros((self.size, self.width))
+        self.data.fill(0.0)  # touch every page now: memory stays flat as the ring fills
 
     def append(self, row: list[float]) -> None:
         self.data[self.next_seq % self.size] = [self.next_seq, *row]
