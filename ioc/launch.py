@@ -126,8 +126,6 @@ class IOCProcess:
         process = self.process
         if process is None:
             return 0
-        if process.stdin and not process.stdin.closed:
-            process.stdin.close()
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         try:
@@ -135,6 +133,8 @@ class IOCProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if process.stdin and not process.stdin.closed:
+            process.stdin.close()  # after the exit: closing first races with SIGTERM
         reader = self._reader
         if reader is not None:
             reader.join(timeout)  # EOF once the process is gone
