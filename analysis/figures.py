@@ -231,7 +231,10 @@ def study_figure(summary_run) -> Figure:
     fade = levels["levels_fade_per_cycle"].values[order] * 100
     ce = levels["levels_coulombic_efficiency"].values[order] * 100
     stable = levels["levels_stable"].values[order].astype(bool)
-    mechanism = levels["levels_mechanism"].values[order].astype(str)
+    if "levels_mechanism" in levels:
+        mechanism = levels["levels_mechanism"].values[order].astype(str)
+    else:  # a study stored before verdicts named their mechanism
+        mechanism = np.where(stable, "stable", "contact_loss")
     criteria = summary_run.start["plan_args"]["criteria"]
     minimum = summary_run.start.get("minimum_stable_pressure")
     maximum = summary_run.start.get("maximum_stable_pressure")

@@ -161,3 +161,32 @@ def test_operating_window_from_verdicts_in_any_order():
     assert operating_window([v(20, "stable"), v(10, "stable")]).upper_bound is False
     none = operating_window([v(20, "contact_loss"), v(10, "stable")])
     assert none.minimum is None and none.lower_bound is False
+
+
+def test_study_figure_reads_a_summary_stored_before_verdicts_named_their_mechanism(session):
+    """Catalogs keep old runs: a `levels` stream without `mechanism` still plots."""
+    import bluesky.preprocessors as bpp
+
+    from ssb_analysis.figures import study_figure
+    from ssb_plans.results import ResultStream
+
+    units = {"pressure": "MPa", "fade_per_cycle": "", "coulombic_efficiency": ""}
+    units |= {"resistance_growth": "", "stable": ""}
+    md = {"study_role": "summary", "minimum_stable_pressure": 20.0}
+    md["plan_args"] = {"criteria": {"max_fade_per_cycle": 0.005, "min_coulombic_efficiency": 0.98}}
+
+    @bpp.run_decorator(md=md)
+    def old_summary():
+        stream = ResultStream("levels", units)
+        for p, fade, stable in ((30.0, 0.001, 1), (20.0, 0.002, 1), (10.0, 0.02, 0)):
+            yield from stream.emit(
+                pressure=p,
+                fade_per_cycle=fade,
+                coulombic_efficiency=0.99,
+                resistance_growth=0.0,
+                stable=stable,
+            )
+
+    (uid,) = session.RE(old_summary())
+    fig = study_figure(session.catalog[uid])
+    assert len(fig.axes) == 2 and fig.axes[0].collections  # levels drawn
