@@ -23,6 +23,12 @@ def _has_events(run, stream: str) -> bool:
     return stream in run and run[stream].read().sizes.get("time", 0) > 0
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table and the blank line after it."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return [*lines, *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
 def write_report(run, directory: str | Path) -> Path:
     """Write the figures that apply to ``run`` and ``report.md``; returns the page."""
     uid = run.start["uid"]
@@ -43,32 +49,38 @@ def write_report(run, directory: str | Path) -> Path:
         cycles = per_cycle(run)
         if len(cycles["cycle"]):
             figures.append(("capacity per cycle", "capacity.png", capacity_figure(run)))
-            lines += [
-                "| cycle | charge / mAh | discharge / mAh | CE | P / MPa |",
-                "|---|---|---|---|---|",
-            ]
-            for k in range(len(cycles["cycle"])):
-                lines.append(
-                    f"| {cycles['cycle'][k]} | {cycles['charge'][k]:.4f} | "
-                    f"{cycles['discharge'][k]:.4f} | {cycles['ce'][k]:.2%} | "
-                    f"{cycles['pressure'][k]:.1f} |"
-                )
-            lines.append("")
+            lines += _table(
+                ["cycle", "charge / mAh", "discharge / mAh", "CE", "P / MPa"],
+                [
+                    [
+                        f"{cycles['cycle'][k]}",
+                        f"{cycles['charge'][k]:.4f}",
+                        f"{cycles['discharge'][k]:.4f}",
+                        f"{cycles['ce'][k]:.2%}",
+                        f"{cycles['pressure'][k]:.1f}",
+                    ]
+                    for k in range(len(cycles["cycle"]))
+                ],
+            )
     ev = events(run)
     if len(ev.get("time", [])):
         figures.append(
             ("events, with the load cell at full rate", "events.png", event_figure(run))
         )
-        lines += [
-            "| t / h | event | magnitude | step | source | reaction |",
-            "|---|---|---|---|---|---|",
-        ]
-        for k in range(len(ev["time"])):
-            lines.append(
-                f"| {ev['time'][k] / 3600:.3f} | {ev['kind'][k]} | {ev['magnitude'][k]:.4g} "
-                f"{ev['unit'][k]} | {ev['step'][k]} | {ev['source'][k]} | {ev['reaction'][k]} |"
-            )
-        lines.append("")
+        lines += _table(
+            ["t / h", "event", "magnitude", "step", "source", "reaction"],
+            [
+                [
+                    f"{ev['time'][k] / 3600:.3f}",
+                    f"{ev['kind'][k]}",
+                    f"{ev['magnitude'][k]:.4g} {ev['unit'][k]}",
+                    f"{ev['step'][k]}",
+                    f"{ev['source'][k]}",
+                    f"{ev['reaction'][k]}",
+                ]
+                for k in range(len(ev["time"]))
+            ],
+        )
     if _has_events(run, "impedance"):
         figures.append(("impedance", "impedance.png", impedance_figure(run)))
     if _has_events(run, "fit"):
@@ -81,15 +93,16 @@ def write_report(run, directory: str | Path) -> Path:
         ]
     if _has_events(run, "rate_capability"):
         rc = run["rate_capability"].read()
-        lines += ["| C-rate | capacity / mAh | retention |", "|---|---|---|"]
-        for c, q, k in zip(
+        columns = zip(
             rc["rate_capability_c_rate"].values,
             rc["rate_capability_capacity"].values,
             rc["rate_capability_retention"].values,
             strict=True,
-        ):
-            lines.append(f"| {c:g} | {q:.4f} | {k:.1%} |")
-        lines.append("")
+        )
+        lines += _table(
+            ["C-rate", "capacity / mAh", "retention"],
+            [[f"{c:g}", f"{q:.4f}", f"{k:.1%}"] for c, q, k in columns],
+        )
     if run.start.get("study_role") == "summary" and _has_events(run, "levels"):
         figures.append(("minimum-pressure study", "study.png", study_figure(run)))
         minimum = run.start.get("minimum_stable_pressure")

@@ -64,6 +64,8 @@ def test_scans_refuse_bad_input_before_a_run(session, fast_rig):
         session.RE(pressure_impedance_scan(fast_rig, [50, 100, 300]))
     with pytest.raises(ValueError, match="positive C-rates"):
         session.RE(rate_capability(fast_rig, [1.0, -2.0], pressure=100.0))
+    with pytest.raises(ValueError, match="upper: levels above the highest of pressures"):
+        session.RE(minimum_pressure_study(fast_rig, [30, 20], upper=[25, 40]))
     assert len(session.catalog) == count
 
 
