@@ -110,20 +110,18 @@ class Window:
 
 
 def operating_window(verdicts: Sequence[Verdict]) -> Window:
-    """From the highest level down: levels that shorted lie above the window; the window
-    is the unbroken run of stable levels that follows; it ends at the next failure."""
+    """The unbroken run of stable levels down from the highest stable one; levels above
+    it failed (Li metal: shorted, or on its way to), a level below it lost contact."""
     ordered = sorted(verdicts, key=lambda v: -v.pressure)
-    k = 0
-    while k < len(ordered) and ordered[k].mechanism == "soft_short":
-        k += 1
+    top = next((k for k, v in enumerate(ordered) if v.stable), None)
+    if top is None:
+        return Window(None, None, False, False)
     stable = []
-    for v in ordered[k:]:
+    for v in ordered[top:]:
         if not v.stable:
             break
         stable.append(v.pressure)
-    if not stable:
-        return Window(None, None, k > 0, False)
-    return Window(min(stable), max(stable), k > 0, k + len(stable) < len(ordered))
+    return Window(min(stable), max(stable), top > 0, top + len(stable) < len(ordered))
 
 
 def minimum_stable_pressure(verdicts: Sequence[Verdict]) -> float | None:

@@ -140,7 +140,9 @@ def test_lithium_metal_study_finds_the_upper_bound_of_the_window(session, ca_con
     shorted = [p for p, v in by_pressure.items() if v.mechanism == "soft_short"]
     assert len(shorted) == 1 and max(by_pressure) == shorted[0]  # the probe stopped there
     assert "soft short" in by_pressure[shorted[0]].why
-    assert all(v.stable for p, v in by_pressure.items() if p < shorted[0])
+    # at and below 25 MPa no short can grow; the first level above is borderline within
+    # two cycles (it may pass, or fail on fade or charge), so the bound is to one step
+    assert shorted[0] > 25 and all(v.stable for p, v in by_pressure.items() if p <= 25)
     assert window.upper_bound and 25.0 - 0.5 <= window.maximum <= 30.0 + 0.5  # one step
     assert summary.start["maximum_stable_pressure"] == pytest.approx(window.maximum)
     assert summary.start["minimum_stable_pressure"] == pytest.approx(15.0, abs=0.5)
@@ -161,8 +163,11 @@ def test_operating_window_from_verdicts_in_any_order():
     assert (window.minimum, window.maximum) == (10, 30)
     assert window.upper_bound and window.lower_bound
     assert operating_window([v(20, "stable"), v(10, "stable")]).upper_bound is False
-    none = operating_window([v(20, "contact_loss"), v(10, "stable")])
-    assert none.minimum is None and none.lower_bound is False
+    none = operating_window([v(20, "soft_short"), v(10, "contact_loss")])
+    assert none.minimum is None and none.maximum is None
+    # a borderline level above the window may fail as either mechanism
+    edge = operating_window([v(35, "soft_short"), v(30, "contact_loss"), v(25, "stable")])
+    assert (edge.minimum, edge.maximum, edge.upper_bound) == (25, 25, True)
 
 
 def test_study_figure_reads_a_summary_stored_before_verdicts_named_their_mechanism(session):
