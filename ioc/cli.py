@@ -10,7 +10,9 @@ import os
 import signal
 import sys
 
-from .server import NoDelayContext, RigIOC
+from .server import RigContext, RigIOC
+from .server.access import AccessFileError, AccessRules, load_access_file
+from .server.context import beacon_addresses, is_loopback
 from .sim import CellFileError, Rig, load_cell_file, preset_names
 
 
@@ -35,7 +37,20 @@ def _parser() -> argparse.ArgumentParser:
         "--interfaces",
         nargs="+",
         default=["127.0.0.1"],
-        help="interfaces to serve on (default: 127.0.0.1, loopback only)",
+        help="interfaces to serve on (default: 127.0.0.1, loopback only); any other needs "
+        "--access or --allow-anyone",
+    )
+    parser.add_argument(
+        "--access",
+        metavar="FILE",
+        help="access rules (TOML, [[rule]] tables: users, hosts, groups, access); first "
+        "match wins, no match is read-only",
+    )
+    parser.add_argument(
+        "--allow-anyone",
+        action="store_true",
+        help="serve a non-loopback interface without --access: anyone who reaches it may "
+        "write (set pressures, start steps)",
     )
     parser.add_argument("--list-pvs", action="store_true", help="print the PV names at startup")
     parser.add_argument("--no-tcp-nodelay", action="store_true", help=argparse.SUPPRESS)
@@ -53,9 +68,7 @@ async def serve(
 ) -> None:
     """Run the server until cancelled, SIGINT or SIGTERM (or, with ``lifeline``, until
     stdin closes: the process that started us is gone); then shut down cleanly."""
-    from caproto.asyncio.server import Context
-
-    context = (NoDelayContext if nodelay else Context)(ioc.pvdb, interfaces)
+    context = RigContext(ioc.pvdb, interfaces, nodelay=nodelay)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -72,6 +85,20 @@ async def serve(
         await context.run()
 
 
+def _exposure_refusal(
+    interfaces: list[str], rules: AccessRules | None, allow_anyone: bool
+) -> str | None:
+    """Why serving ``interfaces`` this way is refused (None: it is not)."""
+    exposed = [i for i in interfaces if not is_loopback(i)]
+    if not exposed or rules is not None or allow_anyone:
+        return None
+    return (
+        f"refusing to serve {', '.join(exposed)} without access rules: anyone who reaches "
+        "it could set the pressure or start a step. Give --access FILE (see --help), or "
+        "--allow-anyone if that is really meant, or serve loopback only."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not 0 < args.speed <= 1e5:
@@ -82,6 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     except CellFileError as ex:
         print(f"ssb-ioc: cell file refused: {ex}", file=sys.stderr)
         return 2
+    try:
+        rules = load_access_file(args.access) if args.access else None
+    except AccessFileError as ex:
+        print(f"ssb-ioc: access file refused: {ex}", file=sys.stderr)
+        return 2
+    refusal = _exposure_refusal(args.interfaces, rules, args.allow_anyone)
+    if refusal:
+        print(f"ssb-ioc: {refusal}", file=sys.stderr)
+        return 2
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("caproto").setLevel(logging.INFO if args.verbose else logging.WARNING)
     # caproto logs every refused put with a traceback; the reason is on Rig:Msg-RB.
@@ -91,11 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         lambda record: "Failed to send beacon" not in record.getMessage()
     )
     os.environ.setdefault("EPICS_CAS_INTF_ADDR_LIST", " ".join(args.interfaces))
+    if "EPICS_CAS_BEACON_ADDR_LIST" not in os.environ:  # beacons only where we serve
+        os.environ["EPICS_CAS_BEACON_ADDR_LIST"] = " ".join(beacon_addresses(args.interfaces))
+        os.environ["EPICS_CAS_AUTO_BEACON_ADDR_LIST"] = "NO"
     ioc = RigIOC(
         prefix=args.prefix,
         backend=Rig(params, seed=args.seed),
         speed=args.speed,
         source=args.cell,
+        access_rules=rules,
     )
     if args.list_pvs:
         print("\n".join(ioc.pvdb), flush=True)

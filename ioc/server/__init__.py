@@ -1,6 +1,6 @@
 """Channel Access layer: caproto PVGroups mapping PVs onto the rig backend."""
 
+from .context import RigContext
 from .groups import RigIOC
-from .nodelay import NoDelayContext
 
-__all__ = ["NoDelayContext", "RigIOC"]
+__all__ = ["RigContext", "RigIOC"]

@@ -14,6 +14,7 @@ from caproto.server import SubGroup
 
 from ssb_ioc.sim import Mode, Rig, RigError
 
+from .access import AccessRules
 from .cycler import CyclerGroup
 from .diagnostics import DiagnosticsGroup
 from .events import EventsGroup, FastRows
@@ -284,8 +285,17 @@ class RigIOC(RigPVGroup):
     fault_at_sp = setting("Rig:FaultAt-SP", "s", 0.0, 1e12, "Inject the fault at this time", 3)
     inject_fault_cmd = command("Rig:InjectFault-Cmd", "Inject (or schedule) the fault")
 
-    def __init__(self, *args, backend: Rig, speed: float = 1.0, source: str = "", **kwargs):
+    def __init__(
+        self,
+        *args,
+        backend: Rig,
+        speed: float = 1.0,
+        source: str = "",
+        access_rules: AccessRules | None = None,
+        **kwargs,
+    ):
         self.backend = backend
+        self.access_rules = access_rules
         self.speed = speed
         self.source = source
         self._moves: list[asyncio.Future] = []

@@ -12,48 +12,122 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from caproto import ChannelType, SkipWrite
+from caproto import AccessRights, AlarmSeverity, AlarmStatus, ChannelType, SkipWrite
 from caproto.server import PVGroup, pvproperty
-from caproto.server.server import (
-    PvpropertyBoolEnum,
-    PvpropertyDouble,
-    PvpropertyEnum,
-    PvpropertyInteger,
-)
+
+from .access import AccessRules
+from .wire import check_put, shown
 
 
-class _ReportsRejections:
-    """Mixin for pvproperty data: refuse non-finite numbers, report every refusal."""
+class _Guarded:
+    """Mixin for pvproperty data: check what a client sends (:mod:`.wire`), refuse
+    non-finite numbers, report every refusal on the rig's message PV with a WRITE alarm
+    on the PV, and clear that alarm with the next accepted put."""
 
-    async def verify_value(self, value):
+    kind: ClassVar[str] = ""  # "float" | "int" | "enum" | "text"
+
+    async def auth_write(self, hostname, username, data, data_type, metadata, **kwargs):
+        if AccessRights.WRITE not in self.check_access(hostname, username):
+            who = f"{username}@{hostname}"
+            why = "read-only PV" if self.read_only else f"no write access for {who}"
+            await self.group.root.report(f"{self.pvname} refused {shown(data, data_type)}: {why}")
+        return await super().auth_write(hostname, username, data, data_type, metadata, **kwargs)
+
+    def check_access(self, hostname, username):
+        rights = super().check_access(hostname, username)
+        rules = self.group.root.access_rules
+        if rules is None:
+            return rights
+        return rights & rules.rights(self.access_group, hostname, username)
+
+    async def subscribe(self, queue, sub_spec, sub):
+        """caproto does not check read access for monitors: do it here."""
+        client = sub.circuit
+        if AccessRights.READ in self.check_access(client.client_hostname, client.client_username):
+            await super().subscribe(queue, sub_spec, sub)
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.pvspec.read_only)
+
+    @property
+    def access_group(self) -> str:
+        """The PV group access rules name: Rig, Press, LC, Cyc, Evt or Diag."""
+        return self.pvname[len(self.group.root.prefix) :].split(":", 1)[0]
+
+    async def write_from_dbr(self, data, data_type, metadata, *, flags=0):
         try:
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{value} is not a finite number")
-            return await super().verify_value(value)
+            check_put(
+                self.kind,
+                data,
+                data_type,
+                enum_strings=getattr(self, "enum_strings", ()),
+                max_length=self.max_length,
+            )
+            return await super().write_from_dbr(data, data_type, metadata, flags=flags)
         except SkipWrite:
             raise
         except Exception as ex:
-            await self.group.root.report(f"{self.pvname} refused {value}: {ex}")
+            if not getattr(ex, "reported", False):
+                await self.refuse(shown(data, data_type), ex)
             raise
 
+    async def verify_value(self, value):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
+        return await super().verify_value(value)
 
-GuardedDouble = type("GuardedDouble", (_ReportsRejections, PvpropertyDouble), {})
-GuardedInteger = type("GuardedInteger", (_ReportsRejections, PvpropertyInteger), {})
-GuardedEnum = type("GuardedEnum", (_ReportsRejections, PvpropertyEnum), {})
-GuardedBoolEnum = type("GuardedBoolEnum", (_ReportsRejections, PvpropertyBoolEnum), {})
+    async def write(self, value, *, verify_value=True, **kwargs):
+        try:
+            result = await super().write(value, verify_value=verify_value, **kwargs)
+        except Exception as ex:
+            if verify_value:
+                await self.refuse(value, ex)
+            raise
+        if verify_value:
+            await self.accepted()
+        return result
+
+    async def refuse(self, value, ex: Exception) -> None:
+        """Say why a put was refused (once) and raise the PV's WRITE alarm."""
+        if not getattr(ex, "reported", False):
+            ex.reported = True
+            await self.group.root.report(f"{self.pvname} refused {value}: {ex}")
+        await self.alarm.write(status=AlarmStatus.WRITE, severity=AlarmSeverity.MAJOR_ALARM)
+
+    async def accepted(self) -> None:
+        """A put was honoured: clear the WRITE alarm a refused one raised."""
+        if self.alarm.status == AlarmStatus.WRITE:
+            await self.alarm.write(status=AlarmStatus.NO_ALARM, severity=AlarmSeverity.NO_ALARM)
+
+
+def _guarded(kind: str, base: type) -> type:
+    return type(f"Guarded{base.__name__}", (_Guarded, base), {"kind": kind})
+
+
+_KINDS = {
+    str: "text",
+    int: "int",
+    float: "float",
+    bool: "enum",
+    ChannelType.LONG: "int",
+    ChannelType.DOUBLE: "float",
+    ChannelType.ENUM: "enum",
+}
 
 
 class RigPVGroup(PVGroup):
     """PVGroup whose writable PVs report refusals to the root group's message PV."""
 
+    access_rules: AccessRules | None = None  # set on the root group; None: as caproto does
+
     type_map: ClassVar[dict] = {
         **PVGroup.type_map,
-        float: GuardedDouble,
-        int: GuardedInteger,
-        bool: GuardedBoolEnum,
-        ChannelType.DOUBLE: GuardedDouble,
-        ChannelType.LONG: GuardedInteger,
-        ChannelType.ENUM: GuardedEnum,
+        **{t: _guarded(kind, PVGroup.type_map[t]) for t, kind in _KINDS.items()},
+    }
+    type_map_read_only: ClassVar[dict] = {
+        **PVGroup.type_map_read_only,
+        **{t: _guarded(kind, PVGroup.type_map_read_only[t]) for t, kind in _KINDS.items()},
     }
 
     @property
