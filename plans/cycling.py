@@ -309,9 +309,15 @@ def run_step(
             reason = f"held {source.duration:g} s"
     else:
         step_type = planned.cycler.kind
+        period = getattr(source, "period", None)  # "(1 minute period)": this step only
+        if period is not None:
+            usual = yield from bps.rd(rig.cycler.log_period)
+            yield from bps.mv(rig.cycler.log_period, period)
         status = yield from bps.abs_set(rig.cycler, planned.cycler, group=group)
         yield from bps.checkpoint()  # a rewind must not start the step twice
         yield from run_until_done(*wait)
+        if period is not None:
+            yield from bps.mv(rig.cycler.log_period, usual)
         reason = getattr(status, "reason", "")
         interruptions = "; ".join(getattr(status, "interruptions", []))
         step_time = yield from bps.rd(rig.cycler.step_time, default_value=0.0)
@@ -428,6 +434,7 @@ def rig_limits(rig: Rig, capacity: float) -> RigLimits:
     v_min, v_max = rig.cycler.voltage_sp.limits
     _, i_max = rig.cycler.current_sp.limits
     _, ramp_max = rig.press.ramp_rate.limits
+    period_min, period_max = rig.cycler.log_period.limits
     return RigLimits(
         max_pressure=float(rig.press.max_pressure.get()),
         max_ramp_rate=float(ramp_max) or RigLimits.max_ramp_rate,
@@ -435,6 +442,8 @@ def rig_limits(rig: Rig, capacity: float) -> RigLimits:
         v_max=float(v_max),
         i_max=float(i_max),
         capacity_mAh=capacity,
+        log_period_min=float(period_min) or RigLimits.log_period_min,
+        log_period_max=float(period_max) or RigLimits.log_period_max,
     )
 
 

@@ -63,6 +63,12 @@ RATE_UNITS = {"MPa/s": 1.0, "MPa/min": 1 / 60, "kPa/s": 1e-3}
 FREQUENCY_UNITS = {"Hz": 1.0, "mHz": 1e-3, "kHz": 1e3, "MHz": 1e6}
 SYMBOL = {"current": "A", "voltage": "V", "power": "W", "resistance": "Ohm"}
 
+# Resource limits: a protocol is checked before anything is built from it.
+MAX_STEPS = 1_000_000  # steps once repeats are unrolled (a 1,000-cycle test has ~10,000)
+MAX_DEPTH = 10  # nested Repeat blocks
+MAX_DURATION = 5 * 365.25 * 86400.0  # s: five years, longer than any cell test
+MAX_CHARACTERS = 1_000_000  # protocol text
+
 
 class ProtocolError(ValueError):
     """A protocol that cannot be used; says where (line, column) and what was expected."""
@@ -218,6 +224,15 @@ class Protocol:
         """Every step in execution order, repeats unrolled."""
         return list(_unroll(self.steps))
 
+    @property
+    def expanded_steps(self) -> int:
+        """How many steps :meth:`flat` gives, counted without unrolling."""
+        return _expanded(self.steps)
+
+
+def _expanded(steps) -> int:
+    return sum(s.count * _expanded(s.steps) if isinstance(s, Repeat) else 1 for s in steps)
+
 
 def _unroll(steps):
     for step in steps:
@@ -284,12 +299,17 @@ class _Cursor:
             return token.text.lower()
         return None
 
-    def number(self, what: str = "a number") -> float:
+    def number(self, what: str = "a number", positive: bool = False) -> float:
         token = self.peek()
         if token is None or token.kind != "number":
             raise self.fail(what)
         self.i += 1
-        return float(token.text)
+        value = float(token.text)
+        if not math.isfinite(value):
+            raise ProtocolError(self.line, token.column, f"{token.text} is not a finite number")
+        if positive and not value > 0:
+            raise ProtocolError(self.line, token.column, f"{what} must be above 0")
+        return value
 
     def unit(self, table: dict[str, float | tuple], what: str):
         token = self.peek()
@@ -308,16 +328,23 @@ def _amount(cur: _Cursor) -> Quantity:
     if token is not None and token.kind == "crate":
         cur.i += 1
         text = token.text
-        value = 1.0 / float(text[2:]) if text.startswith("C/") else float(text[:-1])
-        return Quantity("c_rate", value)
-    value = cur.number("a current, C-rate, voltage, power or resistance")
+        number = float(text[2:] if text.startswith("C/") else text[:-1])
+        if not (math.isfinite(number) and number > 0):
+            raise ProtocolError(cur.line, token.column, f"{text} is not a C-rate above 0")
+        return Quantity("c_rate", 1.0 / number if text.startswith("C/") else number)
+    value = cur.number("a current, C-rate, voltage, power or resistance", positive=True)
     kind, factor = cur.unit(ELECTRO_UNITS, "current, voltage, power or resistance")
     return Quantity(kind, value * factor)
 
 
 def _duration(cur: _Cursor) -> float:
-    value = cur.number("a duration")
-    return value * cur.unit(TIME_UNITS, "time")
+    column = cur.peek().column if cur.peek() else cur.end_column
+    seconds = cur.number("a duration", positive=True) * cur.unit(TIME_UNITS, "time")
+    if seconds > MAX_DURATION:
+        raise ProtocolError(
+            cur.line, column, f"{seconds / 86400 / 365.25:.3g} years is longer than 5 years"
+        )
+    return seconds
 
 
 def _electro(cur: _Cursor, action: str, line: int) -> Electro:
@@ -360,7 +387,7 @@ def _pressure_step(cur: _Cursor, action: str, line: int) -> PressureStep:
     rate = duration = None
     if action == "ramp":
         cur.word("at")
-        rate = cur.number("a ramp rate") * cur.unit(RATE_UNITS, "pressure rate")
+        rate = cur.number("a ramp rate", positive=True) * cur.unit(RATE_UNITS, "pressure rate")
     elif action == "hold":
         cur.word("for")
         duration = _duration(cur)
@@ -371,10 +398,13 @@ def _pressure_step(cur: _Cursor, action: str, line: int) -> PressureStep:
 def _impedance(cur: _Cursor, line: int) -> Impedance:
     cur.word("impedance")
     cur.word("from")
-    f_start = cur.number("a frequency") * cur.unit(FREQUENCY_UNITS, "frequency")
+    f_start = cur.number("a frequency", positive=True) * cur.unit(FREQUENCY_UNITS, "frequency")
     cur.word("to")
-    f_end = cur.number("a frequency") * cur.unit(FREQUENCY_UNITS, "frequency")
+    column = cur.peek().column if cur.peek() else cur.end_column
+    f_end = cur.number("a frequency", positive=True) * cur.unit(FREQUENCY_UNITS, "frequency")
     cur.done()
+    if f_end == f_start:
+        raise ProtocolError(line, column, "an impedance sweep needs two different frequencies")
     return Impedance(f_start, f_end, line=line)
 
 
@@ -393,8 +423,37 @@ def _step(cur: _Cursor, line: int) -> Step:
     return _electro(cur, first, line)
 
 
-def parse(text: str) -> Protocol:
-    """Parse protocol text; raises :class:`ProtocolError` at the first problem."""
+def read_protocol(data: bytes | str) -> str:
+    """Protocol text from a file's bytes: refuses binary or undecodable input, where it is."""
+    if isinstance(data, str):
+        return data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as ex:
+        bad, why = ex.start, "not UTF-8"
+    else:
+        bad, why = data.find(b"\0"), "a NUL byte"
+    if bad >= 0:
+        line, column = _position(data, bad)
+        raise ProtocolError(line, column, f"not a text protocol file ({why})")
+    return text
+
+
+def _position(data: bytes, offset: int) -> tuple[int, int]:
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    return data.count(b"\n", 0, offset) + 1, offset - line_start + 1
+
+
+def parse(text: str | bytes) -> Protocol:
+    """Parse protocol text; raises :class:`ProtocolError` at the first problem.
+
+    Resource limits hold before anything is built: at most ``MAX_CHARACTERS`` of text,
+    ``MAX_DEPTH`` nested repeats and ``MAX_STEPS`` steps once repeats are unrolled."""
+    text = read_protocol(text)
+    if len(text) > MAX_CHARACTERS:
+        raise ProtocolError(
+            1, 1, f"a protocol of {len(text):,} characters; at most {MAX_CHARACTERS:,}"
+        )
     stack: list[tuple[int, list]] = []  # (indent, steps) of each open block, root first
     expect_block = False
     last_line = 0
@@ -419,12 +478,18 @@ def parse(text: str) -> Protocol:
         expect_block = False
         cur = _Cursor(body, number, indent)
         if cur.peek() and cur.peek().text.lower() == "repeat":
+            if len(stack) > MAX_DEPTH:
+                raise ProtocolError(
+                    number, indent + 1, f"Repeat blocks nested more than {MAX_DEPTH} deep"
+                )
             cur.i += 1
             count = cur.number("a repeat count")
             if count < 1 or not float(count).is_integer():
                 raise ProtocolError(
                     number, cur.tokens[1].column, "repeat count must be a whole number >= 1"
                 )
+            if count > MAX_STEPS:
+                raise ProtocolError(number, cur.tokens[1].column, _too_many(count))
             cur.word("times", "time")
             if not cur.accept(":"):
                 raise cur.fail("':'")
@@ -440,14 +505,29 @@ def parse(text: str) -> Protocol:
         raise ProtocolError(1, 1, "the protocol has no steps")
     while len(stack) > 1:
         _close(stack)
-    return Protocol(tuple(stack[0][1]))
+    protocol = Protocol(tuple(stack[0][1]))
+    if protocol.expanded_steps > MAX_STEPS:
+        raise ProtocolError(last_line, 1, f"the protocol {_too_many(protocol.expanded_steps)}")
+    return protocol
+
+
+def _too_many(steps: float) -> str:
+    return (
+        f"expands to {steps:,.0f} steps; at most {MAX_STEPS:,} "
+        f"(years of cycling): split it into several protocols"
+    )
 
 
 def _close(stack) -> None:
+    """End the innermost Repeat block; refuse it if it unrolls to too many steps."""
     _, steps = stack.pop()
     parent = stack[-1][1]
     header = parent[-1]
-    parent[-1] = Repeat(header.count, tuple(steps), line=header.line)
+    block = Repeat(header.count, tuple(steps), line=header.line)
+    expanded = _expanded((block,))
+    if expanded > MAX_STEPS:
+        raise ProtocolError(header.line, 1, f"Repeat {header.count} times {_too_many(expanded)}")
+    parent[-1] = block
 
 
 # --- checks against the rig, and a summary ---------------------------------------------------
@@ -461,6 +541,8 @@ class RigLimits:
     v_max: float = 4.5
     i_max: float = 0.02  # A
     capacity_mAh: float = 2.0  # to turn C-rates into currents
+    log_period_min: float = 0.01  # s, the cycler's logging period range
+    log_period_max: float = 86400.0
 
 
 def current_of(quantity: Quantity, capacity_mAh: float) -> float:
@@ -508,6 +590,9 @@ def check(protocol: Protocol, limits: RigLimits) -> None:
                     refuse(f"until {u.quantity} outside {limits.v_min:g}..{limits.v_max:g} V")
             if step.duration is not None and not step.duration > 0:
                 refuse("a duration must be positive")
+            lo, hi = limits.log_period_min, limits.log_period_max
+            if step.period is not None and not lo <= step.period <= hi:
+                refuse(f"logging period {step.period:g} s outside {lo:g}..{hi:g} s")
 
 
 def _all_steps(steps):
@@ -544,18 +629,37 @@ def summarize(
     T; a C-rate step until a voltage takes 1/C hours (a full charge or discharge); a CV
     hold until a current takes 1 h; a ramp takes |dP|/rate; an impedance sweep a few
     periods of each frequency (10 points per decade)."""
-    duration, samples, pressure = 0.0, 0, 0.0
-    flat = protocol.flat()
-    for step in flat:
+    duration, samples, _ = _tally(protocol.steps, limits, log_period, 0.0, {})
+    repeats = [s for s in protocol.steps if isinstance(s, Repeat)]
+    cycles = max((r.count for r in repeats), default=1)
+    steps = protocol.expanded_steps
+    return Summary(steps, cycles, duration, samples, samples * columns * 8)
+
+
+def _tally(steps, limits: RigLimits, log_period: float, pressure: float, memo: dict):
+    """(duration s, samples, pressure after) of ``steps`` started at ``pressure``, with
+    repeats multiplied out rather than unrolled: every iteration after the first starts
+    where the first ended, so two tallies of a block give them all."""
+    key = (id(steps), pressure)
+    if key in memo:
+        return memo[key]
+    duration, samples, start = 0.0, 0, pressure
+    for step in steps:
+        if isinstance(step, Repeat):
+            t, n, pressure = _tally(step.steps, limits, log_period, pressure, memo)
+            if step.count > 1:
+                t2, n2, pressure = _tally(step.steps, limits, log_period, pressure, memo)
+                t, n = t + (step.count - 1) * t2, n + (step.count - 1) * n2
+            duration, samples = duration + t, samples + n
+            continue
         t = _estimate(step, limits, pressure)
         if isinstance(step, PressureStep):
             pressure = step.pressure
         duration += t
         period = getattr(step, "period", None) or log_period
         samples += math.ceil(t / period) + 1
-    repeats = [s for s in protocol.steps if isinstance(s, Repeat)]
-    cycles = max((r.count for r in repeats), default=1)
-    return Summary(len(flat), cycles, duration, samples, samples * columns * 8)
+    memo[(id(steps), start)] = duration, samples, pressure
+    return duration, samples, pressure
 
 
 def _estimate(step: Step, limits: RigLimits, pressure: float) -> float:

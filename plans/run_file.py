@@ -17,7 +17,10 @@ from .protocol import ProtocolError, parse, summarize
 
 def read_cell(path: str) -> dict[str, Any]:
     """A cell description from a TOML or JSON file (the fields of ``CELL_FIELDS``)."""
-    text = Path(path).read_text()
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise MetadataError(f"{path}: not a text (UTF-8 TOML/JSON) cell description") from None
     try:
         return json.loads(text) if path.endswith(".json") else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as ex:
@@ -45,7 +48,7 @@ def run_file(
     from .session import start_session
 
     try:
-        protocol = parse(Path(path).read_text())
+        protocol = parse(Path(path).read_bytes())
     except OSError as ex:
         print(f"ssb run: cannot read {path}: {ex.strerror}", file=sys.stderr)
         return 2

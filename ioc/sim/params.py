@@ -27,16 +27,30 @@ class CellFileError(ValueError):
     """A cell file that cannot be used; the message names the offending key."""
 
 
-def _q(unit: str, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False):
-    """Declare a quantity field: canonical unit and the physically possible range."""
-    return field(metadata={"unit": unit, "lo": lo, "hi": hi, "lo_open": lo_open})
+MAX_FILE_BYTES = 1_000_000  # a cell file is a page of TOML
+SAMPLE_BYTES = 14 * 8  # one logged cycler sample held in the IOC
+
+
+def _q(
+    unit: str,
+    lo: float = -math.inf,
+    hi: float = math.inf,
+    *,
+    lo_open: bool = False,
+    why: str = "",
+):
+    """Declare a quantity field: canonical unit, the possible (or plausible) range and,
+    where the range is a plausibility bound rather than physics, the reason for it."""
+    return field(metadata={"unit": unit, "lo": lo, "hi": hi, "lo_open": lo_open, "why": why})
 
 
 @dataclass(frozen=True)
 class CellSection:
     name: str = field(metadata={"kind": "str"})
     chemistry: str = field(metadata={"kind": "choice", "choices": CHEMISTRIES})
-    area: float = _q("cm**2", 0, 100, lo_open=True)
+    area: float = _q(
+        "cm**2", 0.01, 100, why="lab cells are 1 mm^2 to 100 cm^2 (a 10 mm pellet: 0.785)"
+    )
     capacity: float = _q("mAh", 0, 1e5, lo_open=True)
     initial_soc: float = _q("", 0, 1)
 
@@ -89,7 +103,9 @@ class LoadCellSection:
     noise: float = _q("N", 0, 1e4)
     zero_offset: float = _q("N", -1e5, 1e5)
     drift_rate: float = _q("N/s", -10, 10)
-    sample_rate: float = _q("Hz", 0, 1e6, lo_open=True)
+    sample_rate: float = _q(
+        "Hz", 0, 1e4, lo_open=True, why="the simulation steps the loop at this rate"
+    )
 
 
 @dataclass(frozen=True)
@@ -119,13 +135,18 @@ class CyclerSection:
     i_max: float = _q("A", 0, 10, lo_open=True)
     log_period: float = _q("s", 0, 1e6, lo_open=True)
     log_dv: float = _q("V", 0, 10)
-    buffer_size: float = _q("", 100, 1e8)
+    buffer_size: float = _q(
+        "",
+        100,
+        1e6,
+        why=f"each sample holds {SAMPLE_BYTES} bytes in the IOC: 1e6 samples = 112 MB",
+    )
 
 
 @dataclass(frozen=True)
 class SimulationSection:
-    cell_step: float = _q("s", 0, 60, lo_open=True)
-    chunk: float = _q("s", 0, 60, lo_open=True)
+    cell_step: float = _q("s", 0.01, 60, why="finer steps cost time, not accuracy")
+    chunk: float = _q("s", 0.001, 60, why="finer checks cost time, not safety")
 
 
 @dataclass(frozen=True)
@@ -202,8 +223,10 @@ def _check_range(key: str, x: float, meta: dict) -> None:
     if not math.isfinite(x):
         raise CellFileError(f"{key}: must be finite, got {x}")
     if x < lo or (lo_open and x == lo) or x > hi:
-        low = f"> {lo}" if lo_open else f">= {lo}"
-        raise CellFileError(f"{key}: {x:g} {meta['unit']} is impossible (needs {low}, <= {hi:g})")
+        low = f"> {lo:g}" if lo_open else f">= {lo:g}"
+        why = f": {meta['why']}" if meta.get("why") else ""
+        unit = f" {meta['unit']}" if meta["unit"] else ""
+        raise CellFileError(f"{key}: {x:g}{unit} is impossible (needs {low}, <= {hi:g}){why}")
 
 
 def _build_section(name: str, cls: type, raw: dict, canonical: bool) -> Any:
@@ -266,12 +289,41 @@ def _check_consistency(p: RigParams) -> None:
             "controller.period: the loop cannot run faster than the load cell "
             f"samples ({lc.sample_rate:g} Hz)"
         )
+    area_m2 = p.cell.area * 1e-4
+    if lc.noise / area_m2 / 1e6 >= lim.settle_tolerance:
+        raise CellFileError(
+            f"cell.area: {p.cell.area:g} cm^2 turns the load cell's {lc.noise:g} N noise "
+            f"into {lc.noise / area_m2 / 1e6:.3g} MPa, above the settle tolerance "
+            f"({lim.settle_tolerance:g} MPa): the press could never settle"
+        )
+    if abs(lc.zero_offset) / area_m2 / 1e6 >= lim.over_pressure:
+        raise CellFileError(
+            f"cell.area: {p.cell.area:g} cm^2 turns the load cell's {lc.zero_offset:g} N "
+            f"zero offset into {abs(lc.zero_offset) / area_m2 / 1e6:.3g} MPa, above the "
+            f"over-pressure interlock ({lim.over_pressure:g} MPa)"
+        )
+    if not float(p.cycler.buffer_size).is_integer():
+        raise CellFileError("cycler.buffer_size: must be a whole number of samples")
     if p.simulation.chunk > p.simulation.cell_step:
         raise CellFileError("simulation.chunk: must not exceed simulation.cell_step")
     if p.cycler.v_min >= p.cycler.v_max:
         raise CellFileError("cycler.v_min: must be below cycler.v_max")
     if lim.ramp_rate > lim.max_ramp_rate:
         raise CellFileError("limits.ramp_rate: exceeds limits.max_ramp_rate")
+
+
+def _read_text(path: Path) -> str:
+    """A cell file's text; binary, non-UTF-8 or oversized files get one line that says so."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise CellFileError(f"{path}: {path.stat().st_size:,} bytes is not a cell file")
+        return path.read_bytes().decode("utf-8")
+    except OSError as ex:
+        raise CellFileError(f"cannot read cell file {path}: {ex.strerror}") from None
+    except UnicodeDecodeError as ex:
+        raise CellFileError(
+            f"{path}: not a text cell file (byte {ex.start} is not UTF-8; save it as UTF-8 TOML)"
+        ) from None
 
 
 def _read_toml(text: str, source: str) -> dict:
@@ -300,10 +352,7 @@ def load_cell_file(name_or_path: str | Path) -> RigParams:
     """Load a preset by name (``si-nmc``) or a TOML cell file by path, validated."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
-        try:
-            text = path.read_text()
-        except OSError as ex:
-            raise CellFileError(f"cannot read cell file {path}: {ex.strerror}") from None
+        text = _read_text(path)
         source = str(path)
     elif str(name_or_path) in preset_names():
         text = resources.files(__package__).joinpath(f"presets/{name_or_path}.toml").read_text()
