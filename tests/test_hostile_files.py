@@ -57,7 +57,7 @@ def test_hostile_protocols_are_refused_where_they_fail_within_a_second(text, lin
 
 
 def test_logging_periods_are_checked_against_the_rig_before_a_run():
-    with pytest.raises(ProtocolError, match="logging period 0.001 s outside 0.01..86400 s"):
+    with pytest.raises(ProtocolError, match=re.escape("logging period 0.001 s outside 0.01")):
         check(parse("Rest for 1 hour (0.001 seconds period)\n"), RigLimits())
     check(parse("Rest for 1 hour (1 second period)\n"), RigLimits())
 
