@@ -49,7 +49,7 @@ SAMPLE_UNITS = {
 }
 
 
-class Reaction(str, Enum):
+class Reaction(str, Enum):  # noqa: UP042 - str() of a member stays "Reaction.LOG"
     LOG = "log"
     READ = "read"
     PAUSE = "pause"

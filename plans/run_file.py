@@ -6,10 +6,9 @@ import getpass
 import json
 import logging
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from .metadata import MetadataError
 from .protocol import ProtocolError, parse, summarize

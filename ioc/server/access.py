@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import re
 import socket
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
 from caproto import AccessRights
 
 GROUPS = ("Rig", "Press", "LC", "Cyc", "Evt", "Diag")

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from caproto.server import pvproperty
-
 from ssb_ioc.sim.cycler import SampleBuffer
 
-from .pvs import RigPVGroup, publish, reading, setting
+from .pvs import RigPVGroup, array, publish, reading, setting
 
 ROWS_READ = 140_000  # elements per bulk read (10,000 cycler samples of 14 fields)
 
@@ -32,15 +30,7 @@ class RowBufferGroup(RigPVGroup):
     oldest_seq_rb = reading("OldestSeq-RB", "", 0.0, 1e15, "Oldest row held", 0)
     read_from_sp = setting("ReadFrom-SP", "", 0.0, 1e15, "Fill Rows-RB from this seq", 0)
     count_rb = reading("Count-RB", "", 0.0, 1e6, "Rows in Rows-RB", 0)
-    rows_rb = pvproperty(
-        name="Rows-RB",
-        value=[0.0],
-        dtype=float,
-        max_length=ROWS_READ,
-        read_only=True,
-        alarm_group="Rows-RB",
-        doc="Rows of the buffer, flattened (one read)",
-    )
+    rows_rb = array("Rows-RB", "", "Rows of the buffer, flattened (one read)", ROWS_READ)
 
     def buffer(self) -> SampleBuffer:
         raise NotImplementedError

@@ -8,10 +8,20 @@ the stalls (see docs/benchmarks.md for the measured put latency with and without
 
 Access rules (:mod:`.access`) see the address a client connects from as its host, never
 the host name it claims.
+
+Two caproto 1.3 server faults met under many monitoring clients are fixed here, because a
+client coming and going must never cost the IOC memory or its life:
+
+- a circuit's send task waits with ``asyncio.wait_for``, which on Python 3.11 can swallow
+  the cancellation that closes a departed client's circuit: the circuit lived on with the
+  updates it held (3 to 6 of 10 circuits, 440 to 760 MB);
+- the server's one fan-out task iterates a subscription list that a disconnecting client
+  changes meanwhile (``deque mutated during iteration``), which shut the whole IOC down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 
@@ -29,6 +39,13 @@ class PeerAddressCircuit(VirtualCircuit):
     def client_hostname(self, claimed: str | None) -> None:
         self.claimed_hostname = claimed  # kept for logs; never trusted
 
+    async def get_from_sub_queue(self, timeout=None):
+        try:
+            async with asyncio.timeout(timeout):  # passes a cancellation on, unlike wait_for
+                return await self.subscription_queue.get()
+        except TimeoutError:
+            return None
+
 
 class RigContext(Context):
     """Server context: peer addresses as hosts; TCP_NODELAY unless ``nodelay=False``."""
@@ -38,6 +55,17 @@ class RigContext(Context):
     def __init__(self, pvdb, interfaces=None, *, nodelay: bool = True):
         super().__init__(pvdb, interfaces)
         self.nodelay = nodelay
+
+    async def _subscription_queue_iteration(self, sub_specs, metadata, values, flags, sub):
+        if sub is not None:  # the first update of a new subscription
+            return await super()._subscription_queue_iteration(
+                sub_specs, metadata, values, flags, sub
+            )
+        for sub_spec in sub_specs:
+            for each in list(self.subscriptions[sub_spec]):  # clients may leave meanwhile
+                await self._subscription_queue_send(
+                    sub_spec, each, metadata=metadata, values=values, flags=flags
+                )
 
     async def tcp_handler(self, client, addr):
         sock = client.writer.get_extra_info("socket")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 
 from caproto import AlarmSeverity, AlarmStatus
-from caproto.server import pvproperty
 
 from ssb_ioc.sim import RigError
 from ssb_ioc.sim.cycler import (
@@ -28,7 +27,7 @@ from ssb_ioc.sim.cycler import (
     Termination,
 )
 
-from .pvs import RigPVGroup, choice, command, publish, reading, setting, text
+from .pvs import RigPVGroup, array, choice, command, publish, reading, setting, text
 
 STEP_TYPES = ["Rest", "CC", "CV", "CCCV", "CP", "CR", "PEIS"]
 TERM_TYPES = ["None", "Voltage", "Current", "Time", "Capacity"]
@@ -53,22 +52,12 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _array(name: str, units: str, doc: str, max_length: int = BUFFER_READ):
-    return pvproperty(
-        name=name,
-        value=[0.0],
-        dtype=float,
-        max_length=max_length,
-        read_only=True,
-        alarm_group=name,
-        units=units,
-        doc=doc,
-    )
-
-
 def _buffer(field: str):
-    return _array(
-        f"Buf:{_camel(field)}-RB", ARRAY_UNITS.get(field, ""), f"Buffered samples: {field}"
+    return array(
+        f"Buf:{_camel(field)}-RB",
+        ARRAY_UNITS.get(field, ""),
+        f"Buffered samples: {field}",
+        BUFFER_READ,
     )
 
 
@@ -144,9 +133,9 @@ class CyclerGroup(RigPVGroup):
     eis_count = reading("EIS:Count-RB", "", 0.0, 1e12, "Spectra measured", 0)
     eis_pressure = reading("EIS:Pressure-RB", "MPa", 0.0, 1e4, "Pressure of the spectrum", 2)
     eis_time = reading("EIS:TestTime-RB", "s", 0.0, 1e12, "Test time of the spectrum", 1)
-    eis_freq = _array("EIS:Freq-RB", "Hz", "Last spectrum: frequency", EIS_MAX_POINTS)
-    eis_z_re = _array("EIS:ZRe-RB", "Ohm", "Last spectrum: Re Z", EIS_MAX_POINTS)
-    eis_z_im = _array("EIS:ZIm-RB", "Ohm", "Last spectrum: Im Z", EIS_MAX_POINTS)
+    eis_freq = array("EIS:Freq-RB", "Hz", "Last spectrum: frequency", EIS_MAX_POINTS)
+    eis_z_re = array("EIS:ZRe-RB", "Ohm", "Last spectrum: Re Z", EIS_MAX_POINTS)
+    eis_z_im = array("EIS:ZIm-RB", "Ohm", "Last spectrum: Im Z", EIS_MAX_POINTS)
     start_cmd = command("Start-Cmd", "Start the step; completes when it ends")
     stop_cmd = command("Stop-Cmd", "End the step: open circuit")
     reset_cmd = command("Reset-Cmd", "Clear a latched safety trip")
@@ -186,7 +175,7 @@ class CyclerGroup(RigPVGroup):
     buf_pressure = _buffer("pressure")
     buf_force = _buffer("force")
     buf_gap = _buffer("gap")
-    buf_rows = _array(
+    buf_rows = array(
         "Buf:Rows-RB",
         "",
         "Buffered samples as rows of all fields, in Buf:*-RB order (one read)",

@@ -6,8 +6,7 @@ caught, kept and followed by full-rate samples whether or not a client is connec
 
 from __future__ import annotations
 
-from caproto import ChannelType
-from caproto.server import SubGroup, pvproperty
+from caproto.server import SubGroup
 
 from ssb_ioc.sim.events import EVENT_FIELDS, EVENT_KINDS, EVENT_UNITS, FAST_FIELDS
 
@@ -53,15 +52,7 @@ def _action(kind: str):
         group.rig.set_event_action(kind, ACTIONS[value])
         return value
 
-    return pvproperty(
-        name=f"{name}Action-SP",
-        value="Log",
-        dtype=ChannelType.ENUM,
-        enum_strings=list(ACTIONS),
-        doc=f"What the IOC does on {kind}",
-        alarm_group=f"{name}Action-SP",
-        put=put,
-    )
+    return choice(f"{name}Action-SP", list(ACTIONS), f"What the IOC does on {kind}", put=put)
 
 
 class EventsGroup(RigPVGroup):

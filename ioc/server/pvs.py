@@ -142,6 +142,13 @@ class RigPVGroup(PVGroup):
         return self.root.backend
 
 
+# Updates each monitor may hold in the IOC (caproto keeps the last N of every subscription,
+# sent or not). A client further behind misses intermediate values, as with EPICS' rsrv;
+# memory stays bounded whatever the clients do (docs/benchmarks.md: monitor_memory).
+SCALAR_BACKLOG = 100  # 5 s of 20 Hz readbacks
+ARRAY_BACKLOG = 1  # bulk arrays: only the newest matters (our clients read them with get)
+
+
 def limits(lo: float, hi: float) -> dict[str, float]:
     """Control and display limits (caproto refuses puts outside the control limits)."""
     return {
@@ -161,6 +168,7 @@ def _numeric(name: str, units: str, lo: float, hi: float, doc: str, precision: i
         precision=precision,
         doc=doc,
         alarm_group=name,
+        max_subscription_backlog=SCALAR_BACKLOG,
         **limits(lo, hi),
         **kwargs,
     )
@@ -202,16 +210,25 @@ def text(name: str, doc: str, writable: bool = False):
         read_only=not writable,
         doc=doc,
         alarm_group=name,
+        max_subscription_backlog=SCALAR_BACKLOG,
     )
 
 
 def command(name: str, doc: str):
     """A push-button PV: write 1 to act."""
-    return pvproperty(name=name, value=0, dtype=int, doc=doc, alarm_group=name, **limits(0, 1))
+    return pvproperty(
+        name=name,
+        value=0,
+        dtype=int,
+        doc=doc,
+        alarm_group=name,
+        max_subscription_backlog=SCALAR_BACKLOG,
+        **limits(0, 1),
+    )
 
 
-def choice(name: str, choices: list[str], doc: str, read_only: bool = False):
-    """An enum PV (mbbo/mbbi-like)."""
+def choice(name: str, choices: list[str], doc: str, read_only: bool = False, **kwargs):
+    """An enum PV (mbbo/mbbi-like); ``kwargs`` go to pvproperty (``put=...``)."""
     return pvproperty(
         name=name,
         value=choices[0],
@@ -220,6 +237,23 @@ def choice(name: str, choices: list[str], doc: str, read_only: bool = False):
         read_only=read_only,
         doc=doc,
         alarm_group=name,
+        max_subscription_backlog=SCALAR_BACKLOG,
+        **kwargs,
+    )
+
+
+def array(name: str, units: str, doc: str, max_length: int):
+    """A read-only float array (bulk reads); a monitor of it holds only the newest value."""
+    return pvproperty(
+        name=name,
+        value=[0.0],
+        dtype=float,
+        max_length=max_length,
+        read_only=True,
+        alarm_group=name,
+        units=units,
+        doc=doc,
+        max_subscription_backlog=ARRAY_BACKLOG,
     )
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 CHEMISTRIES = ("nmc-si", "nmc-li", "nmc-liin")
 
