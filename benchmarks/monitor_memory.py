@@ -2,6 +2,7 @@
 
     pip install -e ".[bench]"    # psutil
     python benchmarks/monitor_memory.py [--clients 10] [--rounds 6] [--slow] [--stuck N]
+        [--figure docs/figures/monitor_memory.png]
 
 Reproduces a report: ten clients monitoring every PV (the three 140,000-element
 ``Rows-RB`` arrays among them) grew the IOC from 85 to 298 MB over six rounds, never
@@ -24,7 +25,8 @@ that every client must receive) and after the clients have disconnected (and the
 RSS has settled). "updates handled" counts the clients' callbacks since the row before.
 A thread samples the IOC's and the clients' RSS every 0.25 s for the peaks; if together
 they pass ``--max-total-mb`` it kills the clients (and the IOC if it alone is over) and
-the run ends early: a guard for the machine, reported under the table.
+the run ends early: a guard for the machine, reported under the table. ``--figure PATH``
+plots the IOC's sampled RSS against the table's wall time, the rounds shaded (a PNG).
 
 The clients' sockets get a 256 kB receive buffer (``--client-rcvbuf``; 0 = the kernel's
 autotuning, up to 32 MB here): caproto's threading client parses each read by slicing
@@ -250,12 +252,14 @@ class Sampler(threading.Thread):
         self.client_pids: list[int] = []
         self.killed = ""
         self.peak_ioc = self.peak_client = 0.0
+        self.samples: list[tuple[float, float]] = []  # (time.monotonic(), IOC RSS MB)
         self.over = threading.Event()
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(SAMPLE_PERIOD):
             ioc = rss_mb(self.ioc_pid)
+            self.samples.append((time.monotonic(), ioc))
             clients = [rss_mb(pid) for pid in list(self.client_pids)]
             self.peak_ioc = max(self.peak_ioc, ioc)
             self.peak_client = max(self.peak_client, *clients, 0.0)
@@ -348,6 +352,7 @@ def parse_args() -> argparse.Namespace:
         help="clients' socket receive buffer (0: the kernel's autotuning, see above)",
     )
     parser.add_argument("--connect-timeout", type=float, default=60.0)
+    parser.add_argument("--figure", metavar="PATH", help="write a PNG of the IOC's RSS here")
     parser.add_argument("--client", metavar="PREFIX", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -383,6 +388,7 @@ def main() -> None:
     )
     clients: list[Client] = []
     table: list[tuple] = []
+    rounds: list[tuple[float, float]] = []  # (start, end) of each round, s since t0
     notes: list[str] = []
     client_logs: list[str] = []
     context = Context()
@@ -455,6 +461,7 @@ def main() -> None:
             c.freeze(True)
         for k in range(1, args.rounds + 1):
             cycles = 0
+            round_start = time.monotonic() - t0
             end = time.monotonic() + (args.round_seconds or float("inf"))
             try:
                 while not sampler.over.is_set() and (
@@ -471,6 +478,7 @@ def main() -> None:
                 if ioc_alive():
                     raise
                 notes.append(f"round {k}: put failed ({type(ex).__name__})")
+            rounds.append((round_start, time.monotonic() - t0))
             row(f"round {k}", cycles)
             if not ioc_alive():
                 break
@@ -520,6 +528,9 @@ def main() -> None:
         print(note)
     summarize_log("IOC log", ioc.stderr)
     summarize_log(f"client logs ({len(client_logs)} clients)", "\n".join(client_logs))
+    if args.figure and sampler is not None:
+        samples = [(t - t0, mb) for t, mb in sampler.samples if t >= t0]
+        plot(args.figure, samples, rounds, table, args)
 
 
 HEADER = (
@@ -574,6 +585,51 @@ def print_table(table: list[tuple], args: argparse.Namespace) -> None:
             f"IOC once the clients left: {mb['clients gone'] - mb['before clients']:+.0f} MB "
             "against before clients"
         )
+
+
+def plot(path: str, samples, rounds, table: list[tuple], args: argparse.Namespace) -> None:
+    """IOC RSS against wall time since the table's zero, the rounds shaded, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=120, layout="tight")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot(*zip(*samples, strict=True), lw=1.2, label="IOC RSS (every 0.25 s)")
+    for k, (start, end) in enumerate(rounds, 1):
+        ax.axvspan(start, end, color="C0" if k % 2 else "C2", alpha=0.12, lw=0)
+        ax.text(
+            (start + end) / 2,
+            0.98,
+            f"round {k}",
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="top",
+            fontsize=8,
+            rotation=90 if len(rounds) > 8 else 0,
+        )
+    for label, wall, _, mb, *_ in table:
+        if label in ("subscribed", "clients gone") and mb is not None:
+            marker, color = ("^", "C1") if label == "subscribed" else ("v", "C3")
+            ax.plot(wall, mb, marker, color=color, ms=8, label=label)
+    ax.set_ylim(0, 1.2 * max(mb for _, mb in samples))
+    ax.set_xlim(left=0)
+    ax.ticklabel_format(useOffset=False, style="plain")
+    ax.set_xlabel("wall time since the start of the run (s)")
+    ax.set_ylabel("IOC resident memory (MB)")
+    clients = f"{args.clients} {'slow' if args.slow else 'normal'} clients"
+    if args.stuck:
+        clients += f" ({args.stuck} stuck)"
+    per_round = f"{args.round_seconds:g} s" if args.round_seconds else f"{args.cycles} cycles"
+    ax.set_title(
+        f"IOC memory, {clients} monitoring every PV, {args.rounds} rounds of {per_round}",
+        fontsize=10,
+    )
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path)
+    print(f"figure: {path}")
 
 
 def summarize_log(title: str, text: str) -> None:

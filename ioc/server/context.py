@@ -9,12 +9,13 @@ the stalls (see docs/benchmarks.md for the measured put latency with and without
 Access rules (:mod:`.access`) see the address a client connects from as its host, never
 the host name it claims.
 
-Two caproto 1.3 server faults met under many monitoring clients are fixed here, because a
+Three caproto 1.3 server faults met under many monitoring clients are fixed here, because a
 client coming and going must never cost the IOC memory or its life:
 
 - a circuit's send task waits with ``asyncio.wait_for``, which on Python 3.11 can swallow
   the cancellation that closes a departed client's circuit: the circuit lived on with the
   updates it held (3 to 6 of 10 circuits, 440 to 760 MB);
+- closing a killed client's circuit raised "await wasn't used with future" (logged);
 - the server's one fan-out task iterates a subscription list that a disconnecting client
   changes meanwhile (``deque mutated during iteration``), which shut the whole IOC down.
 """
@@ -38,6 +39,15 @@ class PeerAddressCircuit(VirtualCircuit):
     @client_hostname.setter
     def client_hostname(self, claimed: str | None) -> None:
         self.claimed_hostname = claimed  # kept for logs; never trusted
+
+    async def _on_disconnect(self):
+        """Stop the send task without awaiting it bare: caproto's ``await task`` raised
+        "await wasn't used with future" when a client was killed mid-traffic."""
+        task, self._sub_task = self._sub_task, None
+        await super()._on_disconnect()
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)
 
     async def get_from_sub_queue(self, timeout=None):
         try:
