@@ -22,7 +22,11 @@ D, L, S = ChannelType.DOUBLE, ChannelType.LONG, ChannelType.STRING
 
 def hostile_values(kind: str, states: int) -> list[tuple[list, ChannelType, str]]:
     """(data, DBR type, what the message must contain) for a PV of ``kind``."""
-    common = [([b"abc"], S, "'abc'"), ([1.0, 2.0], D, "got 2")]
+    common = [
+        ([b"abc"], S, "'abc'"),
+        ([1.0, 2.0], D, "got 2"),
+        ([1.0], ChannelType.STS_DOUBLE, "plain DBR type"),  # would carry alarm fields
+    ]
     if kind == "enum":
         return [
             ([1e10], D, "not a state index"),
@@ -166,3 +170,18 @@ def test_refusals_leave_the_data_buffer_intact(ioc):
     after = np.asarray(ioc.pv("Cyc:Buf:Seq-RB").read().data)
     np.testing.assert_array_equal(after, before)
     assert np.all(np.diff(after) == 1)
+
+
+def test_check_put_is_a_pure_function_with_the_reason_in_its_error():
+    from ssb_ioc.server.wire import PutRefused, check_put
+
+    modes = ["Off", "Pressure", "Gap"]
+    check_put("enum", [2.0], D, enum_strings=modes)
+    check_put("enum", [b"Gap"], S, enum_strings=modes)
+    check_put("enum", [1], ChannelType.PUT_ACKT, enum_strings=modes)  # alarm ack setting
+    with pytest.raises(PutRefused, match="plain DBR type"):
+        check_put("float", [1.0], ChannelType.CTRL_DOUBLE)
+    with pytest.raises(PutRefused, match="longer than 4"):
+        check_put("text", [b"hello"], S, max_length=4)
+    with pytest.raises(PutRefused, match="expected text"):
+        check_put("text", [1.0], D, max_length=4)

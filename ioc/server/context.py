@@ -85,9 +85,10 @@ class RigContext(Context):
 
 
 def is_loopback(interface: str) -> bool:
+    """Whether serving ``interface`` (an address or a host name) reaches this host only."""
     try:
-        return ipaddress.ip_address(interface).is_loopback
-    except ValueError:
+        return ipaddress.ip_address(socket.gethostbyname(interface)).is_loopback
+    except (OSError, ValueError):
         return False
 
 
@@ -96,7 +97,8 @@ def beacon_addresses(interfaces: list[str]) -> list[str]:
     interface (127.0.0.1 for loopback), never the whole world's 255.255.255.255."""
     import psutil
 
-    served = {ipaddress.ip_address(i) for i in interfaces if not is_loopback(i)}
+    served = {ipaddress.ip_address(socket.gethostbyname(i)) for i in interfaces}
+    served = {a for a in served if not a.is_loopback}
     everything = ipaddress.ip_address("0.0.0.0") in served
     out = ["127.0.0.1"] if everything or len(served) < len(interfaces) else []
     for addresses in psutil.net_if_addrs().values():

@@ -1,9 +1,10 @@
 """Building blocks for the rig's PVs: guarded setpoints, readbacks, metadata helpers.
 
 Each PV gets its own alarm (caproto's default is one alarm shared by a whole group).
-Every writable PV of the rig reports a refused put on the rig's message PV before the
-put fails, so that clients that do not surface a server-side put failure (pyepics'
-``caput``, or a client that only times out) can still read why.
+Every PV checks what a client sends before caproto converts it (:mod:`.wire`) and who
+sends it (:mod:`.access`), and reports a refused put on the rig's message PV with a WRITE
+alarm before the put fails, so that clients that do not surface a server-side put
+failure (pyepics' ``caput``, or a client that only times out) can still read why.
 """
 
 from __future__ import annotations

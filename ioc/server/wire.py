@@ -10,7 +10,9 @@ that is not one plain value of the PV's kind, saying why:
   whole float);
 - a number takes one finite number (a string must parse as one);
 - a whole number (push buttons, counters) takes one finite whole number;
-- text takes a string (or characters) that fits.
+- text takes a string (or characters) that fits;
+- only plain DBR types are written (as EPICS' rsrv): a DBR_CTRL_DOUBLE would otherwise
+  carry new control limits into the PV with its value.
 
 Pure functions: the PV layer (:mod:`.pvs`) calls :func:`check_put` and reports.
 """
@@ -22,6 +24,16 @@ from collections.abc import Sequence
 
 from caproto import ChannelType, native_type
 
+PLAIN_TYPES = (
+    ChannelType.STRING,
+    ChannelType.INT,
+    ChannelType.FLOAT,
+    ChannelType.ENUM,
+    ChannelType.CHAR,
+    ChannelType.LONG,
+    ChannelType.DOUBLE,
+)
+ALARM_ACKS = (ChannelType.PUT_ACKT, ChannelType.PUT_ACKS)  # acknowledgement settings
 NUMERIC_TYPES = (ChannelType.CHAR, ChannelType.INT, ChannelType.LONG, ChannelType.ENUM)
 FLOAT_TYPES = (ChannelType.FLOAT, ChannelType.DOUBLE)
 
@@ -32,12 +44,16 @@ class PutRefused(ValueError):
 
 def shown(data, data_type: ChannelType) -> str:
     """The value as a person would write it, for messages."""
-    values = list(_decoded(data, data_type))
-    if len(values) == 1:
-        return repr(values[0]) if isinstance(values[0], str) else f"{values[0]:g}"
-    if native_type(data_type) == ChannelType.CHAR and len(values) <= 64:
-        return repr(bytes(int(v) & 0xFF for v in values).split(b"\0", 1)[0].decode("latin-1"))
-    return f"an array of {len(values)} values"
+    try:
+        values = list(_decoded(data, data_type))
+        if len(values) == 1:
+            return repr(values[0]) if isinstance(values[0], str) else f"{values[0]:g}"
+        if native_type(data_type) == ChannelType.CHAR and len(values) <= 64:
+            text = bytes(int(v) & 0xFF for v in values).split(b"\0", 1)[0]
+            return repr(text.decode("latin-1"))
+        return f"an array of {len(values)} values"
+    except (TypeError, ValueError):
+        return f"a DBR_{data_type.name} value"
 
 
 def _decoded(data, data_type: ChannelType):
@@ -59,9 +75,11 @@ def check_put(
 ) -> None:
     """Raise :class:`PutRefused` unless ``data`` (as sent, of ``data_type``) is a value a
     PV of ``kind`` ("enum", "float", "int" or "text") can take."""
+    if data_type in ALARM_ACKS:
+        return
+    if data_type not in PLAIN_TYPES:  # a DBR_CTRL_ put would carry limits of its own
+        raise PutRefused(f"DBR_{data_type.name} cannot be written: send a plain DBR type")
     native = native_type(data_type)
-    if data_type in (ChannelType.STSACK_STRING, ChannelType.CLASS_NAME):
-        raise PutRefused(f"{data_type.name} cannot be written")
     values = list(_decoded(data, data_type))
     if kind == "text":
         if native not in (ChannelType.STRING, ChannelType.CHAR):
