@@ -7,6 +7,8 @@ so runs on the same machine never see each other's PVs.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -58,6 +60,17 @@ def start_ioc(context, *args: str, speed: float = 100.0, cell: str = "si-nmc") -
     ioc = RunningIOC(context, cell=cell, speed=speed, seed=1, extra_args=args).start()
     ioc.pv("Rig:Cell-RB")
     return ioc
+
+
+def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` (a command-line entry point) on loopback CA."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **CA_ENV},
+    )
 
 
 def stop_ioc(ioc: RunningIOC) -> int:

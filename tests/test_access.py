@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from caproto import AccessRights, ChannelType
-from conftest import CA_ENV, RunningIOC
+from conftest import RunningIOC, run_cli
 
 from ssb_ioc.server.access import AccessFileError, parse_access
 from ssb_ioc.server.context import beacon_addresses
@@ -67,14 +64,8 @@ def test_beacons_go_to_loopback_when_serving_loopback():
     assert "255.255.255.255" not in beacon_addresses(["0.0.0.0"])
 
 
-def _ioc_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ssb_ioc.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**CA_ENV},
-    )
+def _ioc_cli(*args: str):
+    return run_cli("ssb_ioc.cli", *args)
 
 
 def test_serving_beyond_loopback_without_rules_is_refused():

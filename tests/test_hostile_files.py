@@ -4,11 +4,10 @@ would start an impossible rig. Each is refused at once, naming where and why."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 
 import pytest
+from conftest import run_cli
 
 from ssb_ioc.sim import CellFileError, load_cell_file
 from ssb_plans.protocol import (
@@ -84,13 +83,8 @@ def test_summary_multiplies_repeats_as_unrolling_would():
     assert summary.steps == len(protocol.flat()) == 10
 
 
-def _ssb_run(path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ssb_plans.cli", "run", str(path), "--prefix", "NONE:"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def _ssb_run(path):
+    return run_cli("ssb_plans.cli", "run", str(path), "--prefix", "NONE:")
 
 
 def test_ssb_run_refuses_a_binary_file_in_one_line(tmp_path):
@@ -148,12 +142,7 @@ def test_rig_sections_have_plausibility_bounds(tmp_path, section, words):
 def test_undecodable_cell_files_get_one_line(tmp_path, data):
     path = tmp_path / "cell.toml"
     path.write_bytes(data)
-    result = subprocess.run(
-        [sys.executable, "-m", "ssb_ioc.cli", "--cell", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("ssb_ioc.cli", "--cell", str(path))
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "not a text cell file" in result.stderr

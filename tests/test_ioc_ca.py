@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 from caproto import AlarmSeverity, ChannelType
-from conftest import start_ioc, stop_ioc
+from conftest import run_cli, start_ioc, stop_ioc
 
 pytestmark = pytest.mark.network
 
@@ -150,12 +150,7 @@ def test_sigint_stops_the_ioc_cleanly(ca_context):
 def test_bad_cell_file_is_refused_before_serving(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[cell]\nname = "x"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "ssb_ioc.cli", "--cell", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_cli("ssb_ioc.cli", "--cell", str(bad))
     assert result.returncode == 2
     assert "cell.chemistry: missing" in result.stderr
 

@@ -160,16 +160,21 @@ def limits(lo: float, hi: float) -> dict[str, float]:
     }
 
 
-def _numeric(name: str, units: str, lo: float, hi: float, doc: str, precision: int, **kwargs):
+def _pv(name: str, doc: str, backlog: int = SCALAR_BACKLOG, **kwargs):
+    """A pvproperty with its own alarm and a bounded monitor backlog."""
     return pvproperty(
-        name=name,
+        name=name, doc=doc, alarm_group=name, max_subscription_backlog=backlog, **kwargs
+    )
+
+
+def _numeric(name: str, units: str, lo: float, hi: float, doc: str, precision: int, **kwargs):
+    return _pv(
+        name,
+        doc,
         value=0.0,
         dtype=float,
         units=units,
         precision=precision,
-        doc=doc,
-        alarm_group=name,
-        max_subscription_backlog=SCALAR_BACKLOG,
         **limits(lo, hi),
         **kwargs,
     )
@@ -203,58 +208,38 @@ def reading(name: str, units: str, lo: float, hi: float, doc: str, precision: in
 
 def text(name: str, doc: str, writable: bool = False):
     """A long-string PV (CHAR waveform, read it as a string): messages, names, reasons."""
-    return pvproperty(
-        name=name,
-        value="",
-        dtype=str,
-        max_length=256,
-        read_only=not writable,
-        doc=doc,
-        alarm_group=name,
-        max_subscription_backlog=SCALAR_BACKLOG,
-    )
+    return _pv(name, doc, value="", dtype=str, max_length=256, read_only=not writable)
 
 
 def command(name: str, doc: str):
     """A push-button PV: write 1 to act."""
-    return pvproperty(
-        name=name,
-        value=0,
-        dtype=int,
-        doc=doc,
-        alarm_group=name,
-        max_subscription_backlog=SCALAR_BACKLOG,
-        **limits(0, 1),
-    )
+    return _pv(name, doc, value=0, dtype=int, **limits(0, 1))
 
 
 def choice(name: str, choices: list[str], doc: str, read_only: bool = False, **kwargs):
     """An enum PV (mbbo/mbbi-like); ``kwargs`` go to pvproperty (``put=...``)."""
-    return pvproperty(
-        name=name,
+    return _pv(
+        name,
+        doc,
         value=choices[0],
         dtype=ChannelType.ENUM,
         enum_strings=choices,
         read_only=read_only,
-        doc=doc,
-        alarm_group=name,
-        max_subscription_backlog=SCALAR_BACKLOG,
         **kwargs,
     )
 
 
 def array(name: str, units: str, doc: str, max_length: int):
     """A read-only float array (bulk reads); a monitor of it holds only the newest value."""
-    return pvproperty(
-        name=name,
+    return _pv(
+        name,
+        doc,
+        ARRAY_BACKLOG,
         value=[0.0],
         dtype=float,
         max_length=max_length,
         read_only=True,
-        alarm_group=name,
         units=units,
-        doc=doc,
-        max_subscription_backlog=ARRAY_BACKLOG,
     )
 
 
