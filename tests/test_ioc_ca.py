@@ -214,3 +214,18 @@ def test_the_ioc_exits_when_the_process_that_started_it_is_killed():
     while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)  # polling a condition with a deadline
     assert not _running(pid), "the IOC outlived the process that started it"
+
+
+def test_actual_speed_reports_the_speed_achieved(ioc):
+    """At 100x the simulation keeps up; asked for 100,000x in full-rate sampling it cannot,
+    and says how fast it really goes (it read 0 whatever happened)."""
+    ioc.wait_for(lambda: abs(ioc.get("Rig:ActualSpeed-RB") - 100.0) < 10.0, what="100x")
+    ioc.put("LC:Fast-SP", "On")  # the load cell at 1 kHz: far slower to simulate
+    ioc.put("Rig:Speed-SP", 1e5)
+    ioc.wait_for(lambda: ioc.get("Rig:ActualSpeed-RB") < 5e4, what="the speed to fall")
+    achieved = ioc.get("Rig:ActualSpeed-RB")
+    t0, w0 = ioc.get("Rig:Time-RB"), time.monotonic()
+    ioc.wait_for(lambda: ioc.get("Rig:Time-RB") > t0 + achieved, what="a second of it")
+    rate = (ioc.get("Rig:Time-RB") - t0) / (time.monotonic() - w0)
+    assert 0 < achieved < 1e5
+    assert 0.5 < rate / achieved < 2.0, (rate, achieved)  # says how fast time really runs

@@ -452,6 +452,7 @@ class RigIOC(RigPVGroup):
         force_kn = lc.force / 1e3
         values = {
             self.time_rb: rig.time,
+            self.actual_speed_rb: self._actual_speed,
             self.voltage_rb: rig.cell.voltage,
             pg.pressure_rb: press.pressure,
             pg.demand_rb: press.setpoint,
