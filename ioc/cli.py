@@ -12,6 +12,7 @@ import sys
 
 from .server import RigContext, RigIOC
 from .server.access import AccessFileError, AccessRules, load_access_file
+from .server.autosave import AutosaveFile, default_directory
 from .server.context import beacon_addresses, is_loopback
 from .sim import CellFileError, Rig, load_cell_file, preset_names
 
@@ -52,6 +53,16 @@ def _parser() -> argparse.ArgumentParser:
         help="serve a non-loopback interface without --access: anyone who reaches it may "
         "write (set pressures, start steps)",
     )
+    parser.add_argument(
+        "--autosave",
+        metavar="DIR",
+        default=None,
+        help="save settings and the clock here on change, restore them at start "
+        "(default: $SSB_AUTOSAVE or ~/.local/share/ssb-bluesky/autosave)",
+    )
+    parser.add_argument(
+        "--no-autosave", action="store_true", help="neither restore nor save settings"
+    )
     parser.add_argument("--list-pvs", action="store_true", help="print the PV names at startup")
     parser.add_argument("--no-tcp-nodelay", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -81,8 +92,11 @@ async def serve(
                 task.cancel()
 
         loop.add_reader(sys.stdin.fileno(), on_stdin)
-    with contextlib.suppress(asyncio.CancelledError):
-        await context.run()
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await context.run()
+    finally:
+        ioc.save()  # the clock and the settings as they were at the end
 
 
 def _exposure_refusal(
@@ -136,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         speed=args.speed,
         source=args.cell,
         access_rules=rules,
+        autosave=None
+        if args.no_autosave
+        else AutosaveFile(args.autosave or default_directory(), args.prefix),
     )
     if args.list_pvs:
         print("\n".join(ioc.pvdb), flush=True)

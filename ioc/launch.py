@@ -70,11 +70,14 @@ class IOCProcess:
         seed: int | None = None,
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        autosave: str | os.PathLike | None = None,
     ):
         self.prefix = prefix or random_prefix()
         self.args = ["--prefix", self.prefix, "--cell", cell, "--speed", str(speed)]
         if seed is not None:
             self.args += ["--seed", str(seed)]
+        # throwaway IOCs (tests, demos, random prefixes) save nothing unless asked
+        self.args += ["--autosave", str(autosave)] if autosave else ["--no-autosave"]
         self.args += ["--lifeline", *extra_args]  # exits if we die without stopping it
         self.command = [sys.executable, "-m", "ssb_ioc.cli", *self.args]
         self.env = {**os.environ, **(env or {})}

@@ -15,6 +15,7 @@ from caproto.server import SubGroup
 from ssb_ioc.sim import Mode, Rig, RigError
 
 from .access import AccessRules
+from .autosave import SAVED_PVS, STATE_PERIOD, AutosaveFile, finite_number
 from .cycler import CyclerGroup
 from .diagnostics import DiagnosticsGroup
 from .events import EventsGroup, FastRows
@@ -292,10 +293,14 @@ class RigIOC(RigPVGroup):
         speed: float = 1.0,
         source: str = "",
         access_rules: AccessRules | None = None,
+        autosave: AutosaveFile | None = None,
         **kwargs,
     ):
         self.backend = backend
         self.access_rules = access_rules
+        self.autosave = autosave
+        self._settings_changed = False
+        self._state_saved = time.monotonic()
         self.speed = speed
         self.source = source
         self._moves: list[asyncio.Future] = []
@@ -376,8 +381,66 @@ class RigIOC(RigPVGroup):
         await self.current_sp.write_metadata(**limits(-cyc.i_max, cyc.i_max))
         await self.load_cell.fast_rate_sp.write_metadata(**limits(0.001, lc.sample_rate))
         await self.events.configure()
+        await self.restore()
         await self.update_readbacks()
         await self.cell_rb.write(self.source or p.cell.name)
+
+    # --- autosave -----------------------------------------------------------------------
+    async def restore(self) -> None:
+        """Restore saved settings through the checks of a client's put, then the clock."""
+        if self.autosave is None:
+            return
+        try:
+            saved = self.autosave.load()
+        except ValueError as ex:
+            await self.report(f"autosave: {ex}; using the cell file's settings")
+            print(f"ssb-ioc: autosave: {ex}; using the cell file's settings", flush=True)
+            return
+        values = saved.get("pvs", {}) if isinstance(saved.get("pvs"), dict) else {}
+        restored = 0
+        for name in SAVED_PVS:
+            if name in values:
+                try:
+                    await self.pvdb[self.prefix + name].write(values[name])
+                    restored += 1
+                except Exception:
+                    continue
+        state = saved.get("state", {}) if isinstance(saved.get("state"), dict) else {}
+        rig, lc = self.backend, self.backend.load_cell
+        if finite_number(state.get("time")) and state["time"] >= 0:
+            rig.resume_clock(float(state["time"]))
+        for key in ("tare_offset", "drift"):
+            if finite_number(state.get(key)):
+                setattr(lc, key, float(state[key]))
+        if saved:
+            await self.report(
+                f"autosave: restored {restored} settings and the clock ({rig.time:.1f} s) "
+                f"from {self.autosave.path}; press Off, cell at open circuit"
+            )
+        self._settings_changed = False
+
+    def setting_changed(self, pvname: str) -> None:
+        """A client changed a saved setting: save it at the next scan."""
+        if self.autosave is not None and pvname[len(self.prefix) :] in SAVED_PVS:
+            self._settings_changed = True
+
+    def save(self) -> None:
+        """Write the saved settings and the clock now."""
+        if self.autosave is None:
+            return
+        rig, lc = self.backend, self.backend.load_cell
+        values = {name: self.pvdb[self.prefix + name].value for name in SAVED_PVS}
+        state = {"time": rig.time, "tare_offset": lc.tare_offset, "drift": lc.drift}
+        try:
+            self.autosave.save({"pvs": values, "state": state})
+        except OSError as ex:
+            print(f"ssb-ioc: autosave to {self.autosave.path} failed: {ex}", flush=True)
+        self._settings_changed = False
+        self._state_saved = time.monotonic()
+
+    def _save_if_due(self) -> None:
+        if self._settings_changed or time.monotonic() - self._state_saved > STATE_PERIOD:
+            self.save()
 
     async def tick(self) -> None:
         """Advance the simulation by the wall time elapsed times the speed factor.
@@ -402,6 +465,7 @@ class RigIOC(RigPVGroup):
             self._actual_speed += 0.2 * (done / elapsed - self._actual_speed)
         await self.update_readbacks()
         self._resolve_moves()
+        self._save_if_due()
 
     # --- moves (put-completion on Press:Pressure-SP) ------------------------------------
     async def wait_until_settled(self) -> None:

@@ -97,7 +97,9 @@ class _Guarded:
         await self.alarm.write(status=AlarmStatus.WRITE, severity=AlarmSeverity.MAJOR_ALARM)
 
     async def accepted(self) -> None:
-        """A put was honoured: clear the WRITE alarm a refused one raised."""
+        """A put was honoured: clear the WRITE alarm a refused one raised; autosave."""
+        if not self.read_only:
+            self.group.root.setting_changed(self.pvname)
         if self.alarm.status == AlarmStatus.WRITE:
             await self.alarm.write(status=AlarmStatus.NO_ALARM, severity=AlarmSeverity.NO_ALARM)
 
@@ -121,6 +123,9 @@ class RigPVGroup(PVGroup):
     """PVGroup whose writable PVs report refusals to the root group's message PV."""
 
     access_rules: AccessRules | None = None  # set on the root group; None: as caproto does
+
+    def setting_changed(self, pvname: str) -> None:
+        """Called on the root group when a put was accepted (the IOC autosaves)."""
 
     type_map: ClassVar[dict] = {
         **PVGroup.type_map,

@@ -86,6 +86,10 @@ class Rig:
         """Experiment time (s) on the simulated clock."""
         return self.press.time
 
+    def resume_clock(self, at: float) -> None:
+        """Start the clock at ``at`` s (a restarted IOC goes on from where it stopped)."""
+        self.press.steps = round(_finite("clock", at) / self.press.period)
+
     def advance(self, dt: float) -> None:
         """Simulate ``dt`` seconds of experiment time."""
         period = self.press.period

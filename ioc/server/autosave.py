@@ -1,0 +1,100 @@
+"""Autosave: the rig's configuration survives an IOC restart, as EPICS autosave does it.
+
+Configuration PVs (limits and interlock levels, loop gains and output limits, ramp rate,
+settle criteria, logging, impedance sweep, event thresholds and reactions, the clock's
+speed) are written to one JSON file when they change, and the clock, the tare offset and
+the load cell's drift every few seconds. At start the IOC restores them through the same
+checks as a client's put (a value refused today is reported on ``Rig:Msg-RB`` and the
+default kept), and comes up with the press Off and the cell at open circuit: a restart
+never re-presses on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+SAVED_PVS = (
+    "Press:MaxPressure-SP",
+    "Press:OverPressure-SP",
+    "Press:RampRate-SP",
+    "Press:KP-SP",
+    "Press:KI-SP",
+    "Press:KD-SP",
+    "Press:DRVH-SP",
+    "Press:DRVL-SP",
+    "Press:SettleTol-SP",
+    "Press:SettleTime-SP",
+    "LC:FastRate-SP",
+    "Cyc:LogPeriod-SP",
+    "Cyc:Capacity-SP",
+    "Cyc:EIS:FStart-SP",
+    "Cyc:EIS:FEnd-SP",
+    "Cyc:EIS:PointsPerDecade-SP",
+    "Evt:Enable-SP",
+    "Evt:PressureThresh-SP",
+    "Evt:VoltageDropThresh-SP",
+    "Evt:ResistanceThresh-SP",
+    "Evt:Window-SP",
+    "Evt:PressureSpikeAction-SP",
+    "Evt:PressureDropAction-SP",
+    "Evt:SoftShortAction-SP",
+    "Evt:ResistanceJumpAction-SP",
+    "Rig:Speed-SP",
+)
+STATE_PERIOD = 5.0  # s of wall time between saves of the clock and the load cell's state
+
+
+def default_directory() -> Path:
+    """``$SSB_AUTOSAVE``, else the user's data directory."""
+    if "SSB_AUTOSAVE" in os.environ:
+        return Path(os.environ["SSB_AUTOSAVE"])
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "ssb-bluesky" / "autosave"
+
+
+class AutosaveFile:
+    """One IOC's saved settings: ``{"pvs": {name: value}, "state": {...}}``."""
+
+    def __init__(self, directory: str | Path, prefix: str):
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", prefix.rstrip(":")) or "ioc"
+        self.path = Path(directory) / f"{name}.json"
+
+    def load(self) -> dict[str, Any]:
+        """What was saved (empty if nothing was); a damaged file raises ValueError."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError) as ex:
+            raise ValueError(f"cannot read {self.path}: {ex}") from None
+        try:
+            saved = json.loads(text)
+        except ValueError as ex:
+            raise ValueError(f"{self.path} is damaged ({ex})") from None
+        if not isinstance(saved, dict):
+            raise ValueError(f"{self.path} is damaged (not a JSON object)")
+        return saved
+
+    def save(self, saved: dict[str, Any]) -> None:
+        """Write atomically: a crash leaves the old file or the new one, never half."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(saved, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def remove_partial(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.with_suffix(".tmp").unlink()
+
+
+def finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

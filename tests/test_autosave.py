@@ -1,0 +1,82 @@
+"""An IOC restart remembers its settings and its clock, and never re-presses on its own."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import RunningIOC
+
+pytestmark = pytest.mark.network
+
+
+class FreshIOC(RunningIOC):
+    """An IOC with a client context of its own: a restarted IOC under the same prefix is
+    found at once, not after the shared context's search backoff."""
+
+    def stop(self, timeout: float = 10.0) -> int:
+        code = super().stop(timeout)
+        self.context.disconnect()
+        return code
+
+
+def start(ca_context, prefix: str | None, directory) -> RunningIOC:
+    from caproto.threading.client import Context
+
+    ioc = FreshIOC(Context(), prefix=prefix, speed=1000.0, autosave=directory)
+    ioc.start()
+    ioc.pv("Rig:Cell-RB")
+    return ioc
+
+
+def test_settings_and_clock_survive_a_restart_with_the_press_off(ca_context, tmp_path):
+    first = start(ca_context, None, tmp_path)
+    prefix = first.prefix
+    try:
+        first.put("Press:MaxPressure-SP", 180.0)
+        first.put("Press:KP-SP", 12.5)
+        first.put("Cyc:LogPeriod-SP", 2.0)
+        first.put("Evt:SoftShortAction-SP", "OpenCircuit")
+        first.put("Press:Mode-SP", "Pressure")
+        first.put("Press:Pressure-SP", 50.0, timeout=20)
+        first.wait_for(lambda: first.get("Rig:Time-RB") > 100.0, what="some experiment time")
+        saved = json.loads(next(tmp_path.glob("*.json")).read_text())
+        assert saved["pvs"]["Press:MaxPressure-SP"] == 180.0  # saved on change, before exit
+    finally:
+        first.stop()
+    ended_at = json.loads(next(tmp_path.glob("*.json")).read_text())["state"]["time"]
+    second = start(ca_context, prefix, tmp_path)
+    try:
+        assert second.get("Press:MaxPressure-SP") == 180.0
+        assert second.get("Press:KP-SP") == 12.5
+        assert second.get("Cyc:LogPeriod-SP") == 2.0
+        assert second.enum("Evt:SoftShortAction-SP") == "OpenCircuit"
+        assert second.get("Rig:Time-RB") >= ended_at  # the clock goes on
+        assert second.enum("Press:Mode-RB") == "Off"  # never re-presses on its own
+        assert second.enum("Cyc:Running-RB") == "No"
+        assert "autosave: restored" in second.text("Rig:Msg-RB")
+    finally:
+        second.stop()
+
+
+def test_a_damaged_or_refused_save_starts_from_the_cell_file(ca_context, tmp_path):
+    first = start(ca_context, None, tmp_path)
+    first.stop()
+    path = next(tmp_path.glob("*.json"))
+    saved = json.loads(path.read_text())
+    saved["pvs"]["Press:MaxPressure-SP"] = 9999.0  # beyond the load cell: refused
+    saved["pvs"]["Press:KP-SP"] = 7.0
+    path.write_text(json.dumps(saved))
+    second = start(ca_context, first.prefix, tmp_path)
+    try:
+        assert second.get("Press:MaxPressure-SP") == 200.0  # the cell file's value
+        assert second.get("Press:KP-SP") == 7.0  # the rest restored
+    finally:
+        second.stop()
+    path.write_text("{ not json")
+    third = start(ca_context, first.prefix, tmp_path)
+    try:
+        assert "damaged" in third.text("Rig:Msg-RB")
+        assert third.get("Press:KP-SP") == 19.0  # the cell file's gain
+    finally:
+        third.stop()
