@@ -47,6 +47,13 @@ class PressGroup(RigPVGroup):
     SettleTime-SP     s     ... for this long (experiment time) = settled
     Settled-RB              No | Yes (the done flag of a pressure move)
     Stop-Cmd                hold the pressure measured now; completes pending moves
+    Deadman-SP        s     wall-clock seconds without a client put to Heartbeat-Cmd after
+                            which the press takes DeadmanAction-SP (0 = off, the default)
+    DeadmanAction-SP        Hold (the pressure measured then) | RampDown (to DeadmanFloor-SP
+                            at RampRate-SP, or 1 MPa/s if that is 0)
+    DeadmanFloor-SP   MPa   where RampDown ends
+    Heartbeat-Cmd           a client says it is alive (write 1)
+    Deadman-RB              Armed | Off | Expired (the action was taken; a heartbeat re-arms)
     """
 
     pressure_sp = setting("Pressure-SP", "MPa", 0.0, 200.0, "Target pressure")
@@ -127,6 +134,11 @@ class PressGroup(RigPVGroup):
     )
     settled_rb = choice("Settled-RB", NO_YES, "Pressure settled at the target", read_only=True)
     stop_cmd = command("Stop-Cmd", "Hold the present pressure; ends ramps and moves")
+    deadman_sp = setting("Deadman-SP", "s", 0.0, 86400.0, "Seconds without heartbeat, 0 = off")
+    deadman_action_sp = choice("DeadmanAction-SP", ["Hold", "RampDown"], "Deadman action")
+    deadman_floor_sp = setting("DeadmanFloor-SP", "MPa", 0.0, 400.0, "Deadman ramp-down floor")
+    heartbeat_cmd = command("Heartbeat-Cmd", "A client is alive (write 1)")
+    deadman_rb = choice("Deadman-RB", ["Off", "Armed", "Expired"], "Deadman state", read_only=True)
 
     @pressure_sp.putter
     async def pressure_sp(self, instance, value):
@@ -154,6 +166,18 @@ class PressGroup(RigPVGroup):
         await self.pressure_rb.write_metadata(upper_alarm_limit=value)
         await self.root.update_readbacks()  # a lowered limit may have tripped
         return value
+
+    @deadman_sp.putter
+    async def deadman_sp(self, instance, value):
+        self.root.heartbeat()
+        await publish(self.deadman_rb, "Armed" if value > 0 else "Off")
+        return value
+
+    @heartbeat_cmd.putter
+    async def heartbeat_cmd(self, instance, value):
+        self.root.heartbeat()
+        await publish(self.deadman_rb, "Armed" if self.deadman_sp.value > 0 else "Off")
+        return 0
 
     @stop_cmd.putter
     async def stop_cmd(self, instance, value):
@@ -301,6 +325,8 @@ class RigIOC(RigPVGroup):
         self.autosave = autosave
         self._settings_changed = False
         self._state_saved = time.monotonic()
+        self._heartbeat = time.monotonic()
+        self._deadman_expired = False
         self.speed = speed
         self.source = source
         self._moves: list[asyncio.Future] = []
@@ -463,9 +489,41 @@ class RigIOC(RigPVGroup):
                 self._slice = min(max(self._slice * factor, 0.05), 3600.0)
         if elapsed > 0:
             self._actual_speed += 0.2 * (done / elapsed - self._actual_speed)
+        await self._check_deadman()
         await self.update_readbacks()
         self._resolve_moves()
         self._save_if_due()
+
+    # --- the deadman ----------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        self._heartbeat = time.monotonic()
+        self._deadman_expired = False
+
+    async def _check_deadman(self) -> None:
+        """No heartbeat for Deadman-SP s of wall time: hold, or ramp down to the floor."""
+        press, limit = self.press, self.press.deadman_sp.value
+        state = "Off" if limit <= 0 else "Expired" if self._deadman_expired else "Armed"
+        await publish(press.deadman_rb, state)
+        if state != "Armed" or time.monotonic() - self._heartbeat < limit:
+            return
+        self._deadman_expired = True
+        rig = self.backend
+        if rig.press.mode != Mode.PRESSURE:
+            action = f"press in {rig.press.mode.name.title()} mode, left as it is"
+        elif press.deadman_action_sp.value == "Hold":
+            rig.stop()
+            self.finish_moves()
+            action = f"holding {rig.press.target:.2f} MPa"
+        else:
+            floor = min(press.deadman_floor_sp.value, rig.press.target)
+            if rig.press.ramp_rate <= 0:
+                rig.set_ramp_rate(1.0)
+                await press.ramp_rate_sp.write(1.0, verify_value=False)
+            rig.set_pressure(floor)
+            self.finish_moves()
+            action = f"ramping down to {floor:g} MPa at {rig.press.ramp_rate:g} MPa/s"
+        await press.pressure_sp.write(rig.press.target, verify_value=False)
+        await self.report(f"deadman: no client heartbeat for {limit:g} s: {action}")
 
     # --- moves (put-completion on Press:Pressure-SP) ------------------------------------
     async def wait_until_settled(self) -> None:
