@@ -72,6 +72,13 @@ class Press(PVPositionerPC):
     drvl = Cpt(EpicsSignal, "Press:DRVL-SP", kind=Kind.config)
     settle_tolerance = Cpt(EpicsSignal, "Press:SettleTol-SP", kind=Kind.config)
     settle_time = Cpt(EpicsSignal, "Press:SettleTime-SP", kind=Kind.config)
+    # the deadman: without a heartbeat for `deadman` s of wall time, the IOC holds or ramps
+    # down to `deadman_floor` (`deadman_action`); 0 = off
+    deadman = Cpt(EpicsSignal, "Press:Deadman-SP", kind=Kind.config)
+    deadman_action = Cpt(EpicsSignal, "Press:DeadmanAction-SP", string=True, kind=Kind.config)
+    deadman_floor = Cpt(EpicsSignal, "Press:DeadmanFloor-SP", kind=Kind.config)
+    deadman_state = Cpt(EpicsSignalRO, "Press:Deadman-RB", string=True, kind=Kind.omitted)
+    heartbeat = Cpt(EpicsSignal, "Press:Heartbeat-Cmd", kind=Kind.omitted)
 
     message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted, auto_monitor=True)
 
