@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -27,6 +28,23 @@ def stop_document(run) -> dict[str, Any] | None:
         return None
 
 
+MISSED_BEATS = 3  # a run whose writer missed this many heartbeats is orphaned
+
+
+def status(run, now: float | None = None) -> str:
+    """The run's exit status; "running" while its writer's heartbeat is fresh,
+    "orphaned" when the writer is gone without a stop document (killed, crashed)."""
+    stop = stop_document(run)
+    if stop is not None:
+        return stop.get("exit_status", "unknown")
+    beat = run.metadata.get("heartbeat") or {}
+    last, interval = beat.get("last_seen"), beat.get("interval")
+    if last is None or interval is None:
+        return "unclosed"  # written before heartbeats: cannot tell
+    now = time.time() if now is None else now
+    return "orphaned" if now - last > MISSED_BEATS * interval + 1.0 else "running"
+
+
 def _when(start: Mapping[str, Any]) -> str:
     return datetime.datetime.fromtimestamp(start.get("time", 0)).strftime("%Y-%m-%d %H:%M")
 
@@ -43,7 +61,7 @@ def summarize(runs: Iterable[Any]) -> list[dict[str, Any]]:
                 "plan": start.get("plan_name", ""),
                 "cell_id": start.get("cell_id", ""),
                 "purpose": start.get("purpose", ""),
-                "status": stop.get("exit_status", "running"),
+                "status": status(run),
                 "events": sum((stop.get("num_events") or {}).values()),
             }
         )
@@ -76,7 +94,7 @@ def describe(run) -> str:
     cell = start.get("cell") or {}
     for key, value in cell.items():
         lines.append(f"  cell.{key}: {value}")
-    outcome = stop.get("exit_status", "running (no stop document yet)")
+    outcome = stop.get("exit_status") or f"{status(run)} (no stop document)"
     reason = stop.get("reason")
     lines.append(f"  exit_status: {outcome}" + (f" ({reason})" if reason else ""))
     for name in run:

@@ -20,7 +20,7 @@ from bluesky.utils import PersistentDict, ProgressBarManager
 from ssb_analysis.catalog import default_location, is_server, open_catalog
 
 from .metadata import cell_metadata, validate_run_metadata
-from .writer import CatalogWriter
+from .writer import HEARTBEAT, CatalogWriter
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Session:
         for token in self.tokens:
             self.RE.unsubscribe(token)
         self.tokens.clear()
+        self.writer.close()
         finalizer = getattr(self.RE.md, "_finalizer", None)
         if finalizer is not None:
             finalizer()  # runs once; a weakref.finalize is dead afterwards
@@ -88,6 +89,7 @@ def start_session(
     live: str | None = None,
     progress: bool = True,
     flush_interval: float = 1.0,
+    heartbeat: float = HEARTBEAT,
     context_managers: list | None = None,
 ) -> Session:
     """A RunEngine writing every run into ``catalog`` as it runs.
@@ -115,7 +117,7 @@ def start_session(
         raise
     if progress:
         RE.waiting_hook = ProgressBarManager()
-    writer = CatalogWriter(client, flush_interval=flush_interval)
+    writer = CatalogWriter(client, flush_interval=flush_interval, heartbeat=heartbeat)
     session = Session(RE=RE, catalog=client, writer=writer, location=location, md_lock=md_lock)
     session.tokens.append(RE.subscribe(writer))
     if live:

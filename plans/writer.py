@@ -6,25 +6,67 @@ visible to a reader nor safe from a crash. :class:`CatalogWriter` keeps the bulk
 and also writes whatever is buffered once ``flush_interval`` seconds (wall time) have
 passed since the last write, so a reader sees a running experiment within about that
 long and a killed process loses at most that much.
+
+A run whose writer dies keeps no stop document. So that readers can tell such a run from
+one still being written, the writer refreshes ``heartbeat: {last_seen, interval}`` in the
+metadata of every open run every ``heartbeat`` seconds (wall time), from a thread that
+takes turns with the RunEngine's writes (one writer at a time, as SQLite wants it).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 
 from bluesky_tiled_plugins import TiledWriter
 
+HEARTBEAT = 10.0  # s of wall time between the `last_seen` updates of an open run
+log = logging.getLogger(__name__)
+
 
 class CatalogWriter(TiledWriter):
-    """``TiledWriter`` with time-bounded buffering (``flush_interval`` seconds)."""
+    """``TiledWriter`` with time-bounded buffering (``flush_interval`` seconds) and a
+    heartbeat in each open run's metadata (every ``heartbeat`` seconds)."""
 
-    def __init__(self, client, *, flush_interval: float = 1.0, batch_size: int = 10_000):
+    def __init__(
+        self,
+        client,
+        *,
+        flush_interval: float = 1.0,
+        batch_size: int = 10_000,
+        heartbeat: float = HEARTBEAT,
+    ):
         # No normalizer: the RunEngine emits current event-model documents, and without
         # one each run's writer is the callback itself, which lets us flush it.
         super().__init__(client, normalizer=None, batch_size=batch_size)
         self.flush_interval = flush_interval
+        self.heartbeat = heartbeat
         self._runs: dict = {}  # run start uid -> that run's writer
         self._last_flush = time.monotonic()
+        self._lock = threading.Lock()  # one write at a time: documents or heartbeat
+        self._closed = threading.Event()
+        self._beats = threading.Thread(target=self._beat, name="ssb-heartbeat", daemon=True)
+        self._beats.start()
+
+    def _beat(self) -> None:
+        while not self._closed.wait(self.heartbeat):
+            with self._lock:
+                self.touch()
+
+    def touch(self) -> None:
+        """Tell readers that the writer of every open run is alive."""
+        beat = {"heartbeat": {"last_seen": time.time(), "interval": self.heartbeat}}
+        for uid, run in list(self._runs.items()):
+            try:
+                run.root_node.update_metadata(metadata=beat, drop_revision=True)
+            except Exception as ex:  # a missed beat must not stop the run
+                log.warning("heartbeat of run %s not written: %s", uid[:8], ex)
+
+    def close(self) -> None:
+        """Stop the heartbeat (runs left open then look orphaned to readers)."""
+        self._closed.set()
+        self._beats.join(timeout=5)
 
     def _factory(self, name, doc):
         callbacks, subfactories = super()._factory(name, doc)
@@ -32,11 +74,14 @@ class CatalogWriter(TiledWriter):
         return callbacks, subfactories
 
     def __call__(self, name, doc):
-        super().__call__(name, doc)
-        if name == "stop":
-            self._runs.pop(doc["run_start"], None)
-        elif name in ("event", "event_page") and self._flush_due():
-            self.flush()
+        with self._lock:
+            super().__call__(name, doc)
+            if name == "start":
+                self.touch()
+            elif name == "stop":
+                self._runs.pop(doc["run_start"], None)
+            elif name in ("event", "event_page") and self._flush_due():
+                self.flush()
 
     def _flush_due(self) -> bool:
         return time.monotonic() - self._last_flush >= self.flush_interval

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from ssb_analysis.catalog import open_catalog
-from ssb_analysis.runs import stop_document
+from ssb_analysis.runs import MISSED_BEATS, status, stop_document
 
 FLUSH_BOUND = 3.0  # s: CatalogWriter flushes every 1 s; margin for a busy machine
+HEARTBEAT = 0.5  # s between the writer's heartbeats in the test
 HERE = Path(__file__).parent
 
 
@@ -51,6 +52,7 @@ def test_live_visibility_and_sigkill_loss(ioc, tmp_path):
             str(catalog_dir),
             str(tmp_path / "md"),
             ioc.prefix,
+            str(HEARTBEAT),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -64,6 +66,7 @@ def test_live_visibility_and_sigkill_loss(ioc, tmp_path):
         for _ in range(3):
             newest, rows, stop = poll(lambda: newest_reading(catalog_dir), 30, "live rows")
             assert stop is None  # still running
+            assert status(open_catalog(catalog_dir)[-1]) == "running"
             lags.append(time.time() - newest)
         assert rows > 10
         assert max(lags) < FLUSH_BOUND, f"reader lag {lags}"
@@ -80,3 +83,8 @@ def test_live_visibility_and_sigkill_loss(ioc, tmp_path):
     newest, rows, stop = newest_reading(catalog_dir)
     assert stop is None  # the run was never closed: it died
     assert killed_at - newest < FLUSH_BOUND, f"lost {killed_at - newest:.2f} s of data"
+    # no stop document and no heartbeat: the run is orphaned, not running
+    run = open_catalog(catalog_dir)[-1]
+    last_seen = run.metadata["heartbeat"]["last_seen"]
+    assert status(run, now=last_seen + MISSED_BEATS * HEARTBEAT + 2) == "orphaned"
+    poll(lambda: status(open_catalog(catalog_dir)[-1]) == "orphaned", 30, "orphaned")
