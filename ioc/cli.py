@@ -144,15 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     if "EPICS_CAS_BEACON_ADDR_LIST" not in os.environ:  # beacons only where we serve
         os.environ["EPICS_CAS_BEACON_ADDR_LIST"] = " ".join(beacon_addresses(args.interfaces))
         os.environ["EPICS_CAS_AUTO_BEACON_ADDR_LIST"] = "NO"
+    rig = Rig(params, seed=args.seed)
+    autosave = None
+    if not args.no_autosave:
+        autosave = AutosaveFile(args.autosave or default_directory(), args.prefix)
+        try:
+            kept = rig.keep_buffers(autosave.directory, autosave.stem)
+        except OSError as ex:
+            print(f"ssb-ioc: cannot keep buffers in {autosave.directory}: {ex}", file=sys.stderr)
+            return 2
+        print(f"ssb-ioc: buffers in {autosave.directory}: {'; '.join(kept)}", flush=True)
     ioc = RigIOC(
         prefix=args.prefix,
-        backend=Rig(params, seed=args.seed),
+        backend=rig,
         speed=args.speed,
         source=args.cell,
         access_rules=rules,
-        autosave=None
-        if args.no_autosave
-        else AutosaveFile(args.autosave or default_directory(), args.prefix),
+        autosave=autosave,
     )
     if args.list_pvs:
         print("\n".join(ioc.pvdb), flush=True)

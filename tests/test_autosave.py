@@ -80,3 +80,41 @@ def test_a_damaged_or_refused_save_starts_from_the_cell_file(ca_context, tmp_pat
         assert third.get("Press:KP-SP") == 19.0  # the cell file's gain
     finally:
         third.stop()
+
+
+def rows(ioc, since: int = 0):
+    import numpy as np
+
+    ioc.put("Cyc:Buf:ReadFrom-SP", float(since))
+    count = int(ioc.get("Cyc:Buf:Count-RB"))
+    data = np.asarray(ioc.pv("Cyc:Buf:Rows-RB").read().data)[: count * 14]
+    return data.reshape(count, 14)
+
+
+def test_logged_samples_survive_a_killed_ioc_and_numbering_goes_on(ca_context, tmp_path):
+    import numpy as np
+
+    first = start(ca_context, None, tmp_path)
+    try:
+        first.put("Cyc:LogPeriod-SP", 1.0)
+        first.put("Rig:CellCurrent-SP", 1e-3)  # charging: samples with growing capacity
+        first.wait_for(lambda: first.get("Cyc:Buf:NextSeq-RB") > 50, what="samples")
+        first.put("Rig:CellCurrent-SP", 0.0)
+        before = rows(first)
+        first.process.kill()  # SIGKILL: no chance to save anything at exit
+        first.process.wait(10)
+    finally:
+        first.stop()
+    second = start(ca_context, first.prefix, tmp_path)
+    try:
+        after = rows(second)
+        np.testing.assert_array_equal(after[: len(before)], before)  # every row kept
+        assert second.get("Cyc:Buf:NextSeq-RB") >= len(before)  # numbering goes on
+        charged = second.get("Cyc:ChargeCapacity-RB")
+        assert charged >= before[-1, 7] > 0  # the counters go on from the last sample
+        second.wait_for(lambda: second.get("Cyc:Buf:NextSeq-RB") > len(after) + 5, what="more")
+        newer = rows(second, len(after))
+        assert newer[0, 0] == len(after)  # the next sequence number, none reused
+        assert newer[0, 1] >= after[-1, 1]  # test time never goes back
+    finally:
+        second.stop()

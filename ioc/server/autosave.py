@@ -3,7 +3,9 @@
 Configuration PVs (limits and interlock levels, loop gains and output limits, ramp rate,
 settle criteria, logging, impedance sweep, event thresholds and reactions, the clock's
 speed) are written to one JSON file when they change, and the clock, the tare offset and
-the load cell's drift every few seconds. At start the IOC restores them through the same
+the load cell's drift every few seconds; the sample, event and full-rate buffers live in
+files beside it (``<prefix>.samples.f64`` ...: see ``Rig.keep_buffers``), as a cycler
+keeps its data in its own storage. At start the IOC restores them through the same
 checks as a client's put (a value refused today is reported on ``Rig:Msg-RB`` and the
 default kept), and comes up with the press Off and the cell at open circuit: a restart
 never re-presses on its own.
@@ -65,8 +67,9 @@ class AutosaveFile:
     """One IOC's saved settings: ``{"pvs": {name: value}, "state": {...}}``."""
 
     def __init__(self, directory: str | Path, prefix: str):
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", prefix.rstrip(":")) or "ioc"
-        self.path = Path(directory) / f"{name}.json"
+        self.stem = re.sub(r"[^A-Za-z0-9_.-]", "_", prefix.rstrip(":")) or "ioc"
+        self.directory = Path(directory)
+        self.path = self.directory / f"{self.stem}.json"
 
     def load(self) -> dict[str, Any]:
         """What was saved (empty if nothing was); a damaged file raises ValueError."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 
@@ -163,6 +164,31 @@ class SampleBuffer:
         self.data[self.next_seq % self.size] = [self.next_seq, *row]
         self.next_seq += 1
 
+    def keep(self, path: Path) -> str:
+        """Back the ring with the file ``path``, as an instrument keeps its data in its own
+        storage: rows logged before a restart (or a crash) are there again and numbering
+        goes on after them. A file of another size is set aside (``.old``). Says what it
+        found."""
+        shape, empty = (self.size, self.width), float("nan")
+        if path.exists() and path.stat().st_size == self.size * self.width * 8:
+            data = np.memmap(path, dtype=np.float64, mode="r+", shape=shape)
+            seqs = np.asarray(data[:, 0])
+            held = seqs[~np.isnan(seqs)]
+            self.next_seq = int(held.max()) + 1 if len(held) else 0
+            found = f"{len(held)} rows kept, next seq {self.next_seq}"
+        else:
+            if path.exists():
+                path.replace(path.with_suffix(".old"))
+            data = np.memmap(path, dtype=np.float64, mode="w+", shape=shape)
+            data[:] = empty  # an unwritten row has no sequence number
+            self.next_seq, found = 0, "new"
+        self.data = data
+        return found
+
+    def last(self) -> np.ndarray | None:
+        """The newest row, if any."""
+        return self.data[(self.next_seq - 1) % self.size].copy() if self.next_seq else None
+
     @property
     def oldest_seq(self) -> int:
         return max(0, self.next_seq - self.size)
@@ -226,6 +252,19 @@ class Cycler:
         if step.kind == StepKind.PEIS:
             self._sweep = sweep_frequencies(step.f_start, step.f_end, step.points_per_decade)
             self._sweep_time = sweep_duration(self._sweep)
+
+    def resume_counters(self) -> None:
+        """Go on from the newest logged sample (after a restart): test time, cycle, step
+        and the cumulative capacities and energies, so that the record stays monotonic."""
+        row = self.buffer.last()
+        if row is None:
+            return
+        c, field_of = self.counters, dict(zip(SAMPLE_FIELDS, row, strict=True))
+        c.test_time = float(field_of["test_time"])
+        c.cycle, c.step = int(field_of["cycle"]), int(field_of["step"])
+        for name in ("charge_capacity", "discharge_capacity", "charge_energy", "discharge_energy"):
+            setattr(c, name, float(field_of[name]))
+        self._last_log_time = c.test_time
 
     def stop(self, reason: str = "stopped") -> None:
         """End the step now; the channel rests at open circuit."""

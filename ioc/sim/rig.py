@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -85,6 +86,18 @@ class Rig:
     def time(self) -> float:
         """Experiment time (s) on the simulated clock."""
         return self.press.time
+
+    def keep_buffers(self, directory: Path, stem: str) -> list[str]:
+        """Back the sample, event and full-rate buffers with files in ``directory``: a
+        restarted IOC serves what it logged before, numbered on, and the cycler's
+        counters go on from its newest sample. Says what it found per buffer."""
+        directory.mkdir(parents=True, exist_ok=True)
+        buffers = {"samples": self.cycler.buffer, "events": self.events.buffer, "fast": self.fast}
+        found = [
+            f"{name} {buf.keep(directory / f'{stem}.{name}.f64')}" for name, buf in buffers.items()
+        ]
+        self.cycler.resume_counters()
+        return found
 
     def resume_clock(self, at: float) -> None:
         """Start the clock at ``at`` s (a restarted IOC goes on from where it stopped)."""
