@@ -20,6 +20,19 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import Status
 
 logger = logging.getLogger(__name__)
+LATE_READ_TIMEOUT = 5.0  # s: a second chance for a read a busy, connected IOC answers late
+
+
+def _read(signal):
+    """The signal's value from the IOC; a read that times out while the channel stays
+    connected is tried once more (a loaded machine), a lost IOC fails at once."""
+    try:
+        return signal.get(use_monitor=False)
+    except TimeoutError:
+        if not signal.connected:
+            raise
+        logger.warning("%s answered late; reading it again", signal.pvname)
+        return signal.get(use_monitor=False, timeout=LATE_READ_TIMEOUT)
 
 
 def finished(obj) -> Status:
@@ -80,13 +93,13 @@ class RowLog(Device):
         if self._next is None:
             raise RuntimeError(f"{self.name}: kickoff() before collecting")
         width = len(self.fields)
-        end = int(self.next_seq.get(use_monitor=False))
+        end = int(_read(self.next_seq))
         while self._next < end:
             self.read_from.set(self._next).wait(timeout=10)
-            n = int(self.count.get(use_monitor=False))
+            n = int(_read(self.count))
             if n == 0:
                 return
-            rows = np.asarray(self.rows.get(use_monitor=False), dtype=float)
+            rows = np.asarray(_read(self.rows), dtype=float)
             rows = rows[: n * width].reshape(n, width)
             columns = {field: rows[:, i] for i, field in enumerate(self.fields)}
             first = int(columns["seq"][0])

@@ -169,3 +169,31 @@ def test_clock_waits_on_experiment_time(rig):
     status.add_callback(lambda st: done.set())
     assert done.wait(10)
     assert rig.clock.time.get() >= start + 50.0
+
+
+class _LateSignal:
+    """A channel whose first read times out: connected (a busy IOC) or not (a lost one)."""
+
+    pvname = "X:Late-RB"
+
+    def __init__(self, connected: bool):
+        self.connected, self.calls = connected, []
+
+    def get(self, *, use_monitor, timeout=None):
+        self.calls.append(timeout)
+        if len(self.calls) == 1:
+            raise TimeoutError("no answer")
+        return 42.0
+
+
+def test_a_late_answer_is_read_again_but_a_lost_ioc_fails_at_once(caplog):
+    from ssb_devices.buffers import LATE_READ_TIMEOUT, _read
+
+    busy = _LateSignal(connected=True)
+    assert _read(busy) == 42.0
+    assert busy.calls == [None, LATE_READ_TIMEOUT]
+    assert "answered late" in caplog.text
+    lost = _LateSignal(connected=False)
+    with pytest.raises(TimeoutError):
+        _read(lost)
+    assert len(lost.calls) == 1
