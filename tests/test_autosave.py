@@ -82,6 +82,14 @@ def test_a_damaged_or_refused_save_starts_from_the_cell_file(ca_context, tmp_pat
         third.stop()
 
 
+def saved_value(directory, name: str):
+    """A setting as saved on disk (None until the first save); saves come within a scan."""
+    try:
+        return json.loads(next(directory.glob("*.json")).read_text())["pvs"][name]
+    except (StopIteration, ValueError):  # not yet written, or caught mid-replace
+        return None
+
+
 def rows(ioc, since: int = 0):
     import numpy as np
 
@@ -118,3 +126,27 @@ def test_logged_samples_survive_a_killed_ioc_and_numbering_goes_on(ca_context, t
         assert newer[0, 1] >= after[-1, 1]  # test time never goes back
     finally:
         second.stop()
+
+
+def test_devices_reconnect_when_a_restarted_ioc_returns(ca_context, tmp_path):
+    from conftest import connected_rig
+
+    first = start(ca_context, None, tmp_path)
+    rig = connected_rig(first.prefix)
+    second = None
+    try:
+        first.put("Press:KP-SP", 11.0)
+        first.wait_for(lambda: saved_value(tmp_path, "Press:KP-SP") == 11.0, what="a save")
+        first.process.kill()
+        first.process.wait(10)
+        first.wait_for(lambda: not rig.connected, what="the device to see the IOC go")
+        second = start(ca_context, first.prefix, tmp_path)
+        rig.wait_for_connection(timeout=10)  # the same device object, no new one
+        assert rig.press.kp.get(use_monitor=False) == 11.0  # and the setting kept
+        assert rig.press.mode.get(use_monitor=False) == "Off"
+        rig.wait_for_connection(all_signals=True, timeout=10)  # monitors active again
+    finally:
+        rig.destroy()  # before the IOCs go: its monitors would try to reconnect
+        first.stop()
+        if second is not None:
+            second.stop()
