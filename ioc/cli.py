@@ -149,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_autosave:
         autosave = AutosaveFile(args.autosave or default_directory(), args.prefix)
         try:
+            autosave.lock()
             kept = rig.keep_buffers(autosave.directory, autosave.stem)
+        except ValueError as ex:
+            print(f"ssb-ioc: {ex}", file=sys.stderr)
+            return 2
         except OSError as ex:
             print(f"ssb-ioc: cannot keep buffers in {autosave.directory}: {ex}", file=sys.stderr)
             return 2

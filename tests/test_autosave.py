@@ -150,3 +150,16 @@ def test_devices_reconnect_when_a_restarted_ioc_returns(ca_context, tmp_path):
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_a_second_ioc_for_the_same_prefix_and_directory_is_refused(ca_context, tmp_path):
+    from conftest import run_cli
+
+    first = start(ca_context, None, tmp_path)
+    try:
+        result = run_cli("ssb_ioc.cli", "--prefix", first.prefix, "--autosave", str(tmp_path))
+        assert result.returncode == 2
+        assert "another ssb-ioc already keeps prefix" in result.stderr
+        assert first.get("Press:KP-SP") == 19.0  # the first goes on undisturbed
+    finally:
+        first.stop()

@@ -14,6 +14,7 @@ never re-presses on its own.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -70,6 +71,20 @@ class AutosaveFile:
         self.stem = re.sub(r"[^A-Za-z0-9_.-]", "_", prefix.rstrip(":")) or "ioc"
         self.directory = Path(directory)
         self.path = self.directory / f"{self.stem}.json"
+
+    def lock(self) -> None:
+        """Hold this prefix's files for the life of the process: two IOCs serving one
+        prefix from one directory would overwrite each other's saves and buffers."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.directory / f"{self.stem}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise ValueError(
+                f"another ssb-ioc already keeps prefix {self.stem!r} in {self.directory}: "
+                "stop it first, or give this one another --prefix or --autosave DIR"
+            ) from None
 
     def load(self) -> dict[str, Any]:
         """What was saved (empty if nothing was); a damaged file raises ValueError."""
