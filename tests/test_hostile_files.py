@@ -96,6 +96,17 @@ def test_ssb_run_refuses_a_binary_file_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_ssb_run_refuses_a_binary_cell_description_before_connecting(tmp_path):
+    protocol = tmp_path / "p.txt"
+    protocol.write_text("Rest for 1 hour\n")
+    cell = tmp_path / "cell.toml"
+    cell.write_bytes("cell_id = 'A1'\n".encode("utf-16"))
+    result = run_cli("ssb_plans.cli", "run", str(protocol), "--cell", str(cell))
+    assert result.returncode == 2
+    assert "not a text (UTF-8 TOML/JSON) cell description" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # --- cell files ------------------------------------------------------------------------
 
 

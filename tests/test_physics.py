@@ -453,3 +453,20 @@ def test_a_spring_fixture_swings_less_than_a_fixed_gap_and_keeps_the_force(si):
     assert swings[None] > swings[50.0] > swings[10.0] > 0
     k = 1 / (1 / 100.0 + 1 / (2.0 * 78.5) + 1 / 10.0)  # N/um, frame + stack + spring
     assert swings[10.0] / swings[None] == pytest.approx(k / (1 / (1 / 100 + 1 / 157)), rel=0.05)
+
+
+def test_deadman_holds_or_ramps_down_never_up():
+    from conftest import pressed_sim_rig
+
+    rig = pressed_sim_rig()  # held at 100 MPa
+    rig.set_ramp_rate(0.5)
+    rig.set_pressure(150.0)
+    rig.advance(10.0)  # a ramp under way
+    assert rig.deadman("hold", 0.0).startswith("holding")
+    assert 100.0 < rig.press.target < 150.0
+    assert "ramping down to 20 MPa at 0.5 MPa/s" in rig.deadman("ramp_down", 20.0)
+    rig.advance(300.0)
+    assert abs(rig.press.pressure - 20.0) < 0.5
+    assert "ramping down to 20 MPa" in rig.deadman("ramp_down", 80.0)  # floor above: stays
+    rig.set_mode("Off")
+    assert "left as it is" in rig.deadman("hold", 0.0)

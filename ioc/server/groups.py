@@ -508,22 +508,12 @@ class RigIOC(RigPVGroup):
             return
         self._deadman_expired = True
         rig = self.backend
-        if rig.press.mode != Mode.PRESSURE:
-            action = f"press in {rig.press.mode.name.title()} mode, left as it is"
-        elif press.deadman_action_sp.value == "Hold":
-            rig.stop()
-            self.finish_moves()
-            action = f"holding {rig.press.target:.2f} MPa"
-        else:
-            floor = min(press.deadman_floor_sp.value, rig.press.target)
-            if rig.press.ramp_rate <= 0:
-                rig.set_ramp_rate(1.0)
-                await press.ramp_rate_sp.write(1.0, verify_value=False)
-            rig.set_pressure(floor)
-            self.finish_moves()
-            action = f"ramping down to {floor:g} MPa at {rig.press.ramp_rate:g} MPa/s"
+        action = {"Hold": "hold", "RampDown": "ramp_down"}[press.deadman_action_sp.value]
+        done = rig.deadman(action, press.deadman_floor_sp.value)
+        self.finish_moves()
+        await press.ramp_rate_sp.write(rig.press.ramp_rate, verify_value=False)
         await press.pressure_sp.write(rig.press.target, verify_value=False)
-        await self.report(f"deadman: no client heartbeat for {limit:g} s: {action}")
+        await self.report(f"deadman: no client heartbeat for {limit:g} s: {done}")
 
     # --- moves (put-completion on Press:Pressure-SP) ------------------------------------
     async def wait_until_settled(self) -> None:

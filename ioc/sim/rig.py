@@ -400,6 +400,21 @@ class Rig:
     def stop(self) -> None:
         self.press.stop()
 
+    def deadman(self, action: str, floor: float) -> str:
+        """No client has been heard for too long: ``"hold"`` the pressure measured now or
+        ``"ramp_down"`` to ``floor`` MPa (at the ramp rate, 1 MPa/s if it is a step);
+        a press not regulating pressure is left as it is. Says what it did."""
+        if self.press.mode != Mode.PRESSURE:
+            return f"press in {self.press.mode.name.title()} mode, left as it is"
+        if action == "hold":
+            self.stop()
+            return f"holding {self.press.target:.2f} MPa"
+        floor = min(_finite("deadman floor", floor), self.press.target)  # never up
+        if self.press.ramp_rate <= 0:
+            self.set_ramp_rate(1.0)
+        self.set_pressure(floor)
+        return f"ramping down to {floor:g} MPa at {self.press.ramp_rate:g} MPa/s"
+
     def inject_fault(self, kind: str, size: float = 0.0, at: float | None = None) -> str:
         """Make a failure happen now (or at experiment time ``at``), so that detection
         can be tested and shown: ``soft_short`` adds ``size`` S (default 1e-4) of
