@@ -239,7 +239,7 @@ class Cycler:
         """Begin ``step`` now (validated; refused while a safety trip is latched)."""
         if self.tripped:
             raise CyclerError(f"safety trip latched ({self.tripped}); reset it first")
-        self._validate(step)
+        self.validate(step)
         c = self.counters
         if cycle is not None:
             c.cycle = cycle
@@ -276,7 +276,8 @@ class Cycler:
         """Clear a latched safety trip (the condition is checked again next step)."""
         self.tripped = ""
 
-    def _validate(self, step: Step) -> None:
+    def validate(self, step: Step) -> None:
+        """Refuse a step this channel cannot run (:class:`CyclerError` says why)."""
         lim = self.limits
         if len(step.terminations) > 3:
             raise CyclerError("a step takes at most three terminations")

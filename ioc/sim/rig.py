@@ -26,6 +26,7 @@ from .events import EVENT_KINDS, FAST_FIELDS, EventDetector
 from .loadcell import LoadCell
 from .params import RigParams
 from .press import Mode, Press
+from .sequencer import Sequencer
 
 FAST_BUFFER = 200_000  # full-rate rows held for bulk reads: 200 s at 1 kHz
 PRE_TRIGGER = 5  # cell steps kept, to lead an event's full-rate window
@@ -80,6 +81,7 @@ class Rig:
         self._faults: list[tuple[float, str, float]] = []  # scheduled: (time, kind, size)
         self.event_actions = dict.fromkeys(EVENT_KINDS, "log")  # or "open_circuit"
         self._events_acted = 0  # events whose action was taken
+        self.sequencer = Sequencer(self)  # the protocol, run on the instrument
 
     # --- clock ----------------------------------------------------------------------
     @property
@@ -112,7 +114,8 @@ class Rig:
         cell_block = max(1, round(self.params.simulation.cell_step / period))
         while n > 0:
             m = min(n, cell_block)
-            limit = self.cycler.max_step()  # do not step past a time termination
+            # do not step past a time termination or the end of a pressure hold
+            limit = min(self.cycler.max_step(), self.sequencer.max_step())
             self._inject_due_faults()
             if self._faults:  # nor past a scheduled fault
                 limit = min(limit, max(self._faults[0][0] - self.time, period))
@@ -139,6 +142,7 @@ class Rig:
                 self.press.gap,
                 self.interlock,
             )
+            self.sequencer.poll()  # the next step starts in this same simulation step
             self._recent.append(self._row())
             n -= m
 
@@ -386,9 +390,19 @@ class Rig:
         """A through the cell now, + = charge."""
         return self.cell.current
 
+    def check_manual(self, what: str) -> None:
+        """Refuse a manual cycler command while a sequence owns the channel."""
+        state = self.sequencer.state
+        if state in ("Running", "Paused"):
+            raise RigError(
+                f"{what} refused: a protocol sequence is {state.lower()} on this channel; "
+                "pause it, or abort it (Seq:Abort-Cmd), first"
+            )
+
     def set_current(self, current: float) -> None:
         """Manual constant current (no terminations; 0 = rest) on the cycler channel."""
         current = _finite("cell current", current)
+        self.check_manual("cell current")
         if current == 0:
             self.cycler.stop("manual rest")
             return

@@ -1,0 +1,573 @@
+"""The protocol sequencer: the whole schedule runs on the instrument, as on a commercial
+cycler, so that steps follow each other without a gap and without a client.
+
+A client uploads a *table* (JSON; see :func:`load_table`): the protocol's steps as the
+plan expanded them (electrochemical and impedance steps as cycler steps, pressure
+set/ramp/hold steps, gap holds), with repeats kept as repeats so that a protocol of a
+million steps stays small. The table is checked as a whole before it is taken. While the
+sequence runs, :meth:`Sequencer.poll` (called by the rig after every simulation step)
+ends the running step when its condition is met and starts the next one in the same
+simulation step. Step indices and cycle numbers are those of the plan: steps numbered
+from 1 in execution order, the cycle counting iterations of the outermost repeats.
+
+Meanings kept from the plan-driven protocol: a pause opens the circuit and holds the
+press; resume runs the rest of the interrupted step (time and capacity limits less what
+was done, other limits as written) under the same index; a pressure hold keeps its end
+time (time paused counts as holding). A safety trip or an interlock fails the sequence;
+a client's ``Stop`` or an event whose action opens the circuit aborts it. However it
+ends, the cell is left at open circuit and the press holding its pressure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .cycler import CyclerError, Limit, Step, StepKind, Termination
+from .press import Mode
+
+if TYPE_CHECKING:
+    from .rig import Rig
+
+TABLE_VERSION = 1
+MAX_STEPS = 1_000_000  # as the protocol parser allows
+MAX_DEPTH = 10
+RESULTS_KEPT = 10_000  # completed steps whose results a client can still read
+STATES = ("Idle", "Running", "Paused", "Done", "Aborted", "Failed", "Held")
+COUNTERS = ("charge_capacity", "discharge_capacity", "charge_energy", "discharge_energy")
+
+
+class SequenceError(ValueError):
+    """A table or a command the sequencer refuses; the message names the problem."""
+
+
+# --- the table --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableStep:
+    """One step of the table: what to do, in the rig's terms."""
+
+    text: str
+    do: str  # "cycler" | "pressure" | "gap"
+    step: Step | None = None  # cycler steps
+    action: str = ""  # pressure: "set" | "ramp" | "hold"
+    pressure: float = 0.0  # MPa
+    rate: float | None = None  # MPa/s, ramps
+    duration: float = 0.0  # s, holds
+    period: float | None = None  # s between logged samples during this step only
+
+
+@dataclass(frozen=True)
+class Repeat:
+    count: int
+    steps: tuple[TableStep | Repeat, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    steps: tuple[TableStep | Repeat, ...]
+    total: int  # steps once repeats are unrolled
+    fast_steps: frozenset[int] | str  # step indices with full-rate load-cell data, or "all"
+    owner: dict[str, Any]  # who uploaded it (run uid, plan, protocol): for attaching
+    source: str  # the JSON as uploaded
+
+    def expand(self, first: int = 1) -> Iterator[tuple[int, int, TableStep]]:
+        """(index, cycle, step) in execution order from step ``first`` on."""
+        counter = [0, 0]  # index, cycle
+
+        def walk(nodes, top: bool):
+            for node in nodes:
+                if isinstance(node, Repeat):
+                    size = _size(node.steps)
+                    for _ in range(node.count):
+                        if top:
+                            counter[1] += 1
+                        if counter[0] + size < first:  # wholly before `first`: skip it
+                            counter[0] += size
+                            continue
+                        yield from walk(node.steps, False)
+                else:
+                    counter[0] += 1
+                    if counter[0] >= first:
+                        yield counter[0], counter[1], node
+
+        return walk(self.steps, True)
+
+    def fast(self, index: int) -> bool:
+        return self.fast_steps == "all" or index in self.fast_steps
+
+
+def _size(nodes) -> int:
+    return sum(n.count * _size(n.steps) if isinstance(n, Repeat) else 1 for n in nodes)
+
+
+def _number(where: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SequenceError(f"{where}: expected a number, got {value!r}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise SequenceError(f"{where}: {value!r} outside {low:g}..{high:g}")
+    return float(value)
+
+
+def _cycler_step(where: str, spec: Any) -> Step:
+    if not isinstance(spec, dict):
+        raise SequenceError(f"{where}: expected an object, got {spec!r}")
+    kinds = {k.value: k for k in StepKind}
+    kind = str(spec.get("kind", "")).lower()
+    if kind not in kinds:
+        raise SequenceError(f"{where}.kind: {spec.get('kind')!r} is not one of {list(kinds)}")
+    terms = []
+    for k, term in enumerate(spec.get("terminations", ())):
+        if not (isinstance(term, list | tuple) and len(term) == 3):
+            raise SequenceError(f"{where}.terminations[{k}]: expected [limit, value, direction]")
+        limit, value, direction = term
+        try:
+            limit = Limit(str(limit).lower())
+        except ValueError:
+            raise SequenceError(f"{where}.terminations[{k}]: unknown limit {limit!r}") from None
+        rising = {"Auto": None, "Rising": True, "Falling": False}.get(direction, "bad")
+        if rising == "bad":
+            raise SequenceError(f"{where}.terminations[{k}]: direction {direction!r}")
+        value = _number(f"{where}.terminations[{k}]", value, 0.0)
+        terms.append(Termination(limit, value, rising if limit == Limit.VOLTAGE else None))
+    numbers = {}
+    for name in ("current", "voltage", "power", "resistance", "f_start", "f_end"):
+        if spec.get(name) is not None:
+            numbers[name] = _number(f"{where}.{name}", spec[name])
+    ppd = spec.get("points_per_decade", 10)
+    if not isinstance(ppd, int) or isinstance(ppd, bool):
+        raise SequenceError(f"{where}.points_per_decade: expected a whole number, got {ppd!r}")
+    return Step(kinds[kind], terminations=tuple(terms), points_per_decade=ppd, **numbers)
+
+
+def _node(rig: Rig, where: str, node: Any, depth: int) -> TableStep | Repeat:
+    if not isinstance(node, dict):
+        raise SequenceError(f"{where}: expected an object, got {type(node).__name__}")
+    if "repeat" in node:
+        count = node["repeat"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise SequenceError(f"{where}.repeat: expected a whole number >= 1, got {count!r}")
+        if depth >= MAX_DEPTH:
+            raise SequenceError(f"{where}: repeats nested deeper than {MAX_DEPTH}")
+        return Repeat(count, _nodes(rig, f"{where}.steps", node.get("steps"), depth + 1))
+    text, do = str(node.get("text", ""))[:200], node.get("do")
+    period = node.get("period")
+    if period is not None:
+        period = _number(f"{where}.period", period, 0.01, 86400.0)
+    if do == "cycler":
+        step = _cycler_step(f"{where}.step", node.get("step"))
+        try:
+            rig.cycler.validate(step)
+        except CyclerError as ex:
+            raise SequenceError(f"{where} ({text}): {ex}") from None
+        return TableStep(text, "cycler", step=step, period=period)
+    if do == "pressure":
+        action = node.get("action")
+        if action not in ("set", "ramp", "hold"):
+            raise SequenceError(f"{where}.action: {action!r} is not one of set, ramp, hold")
+        pressure = _number(f"{where}.pressure", node.get("pressure"), 0.0, rig.max_setpoint)
+        rate = node.get("rate")
+        if action == "ramp":
+            top = rig.params.limits.max_ramp_rate
+            rate = _number(f"{where}.rate", rate, 0.0, top)
+        duration = 0.0
+        if action == "hold":
+            duration = _number(f"{where}.duration", node.get("duration"), 0.0, 1e9)
+        return TableStep(text, "pressure", action=action, pressure=pressure, rate=rate,
+                         duration=duration, period=period)  # fmt: skip
+    if do == "gap":
+        return TableStep(text, "gap", period=period)
+    raise SequenceError(f"{where}.do: {do!r} is not one of cycler, pressure, gap")
+
+
+def _nodes(rig: Rig, where: str, nodes: Any, depth: int) -> tuple:
+    if not isinstance(nodes, list) or not nodes:
+        raise SequenceError(f"{where}: expected a non-empty list of steps")
+    return tuple(_node(rig, f"{where}[{k}]", node, depth) for k, node in enumerate(nodes))
+
+
+def load_table(rig: Rig, source: str | bytes) -> Table:
+    """Check a table as a whole against the rig's limits; refuses with the path of the
+    first bad entry (``steps[2].step.current: ...``).
+
+    ``{"version": 1, "steps": [...], "fast_steps": [3, 4] | "all", "owner": {...}}``;
+    a step is ``{"repeat": n, "steps": [...]}``, ``{"do": "cycler", "step": {"kind":
+    "cc", "current": A, "voltage": V, "power": W, "resistance": Ohm, "terminations":
+    [["time", 600, "Auto"], ...], "f_start": Hz, "f_end": Hz, "points_per_decade": n}}``,
+    ``{"do": "pressure", "action": "set" | "ramp" | "hold", "pressure": MPa, "rate":
+    MPa/s, "duration": s}`` or ``{"do": "gap"}``; any step may carry ``"text"`` and
+    ``"period"`` (s between logged samples during that step).
+    """
+    if isinstance(source, bytes):
+        try:
+            source = source.decode()
+        except UnicodeDecodeError as ex:
+            raise SequenceError(f"table: not UTF-8 text (byte {ex.start})") from None
+    try:
+        doc = json.loads(source)
+    except json.JSONDecodeError as ex:
+        raise SequenceError(f"table: not JSON: {ex}") from None
+    if not isinstance(doc, dict):
+        raise SequenceError("table: expected a JSON object with 'steps'")
+    if doc.get("version") != TABLE_VERSION:
+        raise SequenceError(f"table: version {doc.get('version')!r}, expected {TABLE_VERSION}")
+    steps = _nodes(rig, "steps", doc.get("steps"), 0)
+    total = _size(steps)
+    if total > MAX_STEPS:
+        raise SequenceError(f"table: {total} steps once repeats are unrolled; at most {MAX_STEPS}")
+    fast = doc.get("fast_steps", [])
+    if fast != "all":
+        if not isinstance(fast, list) or not all(
+            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in fast
+        ):
+            raise SequenceError(f"fast_steps: expected step numbers or 'all', got {fast!r}")
+        fast = frozenset(fast)
+    owner = doc.get("owner", {})
+    if not isinstance(owner, dict):
+        raise SequenceError(f"owner: expected an object, got {owner!r}")
+    return Table(steps, total, fast, owner, source)
+
+
+# --- running it -------------------------------------------------------------------------
+
+
+@dataclass
+class Running:
+    """The step in progress and what the record needs of it."""
+
+    index: int
+    cycle: int
+    step: TableStep
+    start_time: float
+    start: dict[str, float]  # cumulative counters at the start
+    active: float = 0.0  # step time run before pauses (cycler steps)
+    done_capacity: float = 0.0  # mAh passed before pauses
+    interruptions: list[str] = field(default_factory=list)
+    usual_period: float | None = None
+    usual_rate: float | None = None
+    phase: str = ""  # pressure steps: "settling", then "holding" for holds
+    live: bool = False  # a cycler step: started on the channel and not paused
+
+    def active_time(self, step_time: float) -> float:
+        """Step time run so far, pauses excluded (``step_time``: the channel's)."""
+        return self.active + (step_time if self.live else 0.0)
+
+
+class Sequencer:
+    """Runs a :class:`Table` on the rig; see the module's docstring."""
+
+    def __init__(self, rig: Rig):
+        self.rig = rig
+        self.table: Table | None = None
+        self.state = "Idle"
+        self.reason = ""  # why it ended, paused or was held
+        self.running: Running | None = None
+        self.results: deque[dict[str, Any]] = deque(maxlen=RESULTS_KEPT)
+        self.completed = 0  # steps completed since the table was started
+        self.changes = 0  # counts state and step changes, for publishing
+        self._steps: Iterator[tuple[int, int, TableStep]] | None = None
+
+    # --- commands -----------------------------------------------------------------------
+    def load(self, source: str | bytes) -> Table:
+        """Take a new table (refused while one runs or is paused)."""
+        if self.state in ("Running", "Paused"):
+            raise SequenceError(f"sequence {self.state.lower()}: abort it before a new table")
+        table = load_table(self.rig, source)
+        self.table, self.state, self.reason = table, "Idle", ""
+        self.running, self._steps = None, None
+        self.completed = 0
+        self.results.clear()
+        self._changed()
+        return table
+
+    def start(self, first: int = 1) -> None:
+        """Run the table from step ``first`` (1 = the beginning)."""
+        if self.table is None:
+            raise SequenceError("no table loaded: put one to Seq:Table-SP first")
+        if self.state in ("Running", "Paused"):
+            raise SequenceError(f"sequence already {self.state.lower()}")
+        if not 1 <= first <= self.table.total:
+            raise SequenceError(f"start at step {first}: the table has {self.table.total}")
+        self._check_free()
+        self._steps = self.table.expand(first)
+        self.state, self.reason = "Running", ""
+        self.completed = 0
+        self.results.clear()
+        self._next()
+
+    def _check_free(self) -> None:
+        rig = self.rig
+        if rig.interlock:
+            raise SequenceError(f"interlock tripped ({rig.interlock}); reset it first")
+        if rig.cycler.tripped:
+            raise SequenceError(f"cycler safety trip latched ({rig.cycler.tripped}); reset it")
+        if rig.cycler.running:
+            raise SequenceError("a cycler step is running: stop it before starting a sequence")
+
+    def pause(self, why: str = "paused by a client") -> None:
+        """Open the circuit and hold the sequence; the press holds its pressure."""
+        if self.state != "Running":
+            raise SequenceError(f"cannot pause: sequence is {self.state.lower()}")
+        run = self.running
+        if run is not None and run.step.do == "cycler" and self.rig.cycler.running:
+            c = self.rig.cycler.counters
+            run.active, run.live = run.active + c.step_time, False
+            run.done_capacity += max(c.step_charge, c.step_discharge)
+            run.interruptions.append(
+                f"paused at t = {c.test_time:.1f} s after {run.active:.0f} s and "
+                f"{run.done_capacity:.4g} mAh; cell at open circuit"
+            )
+            self.state = "Paused"  # before stop(): poll() must not take it as the end
+            self.rig.cycler.stop("paused")
+        elif run is not None:
+            run.interruptions.append(f"paused at t = {self.rig.time:.1f} s")
+        self.state, self.reason = "Paused", why
+        self._changed()
+
+    def resume(self) -> None:
+        """Run the rest of the interrupted step, then go on. A sequence held by a restart
+        first brings the press back to the pressure it was regulating."""
+        if self.state not in ("Paused", "Held"):
+            raise SequenceError(f"cannot resume: sequence is {self.state.lower()}")
+        self._check_free()
+        rig, run = self.rig, self.running
+        repress = self.state == "Held" and self._held_pressure is not None
+        if repress:
+            if rig.press.mode != Mode.PRESSURE:
+                rig.set_mode("pressure")
+            rig.set_pressure(self._held_pressure)
+        self.state, self.reason = "Running", ""
+        if run is None:
+            self._next()
+            return
+        run.interruptions.append(f"resumed at t = {rig.time:.1f} s")
+        if run.step.do == "cycler":
+            if repress:  # the rest of the step once the pressure is back
+                run.phase = "repress"
+            else:
+                self._start_cycler(run, remaining=True)
+        self._changed()
+
+    def abort(self, why: str = "aborted by a client") -> None:
+        """End the sequence now: open circuit, the press holds its pressure."""
+        if self.state not in ("Running", "Paused", "Held"):
+            raise SequenceError(f"cannot abort: sequence is {self.state.lower()}")
+        self._finish("Aborted", why)
+
+    # --- the step machine ---------------------------------------------------------------
+    def poll(self) -> None:
+        """End the running step if its condition is met and start the next, at once."""
+        for _ in range(1000):  # instantaneous steps (gap holds, settled set-points) chain
+            if self.state != "Running" or self.running is None:
+                return
+            reason = self._ended(self.running)
+            if not reason:
+                return
+            self._complete(reason)
+            if self.state == "Running":
+                self._next()
+
+    def max_step(self) -> float:
+        """Longest simulation step (s) that does not run past a pressure hold's end."""
+        run = self.running
+        if self.state == "Running" and run is not None and run.phase == "holding":
+            return max(run.start_time + run.step.duration - self.rig.time, 1e-3)
+        return math.inf
+
+    def _ended(self, run: Running) -> str:
+        rig, step = self.rig, run.step
+        if rig.interlock:
+            self._finish("Failed", f"interlock: {rig.interlock}")
+            return ""
+        if step.do == "cycler":
+            cyc = rig.cycler
+            if run.phase == "repress":
+                if rig.press.settled:
+                    run.phase = ""
+                    run.interruptions.append(f"pressure back at t = {rig.time:.1f} s")
+                    self._start_cycler(run, remaining=True)
+                return ""
+            if cyc.running:
+                return ""
+            if cyc.reason.startswith("safety"):
+                self._finish("Failed", f"step {run.index} ended by a {cyc.reason}")
+                return ""
+            if cyc.reason.startswith("stopped") or cyc.reason == "manual rest":
+                self._finish("Aborted", f"step {run.index}: {cyc.reason}")
+                return ""
+            return cyc.reason
+        if step.do == "gap":
+            return "gap locked"
+        press = rig.press
+        if press.mode != Mode.PRESSURE:
+            self._finish("Aborted", f"step {run.index}: press mode changed to {press.mode.name}")
+            return ""
+        if run.phase == "settling":
+            if not press.settled:
+                return ""
+            if step.action != "hold":
+                return "pressure settled"
+            run.phase = "holding"
+        if rig.time >= run.start_time + step.duration - 1e-9:
+            return f"held {step.duration:g} s"
+        return ""
+
+    def _next(self) -> None:
+        try:
+            index, cycle, step = next(self._steps)
+        except StopIteration:
+            self._finish("Done", f"all {self.table.total} steps done")
+            return
+        rig = self.rig
+        start = {name: getattr(rig.cycler.counters, name) for name in COUNTERS}
+        run = Running(index, cycle, step, rig.time, start)
+        self.running = run
+        if step.period is not None:
+            run.usual_period = rig.cycler.log_period
+            rig.cycler.log_period = step.period
+        if self.table.fast(index):
+            rig.set_fast_sampling("on", duration=0.0)
+        try:
+            if step.do == "cycler":
+                self._start_cycler(run)
+            elif step.do == "gap":
+                rig.set_mode("gap")
+            else:
+                if rig.press.mode != Mode.PRESSURE:
+                    rig.set_mode("pressure")
+                if step.action == "ramp":
+                    run.usual_rate = rig.press.ramp_rate
+                    rig.set_ramp_rate(step.rate)
+                rig.set_pressure(step.pressure)
+                run.phase = "settling"
+        except (CyclerError, ValueError) as ex:
+            self._finish("Failed", f"step {index} ({step.text}) refused: {ex}")
+            return
+        self._changed()
+
+    def _start_cycler(self, run: Running, remaining: bool = False) -> None:
+        step = run.step.step
+        if remaining:
+            terms = []
+            for t in step.terminations:
+                if t.limit == Limit.TIME:
+                    t = dataclasses.replace(t, value=max(t.value - run.active, 1e-3))
+                elif t.limit == Limit.CAPACITY:
+                    t = dataclasses.replace(t, value=max(t.value - run.done_capacity, 1e-6))
+                terms.append(t)
+            step = dataclasses.replace(step, terminations=tuple(terms))
+        self.rig.cycler.start(step, cycle=run.cycle, index=run.index)
+        run.live = True
+
+    def _complete(self, reason: str) -> None:
+        run, rig = self.running, self.rig
+        self._restore(run)
+        c = rig.cycler.counters
+        duration = rig.time - run.start_time
+        if run.step.do == "cycler":
+            duration = run.active_time(c.step_time)
+        self.completed += 1
+        self.results.append(
+            {
+                "n": self.completed,
+                "index": run.index,
+                "cycle": run.cycle,
+                "text": run.step.text,
+                "type": run.step.step.kind.name.title()
+                if run.step.do == "cycler"
+                else "Pressure",
+                "reason": reason,
+                "start_time": run.start_time,
+                "end_time": rig.time,
+                "duration": duration,
+                **{f"start_{k}": v for k, v in run.start.items()},
+                **{f"end_{k}": getattr(c, k) for k in COUNTERS},
+                "interruptions": "; ".join(run.interruptions),
+            }
+        )
+        self.running = None
+
+    def _restore(self, run: Running) -> None:
+        rig = self.rig
+        if run.usual_period is not None:
+            rig.cycler.log_period = run.usual_period
+        if run.usual_rate is not None:
+            rig.set_ramp_rate(run.usual_rate)
+        if self.table is not None and self.table.fast(run.index):
+            rig.set_fast_sampling("off")
+
+    def _finish(self, state: str, reason: str) -> None:
+        """End the sequence; a step cut short gets its record, with the reason."""
+        rig = self.rig
+        if rig.cycler.running:
+            rig.cycler.stop(reason)
+        if state != "Done":
+            rig.stop()  # the press holds what it measures (nothing in other modes)
+        if self.running is not None:
+            self._complete(reason)
+        self.state, self.reason, self._steps = state, reason, None
+        self._changed()
+
+    def _changed(self) -> None:
+        self.changes += 1
+
+    # --- surviving a restart ----------------------------------------------------------
+    _held_pressure: float | None = None
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """What a restarted IOC needs to hold the sequence where it was (JSON-able)."""
+        if self.table is None:
+            return None
+        run = self.running
+        return {
+            "table": self.table.source,
+            "state": self.state,
+            "reason": self.reason,
+            "step": run.index if run else None,
+            "active": run.active_time(self.rig.cycler.counters.step_time) if run else 0.0,
+            "done_capacity": run.done_capacity if run else 0.0,
+            "start_time": run.start_time if run else 0.0,
+            "start": run.start if run else {},
+            "interruptions": run.interruptions if run else [],
+            "pressure": self.rig.press.target
+            if self.rig.press.mode == Mode.PRESSURE
+            else None,
+            "results": list(self.results)[-1000:],
+            "completed": self.completed,
+        }
+
+    def restore(self, saved: dict[str, Any]) -> str:
+        """After a restart: a sequence that was running or paused is *held* (the press is
+        Off and the cell at open circuit; resume re-presses and runs the rest of the
+        step). Says what it found."""
+        table = self.load(saved["table"])
+        self.completed = int(saved.get("completed", 0))
+        self.results.extend(saved.get("results", []))
+        state, step = saved.get("state"), saved.get("step")
+        if state not in ("Running", "Paused", "Held") or not step:
+            self.state, self.reason = state if state in STATES else "Idle", saved.get("reason", "")
+            return f"sequence {self.state.lower()}"
+        self._steps = table.expand(int(step))
+        index, cycle, node = next(self._steps)
+        run = Running(index, cycle, node, float(saved.get("start_time", 0.0)),
+                      dict(saved.get("start", {})))  # fmt: skip
+        run.active = float(saved.get("active", 0.0))
+        run.done_capacity = float(saved.get("done_capacity", 0.0))
+        run.interruptions = [*saved.get("interruptions", []), "IOC restarted"]
+        if node.do == "pressure":
+            run.phase = "settling"
+        self.running = run
+        self._held_pressure = saved.get("pressure")
+        self.state = "Held"
+        self.reason = (
+            f"IOC restarted during step {index}: press Off, cell at open circuit; "
+            "resume to re-press and go on"
+        )
+        self._changed()
+        return f"sequence held at step {index} of {table.total}"
