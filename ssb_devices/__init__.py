@@ -21,6 +21,7 @@ from .cycler import (
 from .events import EVENT_KINDS, EventDetection, EventLog, FastLog, FaultInjector
 from .press import MODES, Press, PressureRejected, RigDisconnected
 from .rig import ExperimentClock, LoadCell, Rig
+from .sequencer import SequenceRefused, Sequencer, SequenceStatus
 
 __all__ = [
     "EVENT_KINDS",
@@ -39,6 +40,9 @@ __all__ = [
     "Rig",
     "RigDisconnected",
     "SampleLog",
+    "SequenceRefused",
+    "SequenceStatus",
+    "Sequencer",
     "StepRejected",
     "StepStatus",
     "Termination",

@@ -11,6 +11,7 @@ from ophyd.status import Status
 from .cycler import Cycler
 from .events import EventDetection, FastLog
 from .press import Press, RigDisconnected
+from .sequencer import Sequencer
 
 
 class LoadCell(Device):
@@ -81,8 +82,8 @@ class ExperimentClock(Device):
 
 
 class Rig(Device):
-    """The pressure-controlled ASSB rig: press, load cell, cycler, event detection,
-    clock, interlock.
+    """The pressure-controlled ASSB rig: press, load cell, cycler, the protocol sequencer,
+    event detection, clock, interlock.
 
     >>> rig = Rig("SSB:", name="rig")
     >>> rig.wait_for_connection()
@@ -91,6 +92,7 @@ class Rig(Device):
     press = Cpt(Press, "")
     load_cell = Cpt(LoadCell, "")
     cycler = Cpt(Cycler, "")
+    sequencer = Cpt(Sequencer, "")
     events = Cpt(EventDetection, "")
     clock = Cpt(ExperimentClock, "")
     voltage = Cpt(EpicsSignalRO, "Rig:CellVoltage-RB", kind=Kind.normal)

@@ -6,7 +6,7 @@ a PV group decides, and no match means read-only::
     [[rule]]
     users = ["alice", "bob"]    # optional: user names as Channel Access clients claim them
     hosts = ["127.0.0.1"]       # optional: client addresses (host names are resolved once)
-    groups = ["Press", "Cyc"]   # PV groups (Rig, Press, LC, Cyc, Evt, Diag) or "*"
+    groups = ["Press", "Cyc"]   # PV groups (Rig, Press, LC, Cyc, Seq, Evt, Diag) or "*"
     access = "write"            # "write" | "read" | "none"
 
 Hosts are matched against the address the client connects from, not the host name it
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from caproto import AccessRights
 
-GROUPS = ("Rig", "Press", "LC", "Cyc", "Evt", "Diag")
+GROUPS = ("Rig", "Press", "LC", "Cyc", "Seq", "Evt", "Diag")
 RIGHTS = {
     "write": AccessRights.READ | AccessRights.WRITE,
     "read": AccessRights.READ,

@@ -214,6 +214,7 @@ class CyclerGroup(RigPVGroup):
     async def start_cmd(self, instance, value):
         if not value:
             return 0
+        self.rig.check_manual("step")
         try:
             index = int(self.step_sp.value) or None
             self.rig.cycler.start(self._step(), cycle=int(self.cycle_sp.value), index=index)

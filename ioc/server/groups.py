@@ -20,6 +20,7 @@ from .cycler import CyclerGroup
 from .diagnostics import DiagnosticsGroup
 from .events import EventsGroup, FastRows
 from .pvs import RigPVGroup, choice, command, limits, publish, reading, setting, text
+from .sequencer import SequencerGroup
 
 MODES = [m.name.title() for m in Mode]  # Off, Pressure, Gap
 NO_YES = ["No", "Yes"]
@@ -276,12 +277,13 @@ class RigIOC(RigPVGroup):
     FaultAt-SP         s     experiment time to inject it at (past or 0: at once)
 
     Press (``{prefix}Press:``), load cell (``{prefix}LC:``), cycler (``{prefix}Cyc:``),
-    events (``{prefix}Evt:``) and diagnostics (``{prefix}Diag:``) PVs: see their groups.
+    protocol sequencer (``{prefix}Seq:``), events (``{prefix}Evt:``) and diagnostics (``{prefix}Diag:``) PVs: see their groups.
     """
 
     press = SubGroup(PressGroup, prefix="Press:")
     load_cell = SubGroup(LoadCellGroup, prefix="LC:")
     cycler = SubGroup(CyclerGroup, prefix="Cyc:")
+    sequencer = SubGroup(SequencerGroup, prefix="Seq:")
     events = SubGroup(EventsGroup, prefix="Evt:")
     diagnostics = SubGroup(DiagnosticsGroup, prefix="Diag:")
 
@@ -325,6 +327,7 @@ class RigIOC(RigPVGroup):
         self.autosave = autosave
         self._settings_changed = False
         self._state_saved = time.monotonic()
+        self._sequence_saved = 0
         self._heartbeat = time.monotonic()
         self._deadman_expired = False
         self.speed = speed
@@ -434,10 +437,20 @@ class RigIOC(RigPVGroup):
         state = saved.get("state", {}) if isinstance(saved.get("state"), dict) else {}
         rig, lc = self.backend, self.backend.load_cell
         if finite_number(state.get("time")) and state["time"] >= 0:
-            rig.resume_clock(float(state["time"]))
+            # never behind the newest logged sample (the state is saved every few s)
+            rig.resume_clock(max(float(state["time"]), rig.cycler.counters.test_time))
         for key in ("tare_offset", "drift"):
             if finite_number(state.get(key)):
                 setattr(lc, key, float(state[key]))
+        sequence = saved.get("sequence")
+        if isinstance(sequence, dict):
+            try:
+                found = rig.sequencer.restore(sequence)
+                await self.sequencer.restored()
+            except (ValueError, KeyError, TypeError, StopIteration) as ex:
+                found = f"saved sequence not restored ({ex})"
+            await self.report(f"autosave: {found}")
+            print(f"ssb-ioc: autosave: {found}", flush=True)
         if saved:
             await self.report(
                 f"autosave: restored {restored} settings and the clock ({rig.time:.1f} s) "
@@ -457,15 +470,20 @@ class RigIOC(RigPVGroup):
         rig, lc = self.backend, self.backend.load_cell
         values = {name: self.pvdb[self.prefix + name].value for name in SAVED_PVS}
         state = {"time": rig.time, "tare_offset": lc.tare_offset, "drift": lc.drift}
+        self._sequence_saved = rig.sequencer.changes
         try:
-            self.autosave.save({"pvs": values, "state": state})
+            self.autosave.save(
+                {"pvs": values, "state": state, "sequence": rig.sequencer.snapshot()}
+            )
         except OSError as ex:
             print(f"ssb-ioc: autosave to {self.autosave.path} failed: {ex}", flush=True)
         self._settings_changed = False
         self._state_saved = time.monotonic()
 
     def _save_if_due(self) -> None:
-        if self._settings_changed or time.monotonic() - self._state_saved > STATE_PERIOD:
+        since = time.monotonic() - self._state_saved
+        boundary = self.backend.sequencer.changes != self._sequence_saved
+        if self._settings_changed or (boundary and since > 1.0) or since > STATE_PERIOD:
             self.save()
 
     async def tick(self) -> None:
@@ -587,6 +605,10 @@ class RigIOC(RigPVGroup):
         if pg.mode_sp.value != values[pg.mode_rb]:  # a trip changed the mode
             await pg.mode_sp.write(values[pg.mode_rb], verify_value=False)
         await self.cycler.update()
+        await self.sequencer.update()
+        for pv, value in ((pg.pressure_sp, press.target), (pg.ramp_rate_sp, press.ramp_rate)):
+            if pv.value != value:  # the sequencer (or the deadman) set it: show it
+                await pv.write(value, verify_value=False)
         await self.events.update()
         await self.load_cell.fast.update()
         if rig.interlock and rig.interlock != self._reported_trip:

@@ -211,9 +211,20 @@ def reading(name: str, units: str, lo: float, hi: float, doc: str, precision: in
     return _numeric(name, units, lo, hi, doc, precision, read_only=True)
 
 
-def text(name: str, doc: str, writable: bool = False):
-    """A long-string PV (CHAR waveform, read it as a string): messages, names, reasons."""
-    return _pv(name, doc, value="", dtype=str, max_length=256, read_only=not writable)
+def text(name: str, doc: str, writable: bool = False, max_length: int = 256, **kwargs):
+    """A long-string PV (CHAR waveform, read it as a string): messages, names, reasons;
+    a long one (a table, a JSON document) keeps only its newest value per monitor."""
+    backlog = SCALAR_BACKLOG if max_length <= 256 else ARRAY_BACKLOG
+    return _pv(
+        name,
+        doc,
+        backlog,
+        value="",
+        dtype=str,
+        max_length=max_length,
+        read_only=not writable,
+        **kwargs,
+    )
 
 
 def command(name: str, doc: str):

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .cycler import CyclerError, Limit, Step, StepKind, Termination
+from .cycler import SAMPLE_FIELDS, CyclerError, Limit, Step, StepKind, Termination
 from .press import Mode
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def _node(rig: Rig, where: str, node: Any, depth: int) -> TableStep | Repeat:
         try:
             rig.cycler.validate(step)
         except CyclerError as ex:
-            raise SequenceError(f"{where} ({text}): {ex}") from None
+            raise SequenceError(f"{where}{f' ({text})' if text else ''}: {ex}") from None
         return TableStep(text, "cycler", step=step, period=period)
     if do == "pressure":
         action = node.get("action")
@@ -553,13 +553,20 @@ class Sequencer:
         if state not in ("Running", "Paused", "Held") or not step:
             self.state, self.reason = state if state in STATES else "Idle", saved.get("reason", "")
             return f"sequence {self.state.lower()}"
-        self._steps = table.expand(int(step))
+        step, start_time = int(step), float(saved.get("start_time", 0.0))
+        active, done_capacity = saved.get("active", 0.0), saved.get("done_capacity", 0.0)
+        interruptions = list(saved.get("interruptions", []))
+        newest = self.rig.cycler.buffer.last()  # the state is saved every second or so:
+        if newest is not None:  # the samples say if a later step had begun
+            logged = dict(zip(SAMPLE_FIELDS, newest, strict=True))
+            if step < int(logged["step"]) <= table.total:
+                step, active, done_capacity = int(logged["step"]), logged["step_time"], 0.0
+                start_time, interruptions = logged["test_time"] - logged["step_time"], []
+        self._steps = table.expand(step)
         index, cycle, node = next(self._steps)
-        run = Running(index, cycle, node, float(saved.get("start_time", 0.0)),
-                      dict(saved.get("start", {})))  # fmt: skip
-        run.active = float(saved.get("active", 0.0))
-        run.done_capacity = float(saved.get("done_capacity", 0.0))
-        run.interruptions = [*saved.get("interruptions", []), "IOC restarted"]
+        run = Running(index, cycle, node, start_time, dict(saved.get("start", {})))
+        run.active, run.done_capacity = float(active), float(done_capacity)
+        run.interruptions = [*interruptions, "IOC restarted"]
         if node.do == "pressure":
             run.phase = "settling"
         self.running = run

@@ -1,0 +1,132 @@
+"""The protocol sequencer's PVs (``{prefix}Seq:``): upload a protocol, run it on the
+instrument, follow it, read what each step did.
+
+A client puts the whole table (JSON, see :func:`ssb_ioc.sim.sequencer.load_table`) to
+``Table-SP``; it is checked as a whole and refused with the path of the first bad entry.
+``Start-Cmd`` runs it; from then on the IOC starts each step in the simulation step in
+which the previous one ended, whether or not a client is connected. Clients follow
+``Step-RB`` and ``Completed-RB``, and read the record of finished steps in bulk: put the
+first wanted completion number to ``ResultsFrom-SP`` (completes once ``Results-RB`` is
+filled), then read ``Results-RB``, a JSON list.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ssb_ioc.sim.sequencer import STATES
+
+from .pvs import RigPVGroup, choice, command, publish, reading, setting, text
+
+TABLE_MAX = 1_000_000  # characters of a table (a protocol file is at most 1 MB of text)
+RESULTS_READ = 1000  # step records per bulk read
+RESULTS_MAX = 2_000_000  # characters of one bulk read
+
+
+class SequencerGroup(RigPVGroup):
+    """Protocol sequencer (``{prefix}Seq:``): the schedule runs on the instrument.
+
+    Table-SP           JSON table of steps (long string, up to 1 MB); refused whole
+    Owner-RB           JSON: who uploaded the table (run uid, plan, protocol), for attaching
+    StartAt-SP         first step to run (1 = the beginning)
+    Start-Cmd          run the table
+    Pause-Cmd          open circuit, press holds; the sequence waits
+    Resume-Cmd         the rest of the interrupted step, then on (after an IOC restart:
+                       re-press to the pressure it was holding first)
+    Abort-Cmd          end the sequence: open circuit, press holds the measured pressure
+    State-RB           Idle | Running | Paused | Done | Aborted | Failed | Held
+    Reason-RB          why it ended, paused or is held
+    Steps-RB           steps in the table, repeats unrolled
+    Step-RB, Cycle-RB  index and cycle of the step in progress (as the plan numbers them)
+    StepText-RB        the protocol line of the step in progress
+    Completed-RB       steps completed since Start-Cmd
+    ResultsFrom-SP     fill Results-RB with the records of completed steps from this
+                       number on (at most 1000; put-completion = filled)
+    Results-RB         JSON list of step records: index, cycle, text, type, reason,
+                       start/end time, duration, counters at start and end, interruptions
+    """
+
+    table_sp = text("Table-SP", "Protocol table (JSON)", writable=True, max_length=TABLE_MAX)
+    owner_rb = text("Owner-RB", "Who uploaded the table (JSON)", max_length=4096)
+    start_at_sp = setting("StartAt-SP", "", 1.0, 1e6, "First step to run", 0)
+    start_cmd = command("Start-Cmd", "Run the table")
+    pause_cmd = command("Pause-Cmd", "Pause: open circuit, press holds")
+    resume_cmd = command("Resume-Cmd", "Resume the interrupted step")
+    abort_cmd = command("Abort-Cmd", "End the sequence")
+    state_rb = choice("State-RB", list(STATES), "Sequence state", read_only=True)
+    reason_rb = text("Reason-RB", "Why it ended, paused or is held")
+    steps_rb = reading("Steps-RB", "", 0.0, 1e7, "Steps in the table", 0)
+    step_rb = reading("Step-RB", "", 0.0, 1e7, "Step in progress", 0)
+    cycle_rb = reading("Cycle-RB", "", 0.0, 1e9, "Cycle of the step in progress", 0)
+    step_text_rb = text("StepText-RB", "Protocol line of the step in progress")
+    completed_rb = reading("Completed-RB", "", 0.0, 1e7, "Steps completed", 0)
+    results_from_sp = setting("ResultsFrom-SP", "", 0.0, 1e7, "Fill Results-RB from here", 0)
+    results_rb = text("Results-RB", "Step records (JSON list)", max_length=RESULTS_MAX)
+
+    @property
+    def seq(self):
+        return self.rig.sequencer
+
+    @table_sp.putter
+    async def table_sp(self, instance, value):
+        table = self.seq.load(value)
+        await self.owner_rb.write(json.dumps(table.owner)[:4095])
+        await self.update()
+        return value
+
+    @start_cmd.putter
+    async def start_cmd(self, instance, value):
+        if value:
+            self.seq.start(int(self.start_at_sp.value) or 1)
+            await self.root.update_readbacks()
+        return 0
+
+    @pause_cmd.putter
+    async def pause_cmd(self, instance, value):
+        if value:
+            self.seq.pause()
+            await self.root.update_readbacks()
+        return 0
+
+    @resume_cmd.putter
+    async def resume_cmd(self, instance, value):
+        if value:
+            self.seq.resume()
+            await self.root.update_readbacks()
+        return 0
+
+    @abort_cmd.putter
+    async def abort_cmd(self, instance, value):
+        if value:
+            self.seq.abort()
+            await self.root.update_readbacks()
+        return 0
+
+    @results_from_sp.putter
+    async def results_from_sp(self, instance, value):
+        first = int(value)
+        rows = [r for r in self.seq.results if r["n"] >= first][:RESULTS_READ]
+        await self.results_rb.write(json.dumps(rows)[:RESULTS_MAX])
+        return value
+
+    async def restored(self) -> None:
+        """Show a table restored after a restart."""
+        table = self.seq.table
+        if table is not None:
+            await self.table_sp.write(table.source, verify_value=False)
+            await self.owner_rb.write(json.dumps(table.owner)[:4095])
+
+    async def update(self) -> None:
+        seq = self.seq
+        run = seq.running
+        values = {
+            self.state_rb: seq.state,
+            self.reason_rb: seq.reason[:255],
+            self.steps_rb: float(seq.table.total if seq.table else 0),
+            self.step_rb: float(run.index if run else 0),
+            self.cycle_rb: float(run.cycle if run else 0),
+            self.step_text_rb: (run.step.text if run else "")[:255],
+            self.completed_rb: float(seq.completed),
+        }
+        for pv, value in values.items():
+            await publish(pv, value)

@@ -1,0 +1,163 @@
+"""The protocol sequencer on the instrument (``Seq:`` PVs), as a movable.
+
+``set(table)`` uploads a table (JSON text), starts it and returns a status that completes
+when the sequence stops, however it stops (``Done``, ``Aborted``, ``Failed``, or ``Held``
+by an IOC restart): the plan reads :attr:`Sequencer.state` and ``reason`` to tell which.
+``set(None)`` follows the sequence already on the instrument (resuming it if it is paused
+or held): that is how a new process attaches to a running experiment. The status fails
+with :class:`~ssb_devices.press.RigDisconnected` if the IOC goes away.
+
+On a pause or a suspension the RunEngine calls ``stop(success=True)`` and ``pause()``:
+the sequence pauses on the instrument (open circuit, press holding); ``resume()`` runs
+the rest of the interrupted step. ``stop()`` (a RunEngine stop or abort) aborts it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
+from ophyd.status import DeviceStatus
+
+from .press import RigDisconnected
+
+ENDED = ("Done", "Aborted", "Failed", "Held")
+ACTIVE = ("Running", "Paused", "Held")
+
+
+class SequenceRefused(RuntimeError):
+    """The IOC refused a table or a sequencer command; the message says why."""
+
+
+class SequenceStatus(DeviceStatus):
+    """Done when the sequence on the instrument stops (see :class:`Sequencer`)."""
+
+    def __init__(self, device, table: str | None, **kwargs):
+        super().__init__(device, **kwargs)
+        self.table = table
+
+
+class Sequencer(Device):
+    """Protocol sequencer (``Seq:``), built from the rig prefix."""
+
+    table = Cpt(
+        EpicsSignal,
+        "Seq:Table-SP",
+        string=True,
+        kind=Kind.omitted,
+        auto_monitor=False,
+        put_complete=True,
+    )
+    owner = Cpt(EpicsSignalRO, "Seq:Owner-RB", string=True, kind=Kind.omitted, auto_monitor=False)
+    start_at = Cpt(EpicsSignal, "Seq:StartAt-SP", kind=Kind.omitted, put_complete=True)
+    start_cmd = Cpt(EpicsSignal, "Seq:Start-Cmd", kind=Kind.omitted, put_complete=True)
+    pause_cmd = Cpt(EpicsSignal, "Seq:Pause-Cmd", kind=Kind.omitted, put_complete=True)
+    resume_cmd = Cpt(EpicsSignal, "Seq:Resume-Cmd", kind=Kind.omitted, put_complete=True)
+    abort_cmd = Cpt(EpicsSignal, "Seq:Abort-Cmd", kind=Kind.omitted, put_complete=True)
+    state = Cpt(EpicsSignalRO, "Seq:State-RB", string=True, kind=Kind.omitted)
+    reason = Cpt(EpicsSignalRO, "Seq:Reason-RB", string=True, kind=Kind.omitted)
+    steps = Cpt(EpicsSignalRO, "Seq:Steps-RB", kind=Kind.omitted)
+    step = Cpt(EpicsSignalRO, "Seq:Step-RB", kind=Kind.normal)
+    cycle = Cpt(EpicsSignalRO, "Seq:Cycle-RB", kind=Kind.omitted)
+    step_text = Cpt(EpicsSignalRO, "Seq:StepText-RB", string=True, kind=Kind.omitted)
+    completed = Cpt(EpicsSignalRO, "Seq:Completed-RB", kind=Kind.omitted)
+    results_from = Cpt(EpicsSignal, "Seq:ResultsFrom-SP", kind=Kind.omitted, put_complete=True)
+    results = Cpt(
+        EpicsSignalRO, "Seq:Results-RB", string=True, kind=Kind.omitted, auto_monitor=False
+    )
+    message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted)
+
+    def __init__(self, prefix: str = "", *, name: str, **kwargs):
+        super().__init__(prefix, name=name, **kwargs)
+        self._status: SequenceStatus | None = None
+        self._lock = threading.Lock()
+        self.state.subscribe(self._on_state, run=False)
+        self.state.subscribe(self._on_connection, event_type="meta", run=False)
+
+    # --- running -------------------------------------------------------------------------
+    def set(self, table: str | None) -> SequenceStatus:
+        """Upload ``table`` and start it, or (``None``) follow the sequence already there."""
+        with self._lock:
+            pending = self._status
+            if pending is not None and not pending.done and pending.table == table:
+                return pending  # the same request again (a RunEngine rewind)
+            status = SequenceStatus(self, table)
+            self._status = status
+        if table is not None:
+            self._command(self.table, table, timeout=30)
+            self._command(self.start_at, 1)
+            self._command(self.start_cmd, 1)
+        elif self.state.get(use_monitor=False) in ("Paused", "Held"):
+            self._command(self.resume_cmd, 1)
+        self._on_state(value=self.state.get(use_monitor=False))
+        return status
+
+    def _command(self, signal, value, timeout: float = 10) -> None:
+        """Put ``value`` and wait for the IOC to take it; a refusal raises at once with
+        the IOC's words (from ``Rig:Msg-RB``), a silent IOC after ``timeout`` s."""
+        answered, said = threading.Event(), []
+        self.message.get(use_monitor=False)
+        before = self.message.timestamp  # only a newer message answers this put
+
+        def on_message(value: str = "", timestamp: float = 0.0, **kwargs) -> None:
+            if f"{signal.pvname} refused" in (value or "") and timestamp > before:
+                said.append(value)
+                answered.set()
+
+        self.message.subscribe(on_message, run=False)
+        try:
+            status = signal.set(value, timeout=timeout)
+            status.add_callback(lambda st: answered.set())
+            if not answered.wait(timeout + 1.0):
+                raise RigDisconnected(f"{signal.pvname}: no answer; is the IOC running?")
+        finally:
+            self.message.clear_sub(on_message)
+        if said:
+            raise SequenceRefused(said[0])
+        if not status.success:
+            raise RigDisconnected(f"{signal.pvname}: no answer; is the IOC running?")
+
+    def _on_state(self, value: str = "", **kwargs) -> None:
+        status = self._status
+        if status is not None and not status.done and value in ENDED + ("Idle",):
+            if value == "Idle" and status.table is not None:
+                return  # not started yet
+            status.set_finished()
+
+    def _on_connection(self, connected: bool = True, **kwargs) -> None:
+        status = self._status
+        if not connected and status is not None and not status.done:
+            status.set_exception(
+                RigDisconnected(
+                    f"{self.name}: lost {self.state.pvname} while the protocol ran on the "
+                    "instrument (it goes on there); is the IOC running? `ssb attach` "
+                    "follows it again"
+                )
+            )
+
+    def read_results(self, first: int) -> list[dict[str, Any]]:
+        """Records of the steps completed from completion number ``first`` on."""
+        self.results_from.put(first, wait=True, timeout=10)
+        text = self.results.get(use_monitor=False)
+        return json.loads(text) if text else []
+
+    # --- interruptions -----------------------------------------------------------------
+    def stop(self, *, success: bool = False) -> None:
+        """``success=True`` (the RunEngine's pause or suspension): pause the sequence;
+        otherwise abort it (open circuit, press holding)."""
+        if success:
+            self.pause()
+            return
+        if self.state.get(use_monitor=False) in ACTIVE:
+            self._command(self.abort_cmd, 1)
+
+    def pause(self) -> None:
+        if self.state.get(use_monitor=False) == "Running":
+            self._command(self.pause_cmd, 1)
+
+    def resume(self) -> None:
+        if self.state.get(use_monitor=False) == "Paused":
+            self._command(self.resume_cmd, 1)
