@@ -30,7 +30,9 @@ an abort leaves the cell at open circuit and the press holding the pressure meas
 
 from __future__ import annotations
 
+import json
 import math
+import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -43,14 +45,12 @@ from bluesky.utils import MsgGenerator
 from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 
-from ssb_devices import EVENT_KINDS, CyclerStep, Rig, Termination
+from ssb_devices import EVENT_KINDS, CyclerStep, Rig, StepRejected, Termination
 
 from .events import Event, EventWatch, Limit, Reaction, event_stream, handle_events
 from .pressure import (
-    at_ramp_rate,
     raise_reasons,
     record,
-    regulate,
     start_metadata,
     wait_for_reason,
 )
@@ -236,126 +236,203 @@ class Acquisition:
         return self.fast_steps == "all" or step in self.fast_steps
 
 
-def counters(rig: Rig) -> MsgGenerator[dict[str, float]]:
-    out = {}
-    for name in ("test_time", *COUNTERS):
-        out[name] = yield from bps.rd(getattr(rig.cycler, name), default_value=0.0)
-    return out
-
-
-def run_until_done(
-    rig: Rig, group: str, pages: list[dict], acq: Acquisition
-) -> MsgGenerator[None]:
-    """Wait for ``group``, collecting samples and handling events every ``poll`` s
-    (wall) and reading the detectors every ``detector_period`` s of experiment time,
-    until it is done."""
-    while True:
-        done = yield from bps.wait(group=group, timeout=acq.poll, error_on_timeout=False)
-        new: list[dict] = []
-        yield from collect_samples(rig, new, acq.spectra)
-        pages.extend(new)
-        yield from handle_events(rig, acq.watch, new, acq.event_record, acq.detectors, acq.events)
-        if acq.detector_period:
-            now = yield from bps.rd(rig.clock.time, default_value=0.0)
-            if now >= acq.next_reading:
-                yield from bps.trigger_and_read([rig, *acq.detectors])
-                acq.next_reading = now + acq.detector_period
-        yield from bps.checkpoint()
-        if done:
-            break
-    yield from wait_for_reason(group)  # raises the device's own reason if it failed
-
-
-def full_rate_sampling(rig: Rig, source) -> MsgGenerator[None]:
-    """Every load-cell sample during this step: a cycler step's end is the IOC's own, a
-    pressure hold's end is known; other pressure steps end when the plan says so."""
-    if isinstance(source, Electro | Impedance):
-        yield from bps.mv(rig.load_cell.fast_sampling, "Step")
-    elif isinstance(source, PressureStep) and source.action == "hold":
-        # the IOC times it on its own clock (settling counts as holding)
-        yield from bps.mv(rig.load_cell.fast_sampling, "On")
-        yield from bps.mv(rig.load_cell.fast_for, source.duration)
-    else:
-        yield from bps.mv(rig.load_cell.fast_sampling, "On")
-
-
-def run_step(
-    rig: Rig, planned: PlannedStep, record_: StepRecord, acq: Acquisition
-) -> MsgGenerator[dict[str, Any]]:
-    """One protocol step, then its event in the ``steps`` stream (also returned)."""
-    before = yield from counters(rig)
-    pages: list[dict] = []
-    source, group = planned.source, f"ssb-step-{planned.index}"
-    reason, interruptions, step_type, duration = "", "", "Pressure", None
-    wait = (rig, group, pages, acq)
-    fast = acq.fast(planned.index)
-    if fast:  # the IOC ends full-rate sampling with the step where it knows the end
-        yield from full_rate_sampling(rig, source)
+def table_node(planned: PlannedStep) -> dict[str, Any]:
+    """One step of the sequencer's table (see :mod:`ssb_ioc.sim.sequencer`)."""
+    source, node = planned.source, {"text": planned.text}
     if isinstance(source, GapHold):
-        yield from bps.mv(rig.press.mode, "Gap")
-        yield from run_until_done(*wait)
-        reason = "gap locked"
-    elif isinstance(source, PressureStep):
-        yield from regulate(rig)
-        yield from bps.abs_set(rig.press, source.pressure, group=group)
-        if source.action == "ramp":
-            yield from at_ramp_rate(rig, source.rate, run_until_done(*wait))
-        else:
-            yield from run_until_done(*wait)
-        reason = "pressure settled"
-        if source.action == "hold":
-            yield from bps.abs_set(rig.clock, before["test_time"] + source.duration, group=group)
-            yield from run_until_done(*wait)
-            reason = f"held {source.duration:g} s"
-    else:
+        return node | {"do": "gap"}
+    if isinstance(source, PressureStep):
+        return node | {
+            "do": "pressure",
+            "action": source.action,
+            "pressure": source.pressure,
+            "rate": source.rate,
+            "duration": source.duration,
+        }
+    step = planned.cycler
+    spec = {
+        "kind": step.kind.lower(),
+        "current": step.current,
+        "voltage": step.voltage,
+        "power": step.power,
+        "resistance": step.resistance,
+        "terminations": [[t.limit.lower(), t.value, t.direction] for t in step.terminations],
+        "f_start": step.f_start,
+        "f_end": step.f_end,
+        "points_per_decade": step.points_per_decade,
+    }
+    return node | {"do": "cycler", "step": spec, "period": getattr(source, "period", None)}
+
+
+def sequence_table(
+    protocol: Protocol,
+    planned: Sequence[PlannedStep],
+    fast_steps: Collection[int] | Literal["all"] = (),
+    owner: dict[str, Any] | None = None,
+) -> str:
+    """The protocol as the instrument's sequencer runs it: the planned steps, with
+    repeats kept as repeats (a million steps stay a few lines), as JSON."""
+    nodes = {}
+    for step in planned:
+        nodes.setdefault(id(step.source), table_node(step))
+
+    def tree(steps):
+        return [
+            {"repeat": s.count, "steps": tree(s.steps)} if isinstance(s, Repeat) else nodes[id(s)]
+            for s in steps
+        ]
+
+    fast = fast_steps if fast_steps == "all" else sorted(fast_steps)
+    doc = {"version": 1, "steps": tree(protocol.steps), "fast_steps": fast, "owner": owner or {}}
+    return json.dumps(doc)
+
+
+@dataclass
+class Follower:
+    """The plan's bookkeeping while it follows the sequence on the instrument."""
+
+    planned: dict[int, PlannedStep]
+    next_result: int = 1  # completion number of the next step record to store
+    step_seen: int = 0  # the step in progress at the last look
+    rows: dict[str, np.ndarray] = field(default_factory=dict)  # samples not yet recorded
+
+    def keep(self, pages: list[dict]) -> None:
+        for key in ("test_time", "step", "pressure", "gap"):
+            new = [np.asarray(p[key], dtype=float) for p in pages]
+            self.rows[key] = np.concatenate([self.rows.get(key, np.empty(0)), *new])
+
+    def rows_of(self, result: dict) -> dict[str, np.ndarray]:
+        """The samples logged during a completed step; older ones are let go."""
+        t = self.rows.get("test_time", np.empty(0))
+        mask = (
+            (self.rows.get("step", np.empty(0)) == result["index"])
+            & (t >= result["start_time"] - 1e-9)
+            & (t <= result["end_time"] + 1e-9)
+        )
+        out = {k: v[mask] for k, v in self.rows.items()}
+        later = t >= result["end_time"] - 1e-9
+        self.rows = {k: v[later] for k, v in self.rows.items()}
+        return out
+
+
+def step_summary(result: dict[str, Any], planned: PlannedStep | None, rows) -> dict[str, Any]:
+    """A row of the ``steps`` stream from the instrument's record of a step."""
+    if planned is not None and planned.cycler is not None:
         step_type = planned.cycler.kind
-        period = getattr(source, "period", None)  # "(1 minute period)": this step only
-        if period is not None:
-            usual = yield from bps.rd(rig.cycler.log_period)
-            yield from bps.mv(rig.cycler.log_period, period)
-        status = yield from bps.abs_set(rig.cycler, planned.cycler, group=group)
-        yield from bps.checkpoint()  # a rewind must not start the step twice
-        yield from run_until_done(*wait)
-        if period is not None:
-            yield from bps.mv(rig.cycler.log_period, usual)
-        reason = getattr(status, "reason", "")
-        interruptions = "; ".join(getattr(status, "interruptions", []))
-        step_time = yield from bps.rd(rig.cycler.step_time, default_value=0.0)
-        duration = getattr(status, "time_before_pauses", 0.0) + step_time
-    if fast:
-        yield from bps.mv(rig.load_cell.fast_sampling, "Off", rig.load_cell.fast_for, 0.0)
-    after = yield from counters(rig)
-    rows = {k: np.concatenate([p[k] for p in pages]) for k in ("test_time", "pressure", "gap")}
-    mask = rows["test_time"] >= before["test_time"] if pages else slice(None)
-    p_mean, p_min, p_max = _stats(rows["pressure"][mask]) if pages else (math.nan,) * 3
-    g_mean, g_min, g_max = _stats(rows["gap"][mask]) if pages else (math.nan,) * 3
-    summary = dict(
+    else:
+        step_type = "Pressure"
+    empty = not len(rows.get("test_time", ()))
+    p_mean, p_min, p_max = (math.nan,) * 3 if empty else _stats(rows["pressure"])
+    g_mean, g_min, g_max = (math.nan,) * 3 if empty else _stats(rows["gap"])
+    delta = {k: result[f"end_{k}"] - result[f"start_{k}"] for k in COUNTERS}
+    return dict(
         step_type=step_type,
-        reason=reason,
-        start_time=before["test_time"],
-        duration=after["test_time"] - before["test_time"] if duration is None else duration,
-        charge=after["charge_capacity"] - before["charge_capacity"],
-        discharge=after["discharge_capacity"] - before["discharge_capacity"],
-        charge_energy=after["charge_energy"] - before["charge_energy"],
-        discharge_energy=after["discharge_energy"] - before["discharge_energy"],
+        reason=result["reason"],
+        start_time=result["start_time"],
+        duration=result["duration"],
+        charge=delta["charge_capacity"],
+        discharge=delta["discharge_capacity"],
+        charge_energy=delta["charge_energy"],
+        discharge_energy=delta["discharge_energy"],
         pressure_mean=p_mean,
         pressure_min=p_min,
         pressure_max=p_max,
         gap_mean=g_mean,
         gap_min=g_min,
         gap_max=g_max,
-        samples=int(np.count_nonzero(mask)) if pages else 0,
-        interruptions=interruptions,
+        samples=0 if empty else len(rows["test_time"]),
+        interruptions=result["interruptions"],
     )
-    _fill(record_, planned, **summary)
-    yield from bps.trigger_and_read([record_], name="steps")
-    yield from bps.checkpoint()  # a rewind must not repeat the step's record
-    return {"step": planned.index, "cycle": planned.cycle, "text": planned.text, **summary}
+
+
+def record_steps(
+    rig: Rig, follow: Follower, completed: int, record_: StepRecord, outcome: Outcome
+) -> MsgGenerator[None]:
+    """Store the instrument's record of every step completed up to ``completed``."""
+    while follow.next_result <= completed:
+        results = yield from read_results(rig, follow.next_result)
+        if not results:
+            return
+        for result in results:
+            if result["n"] > completed:
+                return
+            planned = follow.planned.get(result["index"])
+            summary = step_summary(result, planned, follow.rows_of(result))
+            for name, value in summary.items():
+                getattr(record_, name).put(value)
+            record_.step.put(result["index"])
+            record_.cycle.put(result["cycle"])
+            record_.text.put(planned.text if planned else result["text"])
+            yield from bps.trigger_and_read([record_], name="steps")
+            outcome.steps.append(
+                {"step": result["index"], "cycle": result["cycle"], "text": record_.text.get()}
+                | summary
+            )
+            follow.next_result = result["n"] + 1
+
+
+def read_results(rig: Rig, first: int) -> MsgGenerator[list[dict[str, Any]]]:
+    """The step records from completion number ``first`` on (one bulk read)."""
+    yield from bps.mv(rig.sequencer.results_from, first)
+    reading = yield from bps.read(rig.sequencer.results)
+    text = reading[rig.sequencer.results.name]["value"] if reading else ""
+    return json.loads(text) if text else []
+
+
+def follow_sequence(
+    rig: Rig,
+    table: str | None,
+    follow: Follower,
+    record_: StepRecord,
+    acq: Acquisition,
+    outcome: Outcome,
+) -> MsgGenerator[None]:
+    """Start ``table`` on the instrument (or, ``None``, follow the sequence there) and
+    follow it to its end: collect samples, handle events, read the detectors at step
+    boundaries and every ``detector_period``, store each step's record."""
+    group = "ssb-sequence"
+    yield from bps.abs_set(rig.sequencer, table, group=group)
+    yield from bps.checkpoint()  # a rewind must not start the sequence twice
+    while True:
+        done = yield from bps.wait(group=group, timeout=acq.poll, error_on_timeout=False)
+        completed = int((yield from bps.rd(rig.sequencer.completed, default_value=0)))
+        new: list[dict] = []
+        yield from collect_samples(rig, new, acq.spectra)  # every sample of those steps
+        follow.keep(new)
+        yield from handle_events(rig, acq.watch, new, acq.event_record, acq.detectors, acq.events)
+        yield from record_steps(rig, follow, completed, record_, outcome)
+        step = int((yield from bps.rd(rig.sequencer.step, default_value=0)))
+        now = yield from bps.rd(rig.clock.time, default_value=0.0)
+        if step and step != follow.step_seen:  # a boundary: the rig and the detectors
+            follow.step_seen = step
+            yield from bps.trigger_and_read([rig, *acq.detectors])
+            acq.next_reading = now + (acq.detector_period or math.inf)
+        elif acq.detector_period and now >= acq.next_reading:
+            yield from bps.trigger_and_read([rig, *acq.detectors])
+            acq.next_reading = now + acq.detector_period
+        yield from bps.checkpoint()
+        if done:
+            break
+    yield from wait_for_reason(group)  # raises if the IOC went away
+    state = yield from bps.rd(rig.sequencer.state, default_value="")
+    reason = yield from bps.rd(rig.sequencer.reason, default_value="")
+    if state == "Failed":
+        raise StepRejected(f"protocol failed on the instrument: {reason}")
+    if state != "Done":
+        raise SequenceEnded(f"protocol {state.lower()} on the instrument: {reason}")
+
+
+class SequenceEnded(RuntimeError):
+    """The sequence on the instrument ended before its last step (a client's stop, an
+    event whose action opened the circuit, an IOC restart); the message says why."""
 
 
 def safe_state(rig: Rig) -> MsgGenerator[None]:
-    """Open circuit, press left as it is (holding in Pressure mode), full-rate sampling
-    off, and say so."""
+    """Open circuit (a sequence still going on the instrument is aborted), press left as
+    it is (holding in Pressure mode), full-rate sampling off, and say so."""
+    state = yield from bps.rd(rig.sequencer.state, default_value="")
+    if state in ("Running", "Paused", "Held"):
+        yield from bps.mv(rig.sequencer.abort_cmd, 1)
     yield from bps.mv(rig.cycler.stop_cmd, 1, rig.load_cell.fast_sampling, "Off")
     yield from bps.trigger_and_read([rig], name="safe_state")
 
@@ -386,14 +463,22 @@ def prepare(
 
 
 def execute(
-    rig: Rig, planned: Sequence[PlannedStep], acq: Acquisition | None = None
+    rig: Rig,
+    protocol: Protocol,
+    planned: Sequence[PlannedStep],
+    acq: Acquisition | None = None,
+    owner: dict[str, Any] | None = None,
+    follow: Follower | None = None,
 ) -> MsgGenerator[Outcome]:
-    """Run planned steps inside an open run (streams as for :func:`run_protocol`); the
-    cell is left safe however it ends."""
+    """Run planned steps on the instrument's sequencer inside an open run (streams as for
+    :func:`run_protocol`); the cell is left safe however it ends. With ``follow`` given,
+    follow the sequence already on the instrument instead (attaching)."""
     acq = acq or Acquisition()
     record_ = StepRecord(name="step")
     outcome = Outcome([], acq.spectra, acq.events)
     flyers = (rig.cycler.samples, rig.cycler.impedance, rig.load_cell.fast, rig.events.buffer)
+    attaching = follow is not None
+    follow = follow or Follower({step.index: step for step in planned})
 
     def ioc_actions(end: bool):
         """The IOC opens the circuit itself on kinds whose reaction is "end"."""
@@ -409,9 +494,9 @@ def execute(
         acq.kicked_off = True
         now = yield from bps.rd(rig.clock.time, default_value=0.0)
         acq.next_reading = now + (acq.detector_period or math.inf)
-        for step in planned:
-            yield from record(rig, acq.detectors)  # reading + checkpoint
-            outcome.steps.append((yield from run_step(rig, step, record_, acq)))
+        yield from record(rig, acq.detectors)  # reading + checkpoint
+        table = None if attaching else sequence_table(protocol, planned, acq.fast_steps, owner)
+        yield from follow_sequence(rig, table, follow, record_, acq, outcome)
         yield from bps.trigger_and_read([rig, *acq.detectors])
         yield from bps.complete(rig.cycler.samples, wait=True)
         yield from collect_samples(rig, [], outcome.spectra)
@@ -422,8 +507,11 @@ def execute(
         if acq.kicked_off:
             pages: list[dict] = []
             yield from collect_samples(rig, pages, outcome.spectra)
+            follow.keep(pages)
             quiet = EventWatch(limits=acq.watch.limits)  # store the last events, no reaction
             yield from handle_events(rig, quiet, pages, acq.event_record, (), acq.events)
+            completed = yield from bps.rd(rig.sequencer.completed, default_value=0)
+            yield from record_steps(rig, follow, int(completed), record_, outcome)
 
     yield from bpp.finalize_wrapper(body(), cleanup())
     return outcome
@@ -502,12 +590,14 @@ def protocol_run(
     acq = acq or Acquisition()
     _md = start_metadata(rig, plan_name, plan_args, md, acq.detectors)
     _md |= {"protocol": str(protocol), "steps_planned": len(planned)}
+    _md.setdefault("sequence_id", str(uuid.uuid4()))  # names the run's table on the IOC
 
     @bpp.stage_decorator([rig, *acq.detectors])
     @bpp.run_decorator(md=_md)
     @raise_reasons
     def inner():
-        outcome = yield from execute(rig, planned, acq)
+        owner = {"sequence_id": _md["sequence_id"], "plan": plan_name}
+        outcome = yield from execute(rig, protocol, planned, acq, owner)
         if evaluate is not None:
             yield from evaluate(outcome)
 

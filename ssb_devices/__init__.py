@@ -21,7 +21,7 @@ from .cycler import (
 from .events import EVENT_KINDS, EventDetection, EventLog, FastLog, FaultInjector
 from .press import MODES, Press, PressureRejected, RigDisconnected
 from .rig import ExperimentClock, LoadCell, Rig
-from .sequencer import SequenceRefused, Sequencer, SequenceStatus
+from .sequencer import Sequencer, SequenceRefused, SequenceStatus
 
 __all__ = [
     "EVENT_KINDS",

@@ -38,6 +38,7 @@ class SequenceStatus(DeviceStatus):
     def __init__(self, device, table: str | None, **kwargs):
         super().__init__(device, **kwargs)
         self.table = table
+        self.since: float | None = None  # IOC time of the state read after starting
 
 
 class Sequencer(Device):
@@ -92,7 +93,9 @@ class Sequencer(Device):
             self._command(self.start_cmd, 1)
         elif self.state.get(use_monitor=False) in ("Paused", "Held"):
             self._command(self.resume_cmd, 1)
-        self._on_state(value=self.state.get(use_monitor=False))
+        value = self.state.get(use_monitor=False)
+        status.since = self.state.timestamp  # older monitor updates are a past sequence's
+        self._on_state(value=value, timestamp=status.since)
         return status
 
     def _command(self, signal, value, timeout: float = 10) -> None:
@@ -120,11 +123,11 @@ class Sequencer(Device):
         if not status.success:
             raise RigDisconnected(f"{signal.pvname}: no answer; is the IOC running?")
 
-    def _on_state(self, value: str = "", **kwargs) -> None:
+    def _on_state(self, value: str = "", timestamp: float = 0.0, **kwargs) -> None:
         status = self._status
-        if status is not None and not status.done and value in ENDED + ("Idle",):
-            if value == "Idle" and status.table is not None:
-                return  # not started yet
+        if status is None or status.done or status.since is None or timestamp < status.since:
+            return
+        if value in ENDED or (value == "Idle" and status.table is None):
             status.set_finished()
 
     def _on_connection(self, connected: bool = True, **kwargs) -> None:

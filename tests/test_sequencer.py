@@ -2,6 +2,7 @@
 other in the same simulation step, the numbering is the plan's, and pause, abort, safety
 and restart keep their meanings."""
 
+import itertools
 import json
 
 import numpy as np
@@ -51,7 +52,7 @@ def test_steps_follow_without_a_gap_and_rest_lasts_its_time(rig):
     assert seq.state == "Done", seq.reason
     results = list(seq.results)
     assert [r["index"] for r in results] == [1, 2, 3, 4, 5]
-    for before, after in zip(results, results[1:], strict=False):
+    for before, after in itertools.pairwise(results):
         assert after["start_time"] - before["end_time"] == pytest.approx(0.0, abs=1e-9)
     assert results[1]["duration"] == pytest.approx(600.0, abs=1e-6)
     assert results[1]["reason"] == "time 600 s"

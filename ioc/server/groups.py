@@ -277,7 +277,8 @@ class RigIOC(RigPVGroup):
     FaultAt-SP         s     experiment time to inject it at (past or 0: at once)
 
     Press (``{prefix}Press:``), load cell (``{prefix}LC:``), cycler (``{prefix}Cyc:``),
-    protocol sequencer (``{prefix}Seq:``), events (``{prefix}Evt:``) and diagnostics (``{prefix}Diag:``) PVs: see their groups.
+    protocol sequencer (``{prefix}Seq:``), events (``{prefix}Evt:``) and diagnostics
+    (``{prefix}Diag:``) PVs: see their groups.
     """
 
     press = SubGroup(PressGroup, prefix="Press:")

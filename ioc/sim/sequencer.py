@@ -433,6 +433,8 @@ class Sequencer:
             rig.cycler.log_period = step.period
         if self.table.fast(index):
             rig.set_fast_sampling("on", duration=0.0)
+        if step.do != "cycler":  # samples logged meanwhile carry this step's numbers
+            rig.cycler.counters.step, rig.cycler.counters.cycle = index, cycle
         try:
             if step.do == "cycler":
                 self._start_cycler(run)
@@ -479,9 +481,7 @@ class Sequencer:
                 "index": run.index,
                 "cycle": run.cycle,
                 "text": run.step.text,
-                "type": run.step.step.kind.name.title()
-                if run.step.do == "cycler"
-                else "Pressure",
+                "type": run.step.step.kind.name.title() if run.step.do == "cycler" else "Pressure",
                 "reason": reason,
                 "start_time": run.start_time,
                 "end_time": rig.time,
@@ -535,9 +535,7 @@ class Sequencer:
             "start_time": run.start_time if run else 0.0,
             "start": run.start if run else {},
             "interruptions": run.interruptions if run else [],
-            "pressure": self.rig.press.target
-            if self.rig.press.mode == Mode.PRESSURE
-            else None,
+            "pressure": self.rig.press.target if self.rig.press.mode == Mode.PRESSURE else None,
             "results": list(self.results)[-1000:],
             "completed": self.completed,
         }
