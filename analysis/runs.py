@@ -45,6 +45,79 @@ def status(run, now: float | None = None) -> str:
     return "orphaned" if now - last > MISSED_BEATS * interval + 1.0 else "running"
 
 
+def chain_of(catalog, run) -> list:
+    """The runs of ``run``'s acquisition, oldest first: a run lost with its process and
+    the runs that ``ssb attach`` continued it in (linked by ``continues``)."""
+    from tiled.queries import Key
+
+    sequence_id = run.start.get("sequence_id")
+    if not sequence_id:
+        return [run]
+    found = catalog.search(Key("sequence_id") == sequence_id)
+    return sorted((found[uid] for uid in list(found)), key=lambda r: r.start["time"])
+
+
+class _ChainStream:
+    def __init__(self, parts: list):
+        self.parts = parts
+
+    @property
+    def descriptors(self) -> list:
+        return [d for part in self.parts for d in part.descriptors]
+
+    def read(self, *args, **kwargs):
+        import xarray as xr
+
+        data = [part.read(*args, **kwargs) for part in self.parts]
+        data = [d for d in data if d.sizes.get("time", 0)] or data[:1]
+        return xr.concat(data, dim="time") if len(data) > 1 else data[0]
+
+
+class Chain:
+    """Linked runs read as one experiment: the first run's start, the last one's stop,
+    each stream the runs' streams one after the other (reports, exports, studies)."""
+
+    def __init__(self, runs: list):
+        self.runs = runs
+
+    @property
+    def start(self):
+        return self.runs[0].start
+
+    @property
+    def stop(self):
+        return self.runs[-1].stop
+
+    @property
+    def metadata(self):
+        return self.runs[-1].metadata
+
+    def __iter__(self):
+        seen: dict[str, None] = {}
+        for run in self.runs:
+            seen.update(dict.fromkeys(run))
+        return iter(seen)
+
+    def __contains__(self, stream: str) -> bool:
+        return any(stream in run for run in self.runs)
+
+    def __getitem__(self, stream: str) -> _ChainStream:
+        parts = [run[stream] for run in self.runs if stream in run]
+        if not parts:
+            raise KeyError(stream)
+        return _ChainStream(parts)
+
+    @property
+    def primary(self) -> _ChainStream:
+        return self["primary"]
+
+
+def whole(catalog, run):
+    """``run``, or the :class:`Chain` of its acquisition if it was continued."""
+    runs = chain_of(catalog, run)
+    return Chain(runs) if len(runs) > 1 else run
+
+
 def _when(start: Mapping[str, Any]) -> str:
     return datetime.datetime.fromtimestamp(start.get("time", 0)).strftime("%Y-%m-%d %H:%M")
 

@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    run = run_listing.whole(catalog, run)  # an acquisition continued by attach: as one
     if args.command == "report":
         from ssb_analysis.report import write_report
 

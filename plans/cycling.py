@@ -214,6 +214,7 @@ class Acquisition:
     poll: float = 0.5  # s of wall time between collects
     watch: EventWatch = field(default_factory=EventWatch)
     fast_steps: Collection[int] | Literal["all"] = ()  # steps with full-rate load-cell data
+    resume_from: dict[str, int] = field(default_factory=dict)  # flyer name -> first row
     next_reading: float = math.inf
     kicked_off: bool = False
     spectra: list[dict] = field(default_factory=list)
@@ -489,8 +490,8 @@ def execute(
 
     def body():
         yield from ioc_actions(end=True)
-        for flyer in flyers:
-            yield from bps.kickoff(flyer, wait=True)
+        for flyer in flyers:  # from the first row not stored yet (attaching), or from now
+            yield from bps.kickoff(flyer, wait=True, start=acq.resume_from.get(flyer.name))
         acq.kicked_off = True
         now = yield from bps.rd(rig.clock.time, default_value=0.0)
         acq.next_reading = now + (acq.detector_period or math.inf)
@@ -584,6 +585,7 @@ def protocol_run(
     md: dict[str, Any] | None = None,
     acq: Acquisition | None = None,
     evaluate=None,
+    follow: Follower | None = None,
 ) -> MsgGenerator[str]:
     """One run executing ``planned``; ``evaluate(outcome)``, a plan, may then add its
     own streams (a study's answer) to the same run. Returns the run's uid."""
@@ -597,7 +599,7 @@ def protocol_run(
     @raise_reasons
     def inner():
         owner = {"sequence_id": _md["sequence_id"], "plan": plan_name}
-        outcome = yield from execute(rig, protocol, planned, acq, owner)
+        outcome = yield from execute(rig, protocol, planned, acq, owner, follow)
         if evaluate is not None:
             yield from evaluate(outcome)
 

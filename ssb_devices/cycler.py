@@ -192,6 +192,8 @@ class ImpedanceLog(Device):
     f_start = Cpt(EpicsSignal, "FStart-SP", kind=Kind.config)
     f_end = Cpt(EpicsSignal, "FEnd-SP", kind=Kind.config)
     points_per_decade = Cpt(EpicsSignal, "PointsPerDecade-SP", kind=Kind.config)
+    read_from = Cpt(EpicsSignal, "ReadFrom-SP", kind=Kind.omitted, put_complete=True)
+    spectrum = Cpt(EpicsSignalRO, "Spectrum-RB", kind=Kind.omitted, auto_monitor=False)
 
     stream = "impedance"
     UNITS: ClassVar[dict[str, str]] = {
@@ -207,8 +209,9 @@ class ImpedanceLog(Device):
         super().__init__(*args, **kwargs)
         self._seen: int | None = None
 
-    def kickoff(self) -> Status:
-        self._seen = int(self.count.get(use_monitor=False))
+    def kickoff(self, start: int | None = None) -> Status:
+        """Begin after spectrum number ``start`` (default: the last one measured)."""
+        self._seen = int(self.count.get(use_monitor=False)) if start is None else start
         return finished(self)
 
     def complete(self) -> Status:
@@ -227,24 +230,29 @@ class ImpedanceLog(Device):
         return {self.stream: keys}
 
     def collect_pages(self):
+        """Every spectrum measured since the last collect, one page each (read by number
+        from the instrument, which keeps the last 1000)."""
         if self._seen is None:
             raise RuntimeError(f"{self.name}: kickoff() before collecting")
         count = int(self.count.get(use_monitor=False))
-        if count == self._seen:
-            return
-        self._seen = count
-        freq = np.asarray(self.frequency.get(use_monitor=False), dtype=float)
-        n = len(freq)
-        data = {
-            "frequency": freq.tolist(),
-            "z_real": np.asarray(self.z_real.get(use_monitor=False))[:n].tolist(),
-            "z_imag": np.asarray(self.z_imag.get(use_monitor=False))[:n].tolist(),
-            "spectrum": [count] * n,
-            "spectrum_pressure": [float(self.pressure.get(use_monitor=False))] * n,
-            "spectrum_time": [float(self.test_time.get(use_monitor=False))] * n,
-        }
-        now = time.time()
-        yield {"data": data, "timestamps": {k: [now] * n for k in data}, "time": [now] * n}
+        while self._seen < count:
+            self.read_from.set(self._seen + 1).wait(timeout=10)
+            row = np.asarray(self.spectrum.get(use_monitor=False), dtype=float)
+            number, pressure, test_time, n = row[0], row[1], row[2], int(row[3])
+            self._seen = max(int(number), self._seen + 1)
+            if n == 0:
+                continue
+            freq, z_re, z_im = row[4 : 4 + n], row[4 + n : 4 + 2 * n], row[4 + 2 * n : 4 + 3 * n]
+            data = {
+                "frequency": freq.tolist(),
+                "z_real": z_re.tolist(),
+                "z_imag": z_im.tolist(),
+                "spectrum": [int(number)] * n,
+                "spectrum_pressure": [float(pressure)] * n,
+                "spectrum_time": [float(test_time)] * n,
+            }
+            now = time.time()
+            yield {"data": data, "timestamps": {k: [now] * n for k in data}, "time": [now] * n}
 
 
 class Cycler(Device):

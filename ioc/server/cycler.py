@@ -81,6 +81,8 @@ class CyclerGroup(RigPVGroup):
     EIS:FStart-SP, EIS:FEnd-SP Hz, EIS:PointsPerDecade-SP: the PEIS sweep
     EIS:Count-RB, EIS:Pressure-RB MPa, EIS:TestTime-RB s; EIS:Freq-RB Hz, EIS:ZRe-RB and
                        EIS:ZIm-RB Ohm: the last spectrum
+    EIS:ReadFrom-SP    fill EIS:Spectrum-RB with spectrum number N (or the oldest kept)
+    EIS:Spectrum-RB    [number, pressure MPa, test time s, points, Hz..., Re Ohm..., Im Ohm...]
     TermN{Type,Value,Dir}-SP  up to three terminations (Voltage V, Current A, Time s,
                        Capacity mAh; Dir Auto/Rising/Falling for voltage)
     Cycle-SP           cycle index recorded with the step
@@ -136,6 +138,13 @@ class CyclerGroup(RigPVGroup):
     eis_freq = array("EIS:Freq-RB", "Hz", "Last spectrum: frequency", EIS_MAX_POINTS)
     eis_z_re = array("EIS:ZRe-RB", "Ohm", "Last spectrum: Re Z", EIS_MAX_POINTS)
     eis_z_im = array("EIS:ZIm-RB", "Ohm", "Last spectrum: Im Z", EIS_MAX_POINTS)
+    eis_read_from = setting("EIS:ReadFrom-SP", "", 0.0, 1e12, "Fill EIS:Spectrum-RB", 0)
+    eis_spectrum = array(
+        "EIS:Spectrum-RB",
+        "",
+        "Spectrum N: number, MPa, s, points, then Hz, Re, Im",
+        4 + 3 * EIS_MAX_POINTS,
+    )
     start_cmd = command("Start-Cmd", "Start the step; completes when it ends")
     stop_cmd = command("Stop-Cmd", "End the step: open circuit")
     reset_cmd = command("Reset-Cmd", "Clear a latched safety trip")
@@ -239,6 +248,18 @@ class CyclerGroup(RigPVGroup):
             self.rig.cycler.reset()
             await self.update()
         return 0
+
+    @eis_read_from.putter
+    async def eis_read_from(self, instance, value):
+        kept = [s for s in self.rig.cycler.spectra if s.count >= int(value)]
+        if kept:
+            s = kept[0]
+            head = [float(s.count), s.pressure, s.test_time, float(len(s.frequency))]
+            rows = [*head, *s.frequency, *s.impedance.real, *s.impedance.imag]
+        else:
+            rows = [0.0, 0.0, 0.0, 0.0]
+        await self.eis_spectrum.write(rows)
+        return value
 
     @read_from_sp.putter
     async def read_from_sp(self, instance, value):

@@ -24,6 +24,7 @@ Conventions (BioLogic/Arbin/Maccor-like):
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -79,6 +80,7 @@ class Step:
 EIS_MIN_POINT_TIME = 0.1  # s per frequency point (settling, averaging)
 EIS_PERIODS = 2  # periods measured at each frequency
 EIS_MAX_POINTS = 200
+SPECTRA_KEPT = 1000  # spectra a client can still read by number
 
 
 def sweep_frequencies(f_start: float, f_end: float, points_per_decade: int) -> np.ndarray:
@@ -233,6 +235,7 @@ class Cycler:
         self._pressure = 0.0
         self._mechanics = (0.0, 0.0, 0.0)  # pressure, force, gap at the last account()
         self.spectrum: Spectrum | None = None
+        self.spectra: deque[Spectrum] = deque(maxlen=SPECTRA_KEPT)  # for bulk reads
 
     # --- commands -----------------------------------------------------------------------
     def start(self, step: Step, *, cycle: int | None = None, index: int | None = None) -> None:
@@ -452,6 +455,7 @@ class Cycler:
         count = self.spectrum.count + 1 if self.spectrum else 1
         z = self.cell.impedance(self._sweep, self._pressure)
         self.spectrum = Spectrum(self._sweep, z, self._pressure, self.counters.test_time, count)
+        self.spectra.append(self.spectrum)
 
     def _end(self, reason: str, row: tuple[float, float, float] | None = None) -> None:
         """End the step; its last sample carries the latest mechanics (a client's stop

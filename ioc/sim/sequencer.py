@@ -320,8 +320,8 @@ class Sequencer:
             run.active, run.live = run.active + c.step_time, False
             run.done_capacity += max(c.step_charge, c.step_discharge)
             run.interruptions.append(
-                f"paused at t = {c.test_time:.1f} s after {run.active:.0f} s and "
-                f"{run.done_capacity:.4g} mAh; cell at open circuit"
+                f"paused after {run.active:.0f} s and {run.done_capacity:.4g} mAh "
+                f"(t = {c.test_time:.1f} s); cell at open circuit"
             )
             self.state = "Paused"  # before stop(): poll() must not take it as the end
             self.rig.cycler.stop("paused")

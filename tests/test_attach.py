@@ -1,0 +1,140 @@
+"""Losing the acquiring process loses nothing: the protocol goes on on the instrument, and
+``attach`` closes the orphaned run and continues in a linked one. Real IOC, real
+processes killed with SIGKILL, real catalog."""
+
+from __future__ import annotations
+
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssb_analysis.catalog import open_catalog
+from ssb_analysis.runs import chain_of, status
+from ssb_analysis.runs import whole as whole_run
+
+HERE = Path(__file__).parent
+HEARTBEAT = 0.5
+PROTOCOL = """\
+Set pressure to 30 MPa
+Rest for 2 minutes
+Ramp pressure to 45 MPa at 0.05 MPa/s
+Measure impedance from 100 kHz to 10 mHz
+Charge at C/2 for 20 minutes
+Rest for 5 minutes
+Discharge at C/2 for 20 minutes
+"""
+
+
+def acquire(catalog_dir, tmp_path, prefix, *mode) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "acquire_protocol.py"), str(catalog_dir),
+         str(tmp_path / "md"), prefix, str(HEARTBEAT), *mode],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    line = proc.stdout.readline() if ready else ""
+    if "acquiring" not in line:
+        proc.kill()
+        raise AssertionError(f"acquisition did not start: {proc.stderr.read()}")
+    return proc
+
+
+def column(run, stream: str, field: str) -> np.ndarray:
+    data = run[stream].read() if stream in run else {}
+    return data[field].values if field in data else np.empty(0)
+
+
+def kill(proc: subprocess.Popen) -> None:
+    proc.kill()  # SIGKILL: no chance to flush, close the run or stop the sequence
+    proc.wait(10)
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def newest_status(catalog_dir) -> str:
+    catalog = open_catalog(catalog_dir)
+    try:
+        return status(catalog[-1])
+    finally:
+        catalog.context.close()
+
+
+@pytest.fixture
+def slow_ioc(ca_context):
+    from conftest import start_ioc
+
+    running = start_ioc(ca_context, speed=60.0)
+    yield running
+    running.stop()
+
+
+def test_kills_at_any_moment_lose_no_sample_and_the_chain_reads_as_one(
+    slow_ioc, tmp_path, ca_context
+):
+    ioc, catalog_dir = slow_ioc, tmp_path / "catalog"
+    ioc.put("Press:Mode-SP", "Pressure")
+    protocol = tmp_path / "protocol.txt"
+    protocol.write_text(PROTOCOL)
+    step = lambda: int(ioc.get("Seq:Step-RB"))  # noqa: E731
+    proc = acquire(catalog_dir, tmp_path, ioc.prefix, "run", str(protocol))
+    kill_points = [
+        ("during the pressure ramp", lambda: step() == 3),
+        ("during the impedance sweep", lambda: step() == 4),
+        ("mid-step (charging)", lambda: step() == 5 and ioc.get("Cyc:StepTime-RB") > 300),
+    ]
+    for what, when in kill_points:
+        ioc.wait_for(when, timeout=120, what=what)
+        kill(proc)
+        assert ioc.enum("Seq:State-RB") == "Running"  # the instrument goes on
+        ioc.wait_for(lambda: newest_status(catalog_dir) == "orphaned", 30, "orphan")
+        proc = acquire(catalog_dir, tmp_path, ioc.prefix, "attach")
+    completed = ioc.get("Seq:Completed-RB")  # at a step boundary
+    ioc.wait_for(lambda: ioc.get("Seq:Completed-RB") > completed, 120, "a step boundary")
+    kill(proc)
+    ioc.wait_for(lambda: newest_status(catalog_dir) == "orphaned", 30, "orphan")
+    proc = acquire(catalog_dir, tmp_path, ioc.prefix, "attach")
+    assert proc.wait(180) == 0, proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+
+    catalog = open_catalog(catalog_dir)
+    runs = chain_of(catalog, catalog[-1])
+    assert len(runs) == 5
+    for before, after in zip(runs, runs[1:], strict=False):
+        assert after.start["continues"] == before.start["uid"]
+        assert after.start["sequence_id"] == before.start["sequence_id"]
+        assert after.start["cell_id"] == "ATTACH-1" and after.start["protocol"]
+    for run in runs[:-1]:
+        assert run.stop["exit_status"] == "fail"
+        assert "acquisition lost" in run.stop["reason"]
+    assert runs[-1].stop["exit_status"] == "success"
+    seqs = np.concatenate(
+        [run["samples"].read()["seq"].values for run in runs if "samples" in run]
+    )
+    assert len(seqs) == len(set(seqs.tolist())), "a sample stored twice"
+    assert sorted(seqs.tolist()) == list(range(int(seqs.min()), int(seqs.max()) + 1))
+    steps = np.concatenate([column(run, "steps", "step_step") for run in runs])
+    assert sorted(steps.tolist()) == list(range(1, 8)), "each step recorded once"
+    spectra = np.concatenate([column(run, "impedance", "spectrum") for run in runs])
+    assert len(np.unique(spectra)) == 1  # the sweep's spectrum, once
+    whole = whole_run(catalog, runs[1])  # readers take the chain as one experiment
+    assert whole.start["uid"] == runs[0].start["uid"] and whole.stop == runs[-1].stop
+    assert len(whole["samples"].read()["seq"]) == len(seqs)
+    catalog.context.close()
+
+
+def test_attach_refuses_with_nothing_to_attach_to(rig, tmp_path):
+    from ssb_plans import start_session
+    from ssb_plans.attach import AttachError, attach
+
+    session = start_session(tmp_path / "c", md_dir=tmp_path / "md", progress=False,
+                            context_managers=[])  # fmt: skip
+    try:
+        with pytest.raises(AttachError, match="nothing to attach to"):
+            session.RE(attach(rig, session.catalog))
+    finally:
+        session.close()
