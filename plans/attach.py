@@ -135,7 +135,7 @@ def _clock_at(run, started: float) -> float:
 
 def attach(
     rig: Rig,
-    catalog,
+    catalog=None,
     *,
     detectors: Sequence[Readable] = (),
     detector_period: float | None = None,
@@ -145,8 +145,13 @@ def attach(
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Continue the acquisition of the protocol running on ``rig``'s instrument in a new
-    run of ``catalog`` (see the module's docstring); returns the new run's uid.
-    ``reactions`` default to those of the original run."""
+    run of ``catalog`` (default: :func:`~ssb_analysis.catalog.open_catalog`'s; see the
+    module's docstring); returns the new run's uid. ``reactions`` default to those of
+    the original run."""
+    if catalog is None:
+        from ssb_analysis.catalog import open_catalog
+
+        catalog = open_catalog()
     owner = json.loads(rig.sequencer.owner.get(use_monitor=False) or "{}")
     sequence_id = owner.get("sequence_id")
     state = rig.sequencer.state.get(use_monitor=False)
@@ -193,3 +198,62 @@ def attach(
     _md |= md or {}
     name = start.get("plan_name", "run_protocol")
     return (yield from protocol_run(rig, name, args, protocol, planned, _md, acq, follow=follow))
+
+
+def attach_cli(prefix: str, catalog: str | None, timeout: float = 10.0) -> int:
+    """``ssb attach``: follow the protocol running on the rig at ``prefix`` into
+    ``catalog``; returns a process exit code."""
+    import logging
+    import sys
+
+    from bluesky.utils import RunEngineInterrupted
+
+    from .progress import ProtocolProgress
+    from .session import start_session
+
+    rig = Rig(prefix, name="rig")
+    try:
+        rig.wait_for_connection(timeout=timeout)
+    except TimeoutError:
+        rig.destroy()
+        print(
+            f"ssb attach: no rig answers at PV prefix {prefix!r} within {timeout:g} s; is "
+            "its IOC running (ssb-ioc --prefix ...)?",
+            file=sys.stderr,
+        )
+        return 1
+    session = start_session(catalog, progress=False)
+    seq = rig.sequencer
+    print(
+        f"ssb attach: {prefix} sequence {seq.state.get(use_monitor=False)}, step "
+        f"{int(seq.step.get(use_monitor=False))} of {int(seq.steps.get(use_monitor=False))}"
+        f" ({seq.reason.get(use_monitor=False) or 'no message'})",
+        flush=True,
+    )
+    token = session.RE.subscribe(ProtocolProgress())
+    try:
+        (uid,) = session.RE(attach(rig, session.catalog))
+    except AttachError as ex:
+        print(f"ssb attach: {ex}", file=sys.stderr)
+        return 1
+    except RunEngineInterrupted:
+        logging.getLogger("bluesky").setLevel(logging.CRITICAL)
+        session.RE.abort(reason="interrupted by the user (Ctrl-C)")
+        print(
+            "ssb attach: interrupted; the protocol was aborted on the instrument (cell at "
+            "open circuit, press holding) and the run closed with its data",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        session.RE.unsubscribe(token)
+    try:
+        run = session.catalog[uid]
+        print(
+            f"ssb attach: run {uid[:8]} continues {run.start['continues'][:8]} in "
+            f"{session.location}; exit status {run.stop['exit_status']}"
+        )
+        return 0 if run.stop["exit_status"] == "success" else 1
+    finally:
+        session.close()
+        rig.destroy()

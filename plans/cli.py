@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--capacity", type=float, help="mAh for C-rates (default: the cycler's)")
     run.add_argument("--catalog", help=catalog_help)
 
+    attach = sub.add_parser(
+        "attach", help="follow the protocol running on a rig whose acquiring process is gone"
+    )
+    attach.add_argument("--prefix", default="SSB:", help="the rig's PV prefix (default SSB:)")
+    attach.add_argument("--catalog", help=catalog_help)
+
     runs = sub.add_parser("runs", help="list and search runs")
     runs.add_argument("--catalog", help=catalog_help)
     runs.add_argument("--limit", type=int, default=20, help="newest N runs (default 20)")
@@ -102,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             operator=args.operator,
             capacity=args.capacity,
         )
+    if args.command == "attach":
+        from .attach import attach_cli
+
+        return attach_cli(args.prefix, args.catalog)
     catalog = open_catalog(args.catalog)
     if args.command == "runs":
         criteria = {key: getattr(args, key) for key in run_listing.SEARCH_KEYS}

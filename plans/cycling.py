@@ -491,7 +491,8 @@ def execute(
     def body():
         yield from ioc_actions(end=True)
         for flyer in flyers:  # from the first row not stored yet (attaching), or from now
-            yield from bps.kickoff(flyer, wait=True, start=acq.resume_from.get(flyer.name))
+            flyer.resume_at = acq.resume_from.get(flyer.name)
+            yield from bps.kickoff(flyer, wait=True)
         acq.kicked_off = True
         now = yield from bps.rd(rig.clock.time, default_value=0.0)
         acq.next_reading = now + (acq.detector_period or math.inf)

@@ -58,10 +58,14 @@ class RowLog(Device):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._next: int | None = None
+        self.resume_at: int | None = None  # where the next kickoff begins, if set
         self.lost = 0  # rows overwritten on the instrument before they were read
 
     def kickoff(self, start: int | None = None) -> Status:
-        """Begin at row ``start`` (default: the next one the instrument logs)."""
+        """Begin at row ``start``, else :attr:`resume_at` (once; set by a process that
+        attaches), else the next one the instrument logs."""
+        start = self.resume_at if start is None else start
+        self.resume_at = None
         self._next = int(self.next_seq.get(use_monitor=False)) if start is None else start
         return finished(self)
 

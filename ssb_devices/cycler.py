@@ -208,9 +208,13 @@ class ImpedanceLog(Device):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._seen: int | None = None
+        self.resume_at: int | None = None  # where the next kickoff begins, if set
 
     def kickoff(self, start: int | None = None) -> Status:
-        """Begin after spectrum number ``start`` (default: the last one measured)."""
+        """Begin after spectrum number ``start``, else :attr:`resume_at` (once), else the
+        last one measured."""
+        start = self.resume_at if start is None else start
+        self.resume_at = None
         self._seen = int(self.count.get(use_monitor=False)) if start is None else start
         return finished(self)
 

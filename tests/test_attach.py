@@ -4,6 +4,7 @@ processes killed with SIGKILL, real catalog."""
 
 from __future__ import annotations
 
+import itertools
 import select
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def test_kills_at_any_moment_lose_no_sample_and_the_chain_reads_as_one(
     catalog = open_catalog(catalog_dir)
     runs = chain_of(catalog, catalog[-1])
     assert len(runs) == 5
-    for before, after in zip(runs, runs[1:], strict=False):
+    for before, after in itertools.pairwise(runs):
         assert after.start["continues"] == before.start["uid"]
         assert after.start["sequence_id"] == before.start["sequence_id"]
         assert after.start["cell_id"] == "ATTACH-1" and after.start["protocol"]
