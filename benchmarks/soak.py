@@ -244,9 +244,8 @@ def main() -> None:
             print(f"{key}: {value}")
         ioc_mb = np.asarray(soak.trace)[:, 2]
         half = len(ioc_mb) // 2
-        print(
-            f"IOC RSS first half max {ioc_mb[:half].max():.0f} MB, second {ioc_mb[half:].max():.0f} MB"
-        )
+        first, second = ioc_mb[:half].max(), ioc_mb[half:].max()
+        print(f"IOC RSS: largest {first:.0f} MB in the first half, {second:.0f} MB in the second")
         if args.figure:
             figure(soak, args.figure)
             print(f"figure: {args.figure}")
