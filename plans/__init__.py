@@ -7,8 +7,8 @@ from .session import Session, start_session
 from .suspenders import SuspendOutsidePressureBand
 
 __all__ = [
-    "AttachError",
     "PURPOSES",
+    "AttachError",
     "MetadataError",
     "Session",
     "SuspendOutsidePressureBand",
