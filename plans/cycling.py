@@ -396,6 +396,7 @@ def follow_sequence(
     yield from bps.checkpoint()  # a rewind must not start the sequence twice
     while True:
         done = yield from bps.wait(group=group, timeout=acq.poll, error_on_timeout=False)
+        yield from bps.abs_set(rig.press.heartbeat, 1)  # alive, for the press's deadman
         completed = int((yield from bps.rd(rig.sequencer.completed, default_value=0)))
         new: list[dict] = []
         yield from collect_samples(rig, new, acq.spectra)  # every sample of those steps

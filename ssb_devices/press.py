@@ -78,7 +78,7 @@ class Press(PVPositionerPC):
     deadman_action = Cpt(EpicsSignal, "Press:DeadmanAction-SP", string=True, kind=Kind.config)
     deadman_floor = Cpt(EpicsSignal, "Press:DeadmanFloor-SP", kind=Kind.config)
     deadman_state = Cpt(EpicsSignalRO, "Press:Deadman-RB", string=True, kind=Kind.omitted)
-    heartbeat = Cpt(EpicsSignal, "Press:Heartbeat-Cmd", kind=Kind.omitted)
+    heartbeat = Cpt(EpicsSignal, "Press:Heartbeat-Cmd", kind=Kind.omitted, put_complete=True)
 
     message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted, auto_monitor=True)
 

@@ -61,3 +61,14 @@ def test_heartbeats_keep_the_deadman_armed(ioc):
         thread.join()
     ioc.put("Press:Deadman-SP", 0.0)
     assert ioc.enum("Press:Deadman-RB") == "Off"
+
+
+def test_a_running_protocol_keeps_the_deadman_armed(ioc, rig, session):
+    from ssb_plans.cycling import run_protocol
+
+    press_at(ioc, 30.0)
+    ioc.put("Press:Deadman-SP", 1.0)
+    session.RE(run_protocol(rig, "Rest for 6 minutes\n", poll=0.2))  # ~3.6 s at 100x
+    assert ioc.enum("Press:Deadman-RB") == "Armed"  # heartbeats all along
+    assert "deadman" not in ioc.text("Rig:Msg-RB")
+    ioc.wait_for(lambda: ioc.enum("Press:Deadman-RB") == "Expired", what="expiry once alone")
