@@ -92,8 +92,8 @@ def level_data(run) -> tuple[list[dict], list[dict]]:
                 mask = eis["spectrum"].values == k
                 spectra.append(
                     {
-                        "frequency": eis["frequency"].values[mask],
-                        "z_real": eis["z_real"].values[mask],
+                        key: eis[key].values[mask]
+                        for key in ("frequency", "z_real", "z_imag", "spectrum_pressure")
                     }
                 )
     return rows, spectra
@@ -133,9 +133,13 @@ def evaluate_study(
     catalog, study_id: str, criteria: Criteria = Criteria()
 ) -> tuple[list[Verdict], Window]:
     """Judge every level of a study again from the catalog; returns the verdicts and the
-    operating window (``window.minimum``: the minimum stable pressure)."""
+    operating window (``window.minimum``: the minimum stable pressure). A level whose
+    acquisition was continued by ``ssb attach`` is judged once, on its whole chain."""
     from tiled.queries import Key
 
+    from .runs import whole
+
     levels = catalog.search(Key("study_id") == study_id).search(Key("study_role") == "level")
-    verdicts = [judge(*level_data(levels[uid]), criteria) for uid in levels]
+    firsts = [levels[uid] for uid in levels if "continues" not in levels[uid].start]
+    verdicts = [judge(*level_data(whole(catalog, run)), criteria) for run in firsts]
     return verdicts, operating_window(verdicts)

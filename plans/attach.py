@@ -197,7 +197,34 @@ def attach(
     }
     _md |= md or {}
     name = start.get("plan_name", "run_protocol")
-    return (yield from protocol_run(rig, name, args, protocol, planned, _md, acq, follow=follow))
+    evaluate = conclusion(name, args, chain)
+    return (
+        yield from protocol_run(
+            rig, name, args, protocol, planned, _md, acq, evaluate=evaluate, follow=follow
+        )
+    )
+
+
+def conclusion(plan_name: str, args: dict[str, Any], chain: Sequence):
+    """A study's evaluation over the whole acquisition (what the chain stored, then what
+    the continuation adds), or None for plans that conclude nothing."""
+    from ssb_analysis.runs import Chain
+    from ssb_analysis.stability import level_data
+
+    from .cycling import Outcome
+    from .studies import EVALUATORS
+
+    evaluator = EVALUATORS.get(plan_name)
+    if evaluator is None:
+        return None
+    whole = Chain(list(chain))
+    rows, spectra = level_data(whole) if "steps" in whole else ([], [])
+
+    def evaluate(outcome: Outcome):
+        stored = Outcome(rows + outcome.steps, spectra + outcome.spectra, outcome.events)
+        yield from evaluator(args, stored)
+
+    return evaluate
 
 
 def attach_cli(prefix: str, catalog: str | None, timeout: float = 10.0) -> int:

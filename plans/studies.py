@@ -26,7 +26,7 @@ from ssb_analysis.impedance import fit_power_law, interfacial_resistance
 from ssb_analysis.stability import Criteria, Verdict, judge, operating_window
 from ssb_devices import Rig
 
-from .cycling import Acquisition, prepare, protocol_run
+from .cycling import Acquisition, Outcome, prepare, protocol_run
 from .pressure import start_metadata
 from .protocol import Electro, Impedance, PressureStep, Protocol, Quantity, Repeat, Until
 from .results import ResultStream
@@ -65,15 +65,7 @@ def pressure_impedance_scan(
     args = {"pressures": pressures, "f_start": f_start, "f_end": f_end, "settle": settle}
 
     def evaluate(outcome):
-        measured, resistance = [], []
-        rows = ResultStream("resistance", {"pressure": "MPa", "r_int": "ohm"})
-        for spectrum in outcome.spectra:
-            measured.append(float(np.mean(spectrum["spectrum_pressure"])))
-            resistance.append(interfacial_resistance(spectrum["frequency"], spectrum["z_real"]))
-            yield from rows.emit(pressure=measured[-1], r_int=resistance[-1])
-        law = fit_power_law(measured, resistance)
-        fit = ResultStream("fit", {"exponent": "", "exponent_err": "", "r_100": "ohm"})
-        yield from fit.emit(exponent=law.exponent, exponent_err=law.exponent_err, r_100=law.r_ref)
+        yield from evaluate_impedance_scan(args, outcome)
 
     return (
         yield from protocol_run(
@@ -121,17 +113,7 @@ def rate_capability(
     args = {"c_rates": c_rates, "pressure": pressure, "charge_rate": charge_rate}
 
     def evaluate(outcome):
-        discharges = [row for row in outcome.steps if row["text"].startswith("Discharge")]
-        first = discharges[0]["discharge"]
-        units = {"c_rate": "1/h", "capacity": "mAh", "retention": "", "pressure": "MPa"}
-        result = ResultStream("rate_capability", units)
-        for c, row in zip(c_rates, discharges, strict=True):
-            yield from result.emit(
-                c_rate=c,
-                capacity=row["discharge"],
-                retention=row["discharge"] / first,
-                pressure=row["pressure_mean"],
-            )
+        yield from evaluate_rate_capability(args, outcome)
 
     return (
         yield from protocol_run(
@@ -208,10 +190,7 @@ def minimum_pressure_study(
         protocol, steps = planned[p]
 
         def evaluate(outcome):
-            verdicts.append(judge(outcome.steps, outcome.spectra, criteria))
-            yield from ResultStream("stability", VERDICT_UNITS).emit(
-                **_verdict_values(verdicts[-1])
-            )
+            verdicts.append((yield from evaluate_level(args, outcome)))
 
         level_md = {**base, "study_role": "level", "level_pressure": p}
         args_p = {**args, "pressure": p}
@@ -266,3 +245,48 @@ def _verdict_values(v: Verdict) -> dict[str, float | str]:
         "stable": int(v.stable),
         "mechanism": v.mechanism,
     }
+
+
+# --- what each study concludes from its outcome (also for a run continued by attach) ------
+
+
+def evaluate_impedance_scan(args: dict[str, Any], outcome: Outcome) -> MsgGenerator[None]:
+    """Streams ``resistance`` (R_int at each pressure) and ``fit`` (its power law)."""
+    measured, resistance = [], []
+    rows = ResultStream("resistance", {"pressure": "MPa", "r_int": "ohm"})
+    for spectrum in outcome.spectra:
+        measured.append(float(np.mean(spectrum["spectrum_pressure"])))
+        resistance.append(interfacial_resistance(spectrum["frequency"], spectrum["z_real"]))
+        yield from rows.emit(pressure=measured[-1], r_int=resistance[-1])
+    law = fit_power_law(measured, resistance)
+    fit = ResultStream("fit", {"exponent": "", "exponent_err": "", "r_100": "ohm"})
+    yield from fit.emit(exponent=law.exponent, exponent_err=law.exponent_err, r_100=law.r_ref)
+
+
+def evaluate_rate_capability(args: dict[str, Any], outcome: Outcome) -> MsgGenerator[None]:
+    """Stream ``rate_capability``: discharge capacity at each C-rate."""
+    discharges = [row for row in outcome.steps if str(row["text"]).startswith("Discharge")]
+    first = discharges[0]["discharge"]
+    units = {"c_rate": "1/h", "capacity": "mAh", "retention": "", "pressure": "MPa"}
+    result = ResultStream("rate_capability", units)
+    for c, row in zip(args["c_rates"], discharges, strict=True):
+        yield from result.emit(
+            c_rate=c,
+            capacity=row["discharge"],
+            retention=row["discharge"] / first,
+            pressure=row["pressure_mean"],
+        )
+
+
+def evaluate_level(args: dict[str, Any], outcome: Outcome) -> MsgGenerator[Verdict]:
+    """Stream ``stability``: the level's verdict (returned too)."""
+    verdict = judge(outcome.steps, outcome.spectra, Criteria(**args["criteria"]))
+    yield from ResultStream("stability", VERDICT_UNITS).emit(**_verdict_values(verdict))
+    return verdict
+
+
+EVALUATORS = {  # plan_name -> what its run concludes, from the plan's arguments
+    "pressure_impedance_scan": evaluate_impedance_scan,
+    "rate_capability": evaluate_rate_capability,
+    "minimum_pressure_level": evaluate_level,
+}

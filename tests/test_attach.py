@@ -128,6 +128,26 @@ def test_kills_at_any_moment_lose_no_sample_and_the_chain_reads_as_one(
     catalog.context.close()
 
 
+def test_an_attached_study_concludes_on_the_whole_acquisition(slow_ioc, tmp_path):
+    ioc, catalog_dir = slow_ioc, tmp_path / "catalog"
+    proc = acquire(catalog_dir, tmp_path, ioc.prefix, "scan")
+    ioc.wait_for(lambda: ioc.get("Seq:Step-RB") >= 5, 120, "the third pressure")
+    kill(proc)
+    ioc.wait_for(lambda: newest_status(catalog_dir) == "orphaned", 30, "orphan")
+    proc = acquire(catalog_dir, tmp_path, ioc.prefix, "attach")
+    assert proc.wait(120) == 0, proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    catalog = open_catalog(catalog_dir)
+    first, last = chain_of(catalog, catalog[-1])
+    assert "fit" not in first and last.start["plan_name"] == "pressure_impedance_scan"
+    resistance = last["resistance"].read()  # every pressure, from both runs
+    assert np.allclose(resistance["resistance_pressure"].values, [20, 40, 60, 80], atol=1.0)
+    exponent = last["fit"].read()["fit_exponent"].values[0]
+    assert exponent == pytest.approx(-0.5, abs=0.05)  # R_int ~ P^-0.5 in the simulated cell
+    catalog.context.close()
+
+
 def test_attach_refuses_with_nothing_to_attach_to(rig, tmp_path):
     from ssb_plans import start_session
     from ssb_plans.attach import AttachError, attach
