@@ -133,25 +133,10 @@ def _clock_at(run, started: float) -> float:
     return float(clock[0]) - 1e-9 if len(clock) else -np.inf
 
 
-def attach(
-    rig: Rig,
-    catalog=None,
-    *,
-    detectors: Sequence[Readable] = (),
-    detector_period: float | None = None,
-    poll: float = 0.5,
-    reactions: dict[str, str] | None = None,
-    limits: Sequence[Limit] = (),
-    md: dict[str, Any] | None = None,
-) -> MsgGenerator[str]:
-    """Continue the acquisition of the protocol running on ``rig``'s instrument in a new
-    run of ``catalog`` (default: :func:`~ssb_analysis.catalog.open_catalog`'s; see the
-    module's docstring); returns the new run's uid. ``reactions`` default to those of
-    the original run."""
-    if catalog is None:
-        from ssb_analysis.catalog import open_catalog
-
-        catalog = open_catalog()
+def lost_acquisition(rig: Rig, catalog) -> tuple[list, str, str]:
+    """The runs of the acquisition the instrument's protocol belongs to, the sequence's
+    state and the newest run's status; refuses (:class:`AttachError`) when there is
+    nothing to attach to or its writer is still alive."""
     owner = json.loads(rig.sequencer.owner.get(use_monitor=False) or "{}")
     sequence_id = owner.get("sequence_id")
     state = rig.sequencer.state.get(use_monitor=False)
@@ -176,7 +161,32 @@ def attach(
             f"run {last.start['uid'][:8]} is still being written (heartbeat "
             f"{time.time() - beat:.0f} s ago): attach once its process is gone"
         )
-    if found in ("orphaned", "unclosed"):
+    return chain, state, found
+
+
+def attach(
+    rig: Rig,
+    catalog=None,
+    *,
+    detectors: Sequence[Readable] = (),
+    detector_period: float | None = None,
+    poll: float = 0.5,
+    reactions: dict[str, str] | None = None,
+    limits: Sequence[Limit] = (),
+    md: dict[str, Any] | None = None,
+    found: tuple[list, str, str] | None = None,
+) -> MsgGenerator[str]:
+    """Continue the acquisition of the protocol running on ``rig``'s instrument in a new
+    run of ``catalog`` (default: :func:`~ssb_analysis.catalog.open_catalog`'s; see the
+    module's docstring); returns the new run's uid. ``reactions`` default to those of
+    the original run; ``found``: :func:`lost_acquisition`'s answer, if already asked."""
+    if catalog is None:
+        from ssb_analysis.catalog import open_catalog
+
+        catalog = open_catalog()
+    chain, state, status = found or lost_acquisition(rig, catalog)
+    last = chain[-1]
+    if status in ("orphaned", "unclosed"):
         close_orphan(last)
     start = dict(last.start)
     args = start.get("plan_args", {})
@@ -193,7 +203,7 @@ def attach(
     _md = {k: v for k, v in start.items() if k not in NOT_COPIED}
     _md |= {
         "continues": start["uid"],
-        "attached": {"at": time.time(), "sequence_state": state, "previous_status": found},
+        "attached": {"at": time.time(), "sequence_state": state, "previous_status": status},
     }
     _md |= md or {}
     name = start.get("plan_name", "run_protocol")
@@ -230,57 +240,38 @@ def conclusion(plan_name: str, args: dict[str, Any], chain: Sequence):
 def attach_cli(prefix: str, catalog: str | None, timeout: float = 10.0) -> int:
     """``ssb attach``: follow the protocol running on the rig at ``prefix`` into
     ``catalog``; returns a process exit code."""
-    import logging
     import sys
 
-    from bluesky.utils import RunEngineInterrupted
-
-    from .progress import ProtocolProgress
+    from .run_file import connect_rig, run_in_shell
     from .session import start_session
 
-    rig = Rig(prefix, name="rig")
-    try:
-        rig.wait_for_connection(timeout=timeout)
-    except TimeoutError:
-        rig.destroy()
-        print(
-            f"ssb attach: no rig answers at PV prefix {prefix!r} within {timeout:g} s; is "
-            "its IOC running (ssb-ioc --prefix ...)?",
-            file=sys.stderr,
-        )
+    rig = connect_rig(prefix, "attach", timeout)
+    if rig is None:
         return 1
     session = start_session(catalog, progress=False)
-    seq = rig.sequencer
-    print(
-        f"ssb attach: {prefix} sequence {seq.state.get(use_monitor=False)}, step "
-        f"{int(seq.step.get(use_monitor=False))} of {int(seq.steps.get(use_monitor=False))}"
-        f" ({seq.reason.get(use_monitor=False) or 'no message'})",
-        flush=True,
-    )
-    token = session.RE.subscribe(ProtocolProgress())
     try:
-        (uid,) = session.RE(attach(rig, session.catalog))
-    except AttachError as ex:
-        print(f"ssb attach: {ex}", file=sys.stderr)
-        return 1
-    except RunEngineInterrupted:
-        logging.getLogger("bluesky").setLevel(logging.CRITICAL)
-        session.RE.abort(reason="interrupted by the user (Ctrl-C)")
+        seq = rig.sequencer
         print(
-            "ssb attach: interrupted; the protocol was aborted on the instrument (cell at "
-            "open circuit, press holding) and the run closed with its data",
-            file=sys.stderr,
+            f"ssb attach: {prefix} sequence {seq.state.get(use_monitor=False)}, step "
+            f"{int(seq.step.get(use_monitor=False))} of "
+            f"{int(seq.steps.get(use_monitor=False))} "
+            f"({seq.reason.get(use_monitor=False) or 'no message'})",
+            flush=True,
         )
-        return 130
-    finally:
-        session.RE.unsubscribe(token)
-    try:
-        run = session.catalog[uid]
+        try:  # refused before the RunEngine starts: no traceback, just the reason
+            found = lost_acquisition(rig, session.catalog)
+        except AttachError as ex:
+            print(f"ssb attach: {ex}", file=sys.stderr)
+            return 1
+        uid = run_in_shell(session, attach(rig, session.catalog, found=found), "attach")
+        if uid is None:
+            return 130
+        stop = session.catalog[uid].stop
         print(
-            f"ssb attach: run {uid[:8]} continues {run.start['continues'][:8]} in "
-            f"{session.location}; exit status {run.stop['exit_status']}"
+            f"ssb attach: run {uid[:8]} continues the acquisition in {session.location}; "
+            f"exit status {stop['exit_status']}"
         )
-        return 0 if run.stop["exit_status"] == "success" else 1
+        return 0 if stop["exit_status"] == "success" else 1
     finally:
         session.close()
         rig.destroy()

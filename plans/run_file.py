@@ -26,6 +26,49 @@ def read_cell(path: str) -> dict[str, Any]:
         raise MetadataError(f"{path}: not a TOML/JSON cell description: {ex}") from None
 
 
+def connect_rig(prefix: str, command: str, timeout: float = 10.0):
+    """The rig at ``prefix``, connected; None (and why, on stderr) if no IOC answers."""
+    from ssb_devices import Rig
+
+    rig = Rig(prefix, name="rig")
+    try:
+        rig.wait_for_connection(timeout=timeout)
+        return rig
+    except TimeoutError:
+        rig.destroy()
+        print(
+            f"ssb {command}: no rig answers at PV prefix {prefix!r} within {timeout:g} s. "
+            f"Start one (ssb-ioc --prefix {prefix}) or check EPICS_CA_ADDR_LIST / --prefix.",
+            file=sys.stderr,
+        )
+        return None
+
+
+def run_in_shell(session, plan, command: str) -> str | None:
+    """Run ``plan`` with progress lines; returns its run's uid, or None after Ctrl-C,
+    which aborts it: the protocol on the instrument ends, the cell is left at open
+    circuit with the press holding, and the run is closed as aborted with its data."""
+    from bluesky.utils import RunEngineInterrupted
+
+    from .progress import ProtocolProgress
+
+    token = session.RE.subscribe(ProtocolProgress())
+    try:
+        (uid,) = session.RE(plan)
+        return uid
+    except RunEngineInterrupted:
+        logging.getLogger("bluesky").setLevel(logging.CRITICAL)
+        session.RE.abort(reason="interrupted by the user (Ctrl-C)")
+        print(
+            f"ssb {command}: interrupted; the cell was left at open circuit, the press "
+            "holding; the run was closed as aborted with its data",
+            file=sys.stderr,
+        )
+        return None
+    finally:
+        session.RE.unsubscribe(token)
+
+
 def run_file(
     path: str,
     *,
@@ -38,12 +81,7 @@ def run_file(
     timeout: float = 10.0,
 ) -> int:
     """Run the protocol in ``path``; returns a process exit code."""
-    from bluesky.utils import RunEngineInterrupted
-
-    from ssb_devices import Rig
-
     from .cycling import run_protocol
-    from .progress import ProtocolProgress
     from .session import start_session
 
     try:
@@ -60,16 +98,8 @@ def run_file(
         print(f"ssb run: {cell}: {getattr(ex, 'strerror', None) or ex}", file=sys.stderr)
         return 2
     print(f"ssb run: {path}: {summarize(protocol)}", flush=True)
-    rig = Rig(prefix, name="rig")
-    try:
-        rig.wait_for_connection(timeout=timeout)
-    except TimeoutError:
-        rig.destroy()
-        print(
-            f"ssb run: no rig answers at PV prefix {prefix!r} within {timeout:g} s. Start one "
-            f"(ssb-ioc --prefix {prefix}) or check EPICS_CA_ADDR_LIST / --prefix.",
-            file=sys.stderr,
-        )
+    rig = connect_rig(prefix, "run", timeout)
+    if rig is None:
         return 1
     session = start_session(catalog, progress=False)
     try:
@@ -90,23 +120,13 @@ def run_file(
         except MetadataError as ex:
             print(f"ssb run: {cell}: {ex}", file=sys.stderr)
             return 2
-        token = session.RE.subscribe(ProtocolProgress())
         try:
-            (uid,) = session.RE(run_protocol(rig, protocol, capacity=capacity))
+            uid = run_in_shell(session, run_protocol(rig, protocol, capacity=capacity), "run")
         except ProtocolError as ex:
             print(f"ssb run: {path}: {ex}", file=sys.stderr)
             return 2
-        except RunEngineInterrupted:
-            logging.getLogger("bluesky").setLevel(logging.CRITICAL)
-            session.RE.abort(reason="interrupted by the user (Ctrl-C)")
-            print(
-                "ssb run: interrupted; the cell was left at open circuit, the press "
-                "holding; the run was closed as aborted with its data",
-                file=sys.stderr,
-            )
+        if uid is None:
             return 130
-        finally:
-            session.RE.unsubscribe(token)
         run = session.catalog[uid]
         print(
             f"ssb run: run {uid[:8]} (scan {run.start['scan_id']}) stored in "

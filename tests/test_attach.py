@@ -8,6 +8,7 @@ import itertools
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,18 @@ def kill(proc: subprocess.Popen) -> None:
     proc.stderr.close()
 
 
+def attach_to_the_end(catalog_dir, tmp_path, prefix: str) -> None:
+    """Once the killed run looks orphaned, attach and follow the protocol to its end."""
+    deadline = time.monotonic() + 30
+    while newest_status(catalog_dir) != "orphaned":  # a readiness poll of the catalog
+        assert time.monotonic() < deadline, "the killed run never looked orphaned"
+        time.sleep(0.1)  # poll interval
+    proc = acquire(catalog_dir, tmp_path, prefix, "attach")
+    assert proc.wait(180) == 0, proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+
+
 def newest_status(catalog_dir) -> str:
     catalog = open_catalog(catalog_dir)
     try:
@@ -96,11 +109,7 @@ def test_kills_at_any_moment_lose_no_sample_and_the_chain_reads_as_one(
     completed = ioc.get("Seq:Completed-RB")  # at a step boundary
     ioc.wait_for(lambda: ioc.get("Seq:Completed-RB") > completed, 120, "a step boundary")
     kill(proc)
-    ioc.wait_for(lambda: newest_status(catalog_dir) == "orphaned", 30, "orphan")
-    proc = acquire(catalog_dir, tmp_path, ioc.prefix, "attach")
-    assert proc.wait(180) == 0, proc.stderr.read()
-    proc.stdout.close()
-    proc.stderr.close()
+    attach_to_the_end(catalog_dir, tmp_path, ioc.prefix)
 
     catalog = open_catalog(catalog_dir)
     runs = chain_of(catalog, catalog[-1])
@@ -113,9 +122,7 @@ def test_kills_at_any_moment_lose_no_sample_and_the_chain_reads_as_one(
         assert run.stop["exit_status"] == "fail"
         assert "acquisition lost" in run.stop["reason"]
     assert runs[-1].stop["exit_status"] == "success"
-    seqs = np.concatenate(
-        [run["samples"].read()["seq"].values for run in runs if "samples" in run]
-    )
+    seqs = np.concatenate([column(run, "samples", "seq") for run in runs])
     assert len(seqs) == len(set(seqs.tolist())), "a sample stored twice"
     assert sorted(seqs.tolist()) == list(range(int(seqs.min()), int(seqs.max()) + 1))
     steps = np.concatenate([column(run, "steps", "step_step") for run in runs])
@@ -133,11 +140,7 @@ def test_an_attached_study_concludes_on_the_whole_acquisition(slow_ioc, tmp_path
     proc = acquire(catalog_dir, tmp_path, ioc.prefix, "scan")
     ioc.wait_for(lambda: ioc.get("Seq:Step-RB") >= 5, 120, "the third pressure")
     kill(proc)
-    ioc.wait_for(lambda: newest_status(catalog_dir) == "orphaned", 30, "orphan")
-    proc = acquire(catalog_dir, tmp_path, ioc.prefix, "attach")
-    assert proc.wait(120) == 0, proc.stderr.read()
-    proc.stdout.close()
-    proc.stderr.close()
+    attach_to_the_end(catalog_dir, tmp_path, ioc.prefix)
     catalog = open_catalog(catalog_dir)
     first, last = chain_of(catalog, catalog[-1])
     assert "fit" not in first and last.start["plan_name"] == "pressure_impedance_scan"
@@ -159,3 +162,13 @@ def test_attach_refuses_with_nothing_to_attach_to(rig, tmp_path):
             session.RE(attach(rig, session.catalog))
     finally:
         session.close()
+
+
+def test_ssb_attach_says_why_it_cannot_attach(ioc, tmp_path):
+    from conftest import run_cli
+
+    done = run_cli("ssb_plans.cli", "attach", "--prefix", ioc.prefix, "--catalog", str(tmp_path))
+    assert done.returncode == 1
+    assert f"ssb attach: {ioc.prefix} sequence Idle" in done.stdout
+    first = done.stderr.splitlines()[0]  # (caproto's noise at interpreter exit: issue 12)
+    assert first.startswith("ssb attach: no protocol") and "nothing to attach to" in first
