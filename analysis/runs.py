@@ -136,6 +136,7 @@ def summarize(runs: Iterable[Any]) -> list[dict[str, Any]]:
                 "purpose": start.get("purpose", ""),
                 "status": status(run),
                 "events": sum((stop.get("num_events") or {}).values()),
+                "continues": start.get("continues", "")[:8],  # attach's link in a chain
             }
         )
     return rows
@@ -161,7 +162,15 @@ def describe(run) -> str:
     """Metadata, streams (with units and row counts) and outcome of one run."""
     start, stop = run.start, stop_document(run) or {}
     lines = [f"run {start['uid']}  scan_id {start.get('scan_id')}  {_when(start)}"]
-    for key in ("plan_name", "plan_args", "purpose", "operator", "cell_id", "rig_prefix"):
+    for key in (
+        "plan_name",
+        "plan_args",
+        "purpose",
+        "operator",
+        "cell_id",
+        "rig_prefix",
+        "continues",
+    ):
         if key in start:
             lines.append(f"  {key}: {start[key]}")
     cell = start.get("cell") or {}

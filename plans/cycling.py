@@ -505,6 +505,8 @@ def execute(
         yield from collect_samples(rig, [], outcome.spectra)
 
     def cleanup():
+        if not rig.sequencer.state.connected:
+            return  # the IOC is gone: nothing to command or collect (its data stays there)
         yield from safe_state(rig)
         yield from ioc_actions(end=False)
         if acq.kicked_off:

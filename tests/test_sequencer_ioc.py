@@ -145,3 +145,28 @@ def test_a_killed_ioc_comes_back_holding_the_sequence_and_resume_goes_on(ca_cont
         assert second.get("Press:Pressure-RB") == pytest.approx(40.0, abs=1.0)
     finally:
         second.stop()
+
+
+def test_a_killed_ioc_ends_the_run_within_seconds_with_the_reason(session, rig, ioc):
+    import threading
+    import time
+
+    from ssb_devices import RigDisconnected
+    from ssb_plans.cycling import run_protocol
+
+    killed: list[float] = []
+
+    def on_page(name, doc):
+        if name == "event_page" and 2 in doc["data"].get("step", []) and not killed:
+            killed.append(time.monotonic())
+            threading.Thread(target=ioc.process.kill).start()
+
+    token = session.RE.subscribe(on_page)
+    with pytest.raises(RigDisconnected, match="is the IOC running"):
+        session.RE(run_protocol(rig, "Set pressure to 30 MPa\nRest for 10 hours\n", poll=0.2))
+    failed_after = time.monotonic() - killed[0]
+    session.RE.unsubscribe(token)
+    assert failed_after < 10.0
+    run = session.catalog[-1]
+    assert run.stop["exit_status"] == "fail" and "is the IOC running" in run.stop["reason"]
+    assert len(run["samples"].read()["seq"]) > 0  # what was taken is kept

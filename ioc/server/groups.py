@@ -574,8 +574,14 @@ class RigIOC(RigPVGroup):
             return f"TRIPPED: {rig.interlock}"
         if press.mode == Mode.PRESSURE:
             state = "settled" if press.settled else "ramping" if press.ramping else "moving"
-            return f"Pressure {press.target:g} MPa, {state}"
-        return press.mode.name.title()
+            line = f"Pressure {press.target:g} MPa, {state}"
+        else:
+            line = press.mode.name.title()
+        seq = rig.sequencer
+        if seq.state in ("Running", "Paused", "Held") and seq.table is not None:
+            step = seq.running.index if seq.running else 0
+            line += f"; protocol {seq.state.lower()}, step {step} of {seq.table.total}"
+        return line
 
     async def update_readbacks(self) -> None:
         rig, press, lc = self.backend, self.backend.press, self.backend.load_cell
