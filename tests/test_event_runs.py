@@ -41,9 +41,21 @@ def test_injected_spike_and_soft_short_are_stored_with_full_rate_surroundings(
     session, fast_rig, fast_ioc, tmp_path
 ):
     inject_during_step(session.RE, fast_ioc, [("PressureSpike", 2.0), ("SoftShort", 1e-4)])
+    order: list[str] = []  # the streams of the run's events, in the order emitted
+    streams: dict[str, str] = {}
+
+    def note(name, doc):
+        if name == "descriptor":
+            streams[doc["uid"]] = doc["name"]
+        elif name == "event":
+            kind = doc["data"].get("events_kind", "")
+            order.append(f"{streams[doc['descriptor']]}:{kind}".rstrip(":"))
+
+    token = session.RE.subscribe(note)
     (uid,) = session.RE(
         run_protocol(fast_rig, CHARGE, poll=0.05, reactions={"pressure_spike": "read"})
     )
+    session.RE.unsubscribe(token)
     run = session.catalog[uid]
     assert run.stop["exit_status"] == "success"
     events = run["events"].read()
@@ -71,14 +83,11 @@ def test_injected_spike_and_soft_short_are_stored_with_full_rate_surroundings(
     assert fast["pressure"].values[near_spike].max() > 100.5  # the transient, at full rate
     samples = run["samples"].read()
     assert np.all(np.diff(samples["seq"].values) == 1)  # nothing lost around the events
-    # "read": the rig was read once the plan saw the event (at 5000x that is up to a few
-    # thousand s of experiment time later): a reading besides the start, the boundaries
-    # the plan saw (a new step each) and the end, so two in a row share their step
-    primary = run.primary.read()
-    clock, step = primary["rig_clock_time"].values, primary["rig_sequencer_step"].values
-    spike_at = events["events_time"].values[spike]
-    extra = [k for k in range(1, len(step) - 1) if step[k] == step[k - 1] and step[k]]
-    assert extra and clock[extra[0]] >= spike_at, (clock, step)
+    # "read": the rig was read as soon as the plan stored the event (a primary reading
+    # right after it, besides those at the start, the boundaries seen and the end)
+    spike_at = order.index("events:pressure_spike")
+    after = next(k for k in range(spike_at, len(order)) if not order[k].startswith("events"))
+    assert order[after] == "primary", order
 
     page = write_report(run, tmp_path)  # the events, marked and listed, from the catalog
     text = page.read_text()
@@ -126,9 +135,11 @@ def test_pause_reaction_rests_the_cell_and_resume_finishes(session, fast_rig, fa
     assert [str(k) for k in ev["events_kind"].values] == ["pressure_spike"]
     steps = run["steps"].read()
     assert len(steps["step_step"]) == 3
-    # the step in which the event was seen was interrupted, then finished
-    k = list(steps["step_step"].values).index(int(ev["events_step"].values[0]))
-    assert "paused after" in str(steps["step_interruptions"].values[k])
+    # the step running when the plan saw the event (at 5000x maybe the next one) was
+    # interrupted, then finished: its duration counts only the time it ran
+    notes = [str(n) for n in steps["step_interruptions"].values]
+    k = next(k for k, note in enumerate(notes) if "paused after" in note)
+    assert k + 1 >= int(ev["events_step"].values[0])
     planned = {1: None, 2: 3600.0, 3: 600.0}[k + 1]
     if planned is not None:
         assert steps["step_duration"].values[k] == pytest.approx(planned, rel=1e-3)
