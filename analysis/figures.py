@@ -294,3 +294,31 @@ def event_figure(run, window: float = 2.5) -> Figure:
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("time from the event / s (load cell at full rate)")
     return fig
+
+
+def pressure_figure(run) -> Figure:
+    """A pressure plan's readings: measured pressure against the working setpoint, and
+    the stack gap, against experiment time from the run's first reading."""
+    data = run.primary.read()
+    t = data["rig_clock_time"].values
+    t = t - t[0]
+    scale, unit = (60.0, "min") if t[-1] > 600 else (1.0, "s")
+    style = "o-" if len(t) >= 20 else "o"  # a few readings are points, not a curve
+    fig = Figure(figsize=(7.5, 5.0), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.plot(t / scale, data["rig_press_readback"].values, style, ms=4, label="measured")
+    if "rig_press_demand" in data:
+        top.plot(t / scale, data["rig_press_demand"].values, "x", label="working setpoint")
+    top.set_ylabel("pressure / MPa")
+    top.legend(loc="best", fontsize=8)
+    bottom.plot(t / scale, data["rig_press_gap"].values, style, ms=4, color="tab:green")
+    bottom.set_ylabel("gap / µm")
+    bottom.set_xlabel(f"experiment time from the run's first reading / {unit}")
+    for ax in (top, bottom):
+        ax.ticklabel_format(useOffset=False)
+    start = run.start
+    fig.suptitle(
+        f"{start.get('plan_name', 'run')} on cell {start.get('cell_id', '?')} "
+        f"(scan {start.get('scan_id', '?')})"
+    )
+    return fig

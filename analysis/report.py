@@ -13,6 +13,7 @@ from .figures import (
     events,
     impedance_figure,
     per_cycle,
+    pressure_figure,
     save,
     study_figure,
 )
@@ -42,6 +43,17 @@ def write_report(run, directory: str | Path) -> Path:
         "",
     ]
     figures = []
+    pressure_plan = not _has_events(run, "samples") and _has_events(run, "primary")
+    if pressure_plan:  # set, ramp, hold, steps: the readings are the record
+        primary = run.primary.read()
+        p = primary["rig_press_readback"].values
+        t = primary["rig_clock_time"].values
+        figures.append(("pressure", "pressure.png", pressure_figure(run)))
+        lines += _table(
+            ["readings", "duration / s", "first / MPa", "last / MPa", "min / MPa", "max / MPa"],
+            [[f"{len(p)}", f"{t[-1] - t[0]:.1f}", f"{p[0]:.2f}", f"{p[-1]:.2f}",
+              f"{p.min():.2f}", f"{p.max():.2f}"]],
+        )  # fmt: skip
     if _has_events(run, "samples"):
         figures.append(("time series", "timeseries.png", cycling_figure([run], [uid[:8]])))
         figures.append(("breathing", "breathing.png", breathing_figure(run)))
@@ -117,6 +129,7 @@ def write_report(run, directory: str | Path) -> Path:
     for title, name, fig in figures:
         save(fig, directory / name)
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    directory.mkdir(parents=True, exist_ok=True)
     page = directory / "report.md"
     page.write_text("\n".join(lines))
     return page

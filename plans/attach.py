@@ -161,6 +161,11 @@ def lost_acquisition(rig: Rig, catalog) -> tuple[list, str, str]:
             f"run {last.start['uid'][:8]} is still being written (heartbeat "
             f"{time.time() - beat:.0f} s ago): attach once its process is gone"
         )
+    if state in ("Done", "Aborted", "Failed") and found not in ("orphaned", "unclosed"):
+        raise AttachError(
+            f"the protocol on {rig.prefix!r} ended ({state.lower()}) and its run "
+            f"{last.start['uid'][:8]} was closed ({found}): nothing to attach to"
+        )
     return chain, state, found
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ssb_analysis import runs as run_listing
-from ssb_analysis.catalog import default_location, open_catalog
+from ssb_analysis.catalog import default_location, is_server, open_catalog
 from ssb_analysis.export import FORMATS, ExportError, export_run
 
 
@@ -112,7 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         from .attach import attach_cli
 
         return attach_cli(args.prefix, args.catalog)
-    catalog = open_catalog(args.catalog)
+    location = args.catalog or default_location()
+    if not is_server(location) and not (Path(location).expanduser() / "catalog.db").exists():
+        print(
+            f"ssb {args.command}: no catalog at {location} (runs are stored there by "
+            "`ssb demo`, `ssb run` or a session; pass --catalog DIR or URL)",
+            file=sys.stderr,
+        )
+        return 1
+    catalog = open_catalog(location)
     if args.command == "runs":
         criteria = {key: getattr(args, key) for key in run_listing.SEARCH_KEYS}
         found = run_listing.search(catalog, **criteria)
@@ -122,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         run = _lookup(catalog, args.run)
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a partial uid too short to look up
         print(
-            f"ssb {args.command}: no run {args.run!r} in {args.catalog or default_location()}",
+            f"ssb {args.command}: no run {args.run!r} in {location}: give a scan id, -1 "
+            "for the newest, or a uid (its first 8 characters do); `ssb runs` lists them",
             file=sys.stderr,
         )
         return 1

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from bluesky.utils import ProgressBarManager
+
 
 class ProtocolProgress:
     """``RE.subscribe(ProtocolProgress())`` shows how a :func:`run_protocol` run goes."""
@@ -75,3 +77,27 @@ class ProtocolProgress:
         if self.live:
             self.stream.write("\n")
             self.live = False
+
+
+class ProgressBars(ProgressBarManager):
+    """bluesky's progress bars (``RE.waiting_hook``), one per thing waited for: a plan
+    that polls (waits with a timeout on the same status again and again, as
+    :func:`~ssb_plans.cycling.run_protocol` does) keeps its one bar, and nothing warns."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._waiting: set = set()
+
+    def __call__(self, status_objs_or_none) -> None:
+        if status_objs_or_none is None:  # what was waited for is done
+            if self.pbar is not None:
+                self.pbar.clear()
+            self.pbar, self._waiting = None, set()
+            return
+        waiting = set(status_objs_or_none)
+        if self.pbar is not None and waiting == self._waiting:
+            return  # the same wait again (a poll): the same bar
+        if self.pbar is not None:
+            self.pbar.clear()
+        self._waiting = waiting
+        self.pbar = self.pbar_factory(status_objs_or_none)

@@ -81,7 +81,7 @@ def run_file(
     timeout: float = 10.0,
 ) -> int:
     """Run the protocol in ``path``; returns a process exit code."""
-    from .cycling import run_protocol
+    from .cycling import prepare, run_protocol
     from .session import start_session
 
     try:
@@ -120,11 +120,12 @@ def run_file(
         except MetadataError as ex:
             print(f"ssb run: {cell}: {ex}", file=sys.stderr)
             return 2
-        try:
-            uid = run_in_shell(session, run_protocol(rig, protocol, capacity=capacity), "run")
+        try:  # against the rig's limits, before the RunEngine starts: no traceback
+            prepare(rig, protocol, capacity)
         except ProtocolError as ex:
             print(f"ssb run: {path}: {ex}", file=sys.stderr)
             return 2
+        uid = run_in_shell(session, run_protocol(rig, protocol, capacity=capacity), "run")
         if uid is None:
             return 130
         run = session.catalog[uid]

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from bluesky import RunEngine
-from bluesky.utils import PersistentDict, ProgressBarManager
+from bluesky.utils import PersistentDict
 
 from ssb_analysis.catalog import default_location, is_server, open_catalog
 
 from .metadata import cell_metadata, validate_run_metadata
+from .progress import ProgressBars
 from .writer import HEARTBEAT, CatalogWriter
 
 
@@ -116,7 +117,7 @@ def start_session(
         md_lock.close()
         raise
     if progress:
-        RE.waiting_hook = ProgressBarManager()
+        RE.waiting_hook = ProgressBars()
     writer = CatalogWriter(client, flush_interval=flush_interval, heartbeat=heartbeat)
     session = Session(RE=RE, catalog=client, writer=writer, location=location, md_lock=md_lock)
     session.tokens.append(RE.subscribe(writer))

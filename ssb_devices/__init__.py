@@ -9,6 +9,7 @@ Every device is built from the rig's PV prefix (``SSB:`` by default)::
     rig.press.set(100).wait()
 """
 
+from .connection import disconnect, disconnect_at_exit
 from .cycler import (
     Cycler,
     CyclerStep,
@@ -22,6 +23,8 @@ from .events import EVENT_KINDS, EventDetection, EventLog, FastLog, FaultInjecto
 from .press import MODES, Press, PressureRejected, RigDisconnected
 from .rig import ExperimentClock, LoadCell, Rig
 from .sequencer import Sequencer, SequenceRefused, SequenceStatus
+
+disconnect_at_exit()  # no caproto tracebacks when a process that used the rig ends
 
 __all__ = [
     "EVENT_KINDS",
@@ -46,4 +49,5 @@ __all__ = [
     "StepRejected",
     "StepStatus",
     "Termination",
+    "disconnect",
 ]

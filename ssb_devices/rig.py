@@ -6,7 +6,7 @@ import threading
 
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
-from ophyd.status import Status
+from ophyd.status import DeviceStatus
 
 from .cycler import Cycler
 from .events import EventDetection, FastLog
@@ -35,6 +35,22 @@ class LoadCell(Device):
         return self.tare_cmd.set(1)
 
 
+class ClockStatus(DeviceStatus):
+    """Done once the rig's clock reads ``target``; progress in s of experiment time."""
+
+    def __init__(self, device, target: float):
+        super().__init__(device, call_stop_on_failure=False)
+        self.target = target
+        self.initial: float | None = None
+
+    def progress(self, now: float) -> None:
+        if self.initial is None:
+            self.initial = now
+        for watcher in list(self._watchers):
+            watcher(name="experiment time", current=now, initial=self.initial,
+                    target=self.target, unit="s")  # fmt: skip
+
+
 class ExperimentClock(Device):
     """The rig's clock: experiment time in seconds, owned by the IOC.
 
@@ -48,8 +64,8 @@ class ExperimentClock(Device):
     speed = Cpt(EpicsSignal, "Rig:Speed-SP", kind=Kind.config)
     actual_speed = Cpt(EpicsSignalRO, "Rig:ActualSpeed-RB", kind=Kind.omitted)
 
-    def set(self, target: float) -> Status:
-        status = Status(obj=self)
+    def set(self, target: float) -> ClockStatus:
+        status = ClockStatus(self, target)
         lock = threading.Lock()
 
         def finish(exc: Exception | None = None) -> None:
@@ -66,6 +82,8 @@ class ExperimentClock(Device):
         def on_time(value=None, **kwargs):
             if value is not None and value >= target:
                 finish()
+            elif value is not None:
+                status.progress(value)
 
         def on_meta(connected=True, **kwargs):
             if not connected:

@@ -33,12 +33,26 @@ class SequenceRefused(RuntimeError):
 
 
 class SequenceStatus(DeviceStatus):
-    """Done when the sequence on the instrument stops (see :class:`Sequencer`)."""
+    """Done when the sequence on the instrument stops (see :class:`Sequencer`); its
+    progress (``watch``) is in steps completed of the table's."""
 
     def __init__(self, device, table: str | None, **kwargs):
-        super().__init__(device, **kwargs)
+        # a failure is the IOC's going away: nothing to stop then
+        super().__init__(device, call_stop_on_failure=False, **kwargs)
         self.table = table
         self.since: float | None = None  # IOC time of the state read after starting
+
+    def watch(self, func) -> None:
+        self._watchers.append(func)
+        self.progress()
+
+    def progress(self) -> None:
+        """Tell the watchers (progress bars) how many steps are done."""
+        device = self.device
+        done, total = device.completed.get(), device.steps.get()
+        if not self.done and total:
+            for watcher in list(self._watchers):
+                watcher(name="protocol", current=done, initial=0, target=total, unit="steps")
 
 
 class Sequencer(Device):
@@ -76,6 +90,7 @@ class Sequencer(Device):
         self._status: SequenceStatus | None = None
         self._lock = threading.Lock()
         self.state.subscribe(self._on_state, run=False)
+        self.completed.subscribe(self._on_completed, run=False)
         self.state.subscribe(self._on_connection, event_type="meta", run=False)
 
     # --- running -------------------------------------------------------------------------
@@ -129,6 +144,11 @@ class Sequencer(Device):
             return
         if value in ENDED or (value == "Idle" and status.table is None):
             status.set_finished()
+
+    def _on_completed(self, **kwargs) -> None:
+        status = self._status
+        if status is not None and not status.done:
+            status.progress()
 
     def _on_connection(self, connected: bool = True, **kwargs) -> None:
         status = self._status

@@ -266,7 +266,8 @@ class RigIOC(RigPVGroup):
     Area-RB            cm^2  cell area (pressure = force / area)
     Cell-RB                  cell file or preset in use
     CellVoltage-RB     V     cell terminal voltage
-    CellCurrent-SP     A     current through the cell, + = charge (until the cycler lands)
+    CellCurrent-SP     A     manual constant current through the cell, + = charge (0 = rest);
+                             refused while a protocol sequence owns the cycler
     Status-RB                one-line state of the rig
     Msg-RB                   last refused put or interlock event, with the reason
     Interlock-RB             OK | Tripped (latched, MAJOR alarm)
