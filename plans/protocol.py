@@ -14,9 +14,9 @@ and repeat blocks, one step per line.
     Hold gap
 
 Electrochemical steps mean what PyBaMM means: ``Charge``/``Discharge at`` a current (A),
-C-rate (``C/10``, ``1C``), power (W) or resistance (Ohm); ``Hold at`` a voltage; ``Rest``;
+C-rate (``C/10``, ``1C``, ``0.5 C``), power (W) or resistance (Ohm); ``Hold at`` a voltage; ``Rest``;
 ``for`` a duration; ``until`` a voltage or a current/C-rate (optionally ``<``/``>``),
-joined with ``or``; an optional ``(1 minute period)``. Units take an ``m`` prefix.
+joined with ``or``; an optional ``(1 minute period)``. Units take an ``m`` prefix; ``m`` alone is minutes.
 ``Hold gap`` locks the press where it is (a constant-gap fixture) until the next pressure
 step.
 
@@ -38,6 +38,7 @@ TIME_UNITS = {
     "secs": 1.0,
     "second": 1.0,
     "seconds": 1.0,
+    "m": 60.0,  # as PyBaMM reads it
     "min": 60.0,
     "mins": 60.0,
     "minute": 60.0,
@@ -333,6 +334,8 @@ def _amount(cur: _Cursor) -> Quantity:
             raise ProtocolError(cur.line, token.column, f"{text} is not a C-rate above 0")
         return Quantity("c_rate", 1.0 / number if text.startswith("C/") else number)
     value = cur.number("a current, C-rate, voltage, power or resistance", positive=True)
+    if cur.accept("c") is not None:  # "0.5 C", as PyBaMM writes it
+        return Quantity("c_rate", value)
     kind, factor = cur.unit(ELECTRO_UNITS, "current, voltage, power or resistance")
     return Quantity(kind, value * factor)
 

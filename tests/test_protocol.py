@@ -215,3 +215,17 @@ def test_summary_counts_steps_cycles_duration_and_data():
     assert 3 * 22 * 3600 + 600 + 100 < summary.duration_s < 3 * 22 * 3600 + 600 + 100 + 7200
     assert summary.samples > summary.duration_s / 10
     assert "steps" in str(summary) and "MB" in str(summary)
+
+
+@pytest.mark.parametrize(
+    ("pybamm", "ours"),
+    [  # PyBaMM's own example strings, read as PyBaMM reads them
+        ("Charge at 0.5 C for 45 minutes", "Charge at C/2 for 45 minutes"),
+        ("Charge at 1 C until 4.1V", "Charge at 1C until 4.1 V"),
+        ("Discharge at 1 C for 10 m", "Discharge at 1C for 10 minutes"),
+        ("Hold at 4.1 V until 50 mA", "Hold at 4.1 V until 0.05 A"),
+    ],
+)
+def test_pybamm_step_strings_parse_as_pybamm_reads_them(pybamm, ours):
+    assert parse(pybamm) == parse(ours)
+    assert parse(str(parse(pybamm))) == parse(pybamm)
