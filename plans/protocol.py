@@ -14,9 +14,10 @@ and repeat blocks, one step per line.
     Hold gap
 
 Electrochemical steps mean what PyBaMM means: ``Charge``/``Discharge at`` a current (A),
-C-rate (``C/10``, ``1C``, ``0.5 C``), power (W) or resistance (Ohm); ``Hold at`` a voltage; ``Rest``;
-``for`` a duration; ``until`` a voltage or a current/C-rate (optionally ``<``/``>``),
-joined with ``or``; an optional ``(1 minute period)``. Units take an ``m`` prefix; ``m`` alone is minutes.
+C-rate (``C/10``, ``1C``, ``0.5 C``), power (W) or resistance (Ohm); ``Hold at`` a
+voltage; ``Rest``; ``for`` a duration; ``until`` a voltage or a current/C-rate
+(optionally ``<``/``>``), joined with ``or``; an optional ``(1 minute period)``. Units
+take an ``m`` prefix; ``m`` alone is minutes.
 ``Hold gap`` locks the press where it is (a constant-gap fixture) until the next pressure
 step.
 
