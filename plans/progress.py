@@ -23,12 +23,17 @@ class ProtocolProgress:
         self.streams: dict[str, str] = {}  # descriptor uid -> stream name
         self.planned = 0
         self.live = False
+        self.t0: float | None = None  # the rig's clock at the run's first reading
 
     def __call__(self, name: str, doc: dict) -> None:
         if name == "start":
             self.planned = doc.get("steps_planned", 0)
+            self.t0 = None
         elif name == "descriptor":
             self.streams[doc["uid"]] = doc.get("name", "")
+        elif name == "event" and self.streams.get(doc["descriptor"]) == "primary":
+            if self.t0 is None:  # the run's first reading: its experiment time is 0
+                self.t0 = doc["data"].get("rig_clock_time")
         elif name == "event_page" and self.streams.get(doc["descriptor"]) == "samples":
             self._sample({key: values[-1] for key, values in doc["data"].items()})
         elif name == "event" and self.streams.get(doc["descriptor"]) == "steps":
@@ -42,10 +47,16 @@ class ProtocolProgress:
             self.stream.write(f"run ended ({status}{reason})\n")
             self.stream.flush()
 
+    def hours(self, test_time: float) -> float:
+        """Experiment time from the run's first reading, in hours."""
+        return (test_time - (self.t0 if self.t0 is not None else test_time)) / 3600
+
     def _sample(self, s: dict) -> None:
+        if self.t0 is None:
+            self.t0 = s["test_time"]
         line = (
             f"cycle {int(s['cycle'])}  step {int(s['step'])}/{self.planned}  "
-            f"t={s['test_time'] / 3600:7.2f} h  V={s['voltage']:.3f} V  "
+            f"t={self.hours(s['test_time']):7.2f} h  V={s['voltage']:.3f} V  "
             f"I={s['current'] * 1e3:+.3f} mA  P={s['pressure']:6.2f} MPa  "
             f"gap={s['gap']:7.2f} um"
         )
@@ -57,10 +68,12 @@ class ProtocolProgress:
     def _step_done(self, d: dict) -> None:
         self._end_line()
         passed = d["step_charge"] - d["step_discharge"]
+        pressure = d["step_pressure_mean"]
+        mean = "" if pressure != pressure else f", mean pressure {pressure:.2f} MPa"  # not NaN
         self.stream.write(
             f"step {d['step_step']}/{self.planned} (cycle {d['step_cycle']}) "
             f"{d['step_text']}: {d['step_reason']} after {d['step_duration'] / 3600:.2f} h, "
-            f"{passed:+.3f} mAh, P {d['step_pressure_mean']:.2f} MPa\n"
+            f"{passed:+.3f} mAh{mean}\n"
         )
         self.stream.flush()
 
@@ -68,7 +81,7 @@ class ProtocolProgress:
         self._end_line()
         self.stream.write(
             f"EVENT {d['events_kind']} of {d['events_magnitude']:.4g} {d['events_unit']} at "
-            f"t={d['events_time'] / 3600:.2f} h (step {d['events_step']}, "
+            f"t={self.hours(d['events_time']):.2f} h (step {d['events_step']}, "
             f"{d['events_source']}): reaction {d['events_reaction']}\n"
         )
         self.stream.flush()

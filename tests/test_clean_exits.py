@@ -68,3 +68,30 @@ def test_a_report_for_every_pressure_plan(session, rig, tmp_path, plan):
     assert plan in text and "MPa" in text
     for figure in re.findall(r"\(([\w-]+\.png)\)", text):
         assert (page.parent / figure).stat().st_size > 10_000
+
+
+def test_progress_lines_are_labelled_and_timed_from_the_run_start():
+    import io
+    import math
+
+    from ssb_plans.progress import ProtocolProgress
+
+    out = io.StringIO()
+    progress = ProtocolProgress(out)
+    progress("start", {"steps_planned": 2})
+    for uid, name in (("p", "primary"), ("s", "steps"), ("e", "events")):
+        progress("descriptor", {"uid": uid, "name": name})
+    progress("event", {"descriptor": "p", "data": {"rig_clock_time": 90000.0}})
+    step = {"step_step": 1, "step_cycle": 0, "step_text": "Hold gap", "step_reason":
+            "gap locked", "step_duration": 0.0, "step_charge": 0.0, "step_discharge": 0.0}  # fmt: skip
+    progress("event", {"descriptor": "s", "data": step | {"step_pressure_mean": math.nan}})
+    step |= {"step_step": 2, "step_text": "Rest", "step_duration": 3600.0}
+    progress("event", {"descriptor": "s", "data": step | {"step_pressure_mean": 50.0}})
+    event = {"events_kind": "pressure_spike", "events_magnitude": 1.5, "events_unit": "MPa",
+             "events_time": 90000.0 + 1800.0, "events_step": 2, "events_source": "ioc",
+             "events_reaction": "log"}  # fmt: skip
+    progress("event", {"descriptor": "e", "data": event})
+    text = out.getvalue()
+    assert "nan" not in text and "Hold gap: gap locked after 0.00 h, +0.000 mAh\n" in text
+    assert "mean pressure 50.00 MPa" in text
+    assert "at t=0.50 h" in text  # from the run's first reading, not the IOC's lifetime
