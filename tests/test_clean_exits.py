@@ -82,8 +82,15 @@ def test_progress_lines_are_labelled_and_timed_from_the_run_start():
     for uid, name in (("p", "primary"), ("s", "steps"), ("e", "events")):
         progress("descriptor", {"uid": uid, "name": name})
     progress("event", {"descriptor": "p", "data": {"rig_clock_time": 90000.0}})
-    step = {"step_step": 1, "step_cycle": 0, "step_text": "Hold gap", "step_reason":
-            "gap locked", "step_duration": 0.0, "step_charge": 0.0, "step_discharge": 0.0}  # fmt: skip
+    step = {
+        "step_step": 1,
+        "step_cycle": 0,
+        "step_text": "Hold gap",
+        "step_reason": "gap locked",
+        "step_duration": 0.0,
+        "step_charge": 0.0,
+        "step_discharge": 0.0,
+    }
     progress("event", {"descriptor": "s", "data": step | {"step_pressure_mean": math.nan}})
     step |= {"step_step": 2, "step_text": "Rest", "step_duration": 3600.0}
     progress("event", {"descriptor": "s", "data": step | {"step_pressure_mean": 50.0}})
