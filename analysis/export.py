@@ -2,10 +2,16 @@
 CSV or Parquet.
 
 BDF (Battery Data Alliance) names each column ``Quantity / unit`` in SI units: required
-``Test Time / s``, ``Voltage / V``, ``Current / A``; here also ``Cycle Count / 1``,
-``Step Count / 1``, charge/discharge capacities (Ah) and energies (Wh), ``Applied
-Pressure / Pa``, and the rig's own ``Force / N`` and ``Stack Gap / um``. Current is
-positive on charge.
+``Test Time / s``, ``Voltage / V``, ``Current / A``; here also ``Unix Time / s``,
+``Cycle Count / 1``, ``Step Count / 1``, charge/discharge capacities (Ah) and energies
+(Wh), ``Applied Pressure / Pa``, and the rig's own ``Force / N`` and ``Stack Gap / m``.
+Current is positive on charge.
+
+The values mean what BDF says of one test: test time from the run's first reading,
+capacities and energies counted from zero at the run's first row, cycle and step counts
+of this run (rows logged before its first step are step 0, cycle 0), and ``Unix Time``
+the instrument's clock anchored at the run's first reading (the wall clock at 1x; an
+accelerated simulation runs faster than it).
 """
 
 from __future__ import annotations
@@ -30,8 +36,9 @@ BDF_COLUMNS = {
     "discharge_energy": ("Discharging Energy / Wh", 1e-3),
     "pressure": ("Applied Pressure / Pa", 1e6),  # MPa
     "force": ("Force / N", 1e3),  # kN
-    "gap": ("Stack Gap / um", 1.0),
+    "gap": ("Stack Gap / m", 1e-6),  # um
 }
+COUNTED_FROM_ZERO = ("charge_capacity", "discharge_capacity", "charge_energy", "discharge_energy")
 EXPECTED_UNITS = {
     "test_time": "s",
     "voltage": "V",
@@ -70,9 +77,34 @@ def bdf_frame(run) -> pd.DataFrame:
         if keys[field].get("units") != unit:
             raise ExportError(f"samples.{field} is in {keys[field].get('units')!r}, not {unit}")
     data = run["samples"].read()
-    return pd.DataFrame(
-        {column: data[field].values * factor for field, (column, factor) in BDF_COLUMNS.items()}
-    )
+    values = {field: data[field].values.astype(float) for field in BDF_COLUMNS}
+    t0, unix0 = _run_origin(run, values["test_time"][0])
+    if "steps" in run and run["steps"].read().sizes.get("time", 0):
+        first_step = float(run["steps"].read()["step_start_time"].values[0])
+        before = values["test_time"] < first_step - 1e-9  # the previous run's numbering
+        values["cycle"][before] = 0
+        values["step"][before] = 0
+    for field in COUNTED_FROM_ZERO:
+        values[field] = values[field] - values[field][0]
+    test_time = values["test_time"] - t0
+    frame = {"Test Time / s": test_time}  # then the other required ones, as BDF orders them
+    for field, (column, factor) in BDF_COLUMNS.items():
+        if field != "test_time":
+            frame[column] = values[field] * factor
+        if field == "current":
+            frame["Unix Time / s"] = unix0 + test_time
+    for column in ("Cycle Count / 1", "Step Count / 1"):
+        frame[column] = frame[column].astype(int)
+    return pd.DataFrame(frame)
+
+
+def _run_origin(run, first_sample: float) -> tuple[float, float]:
+    """The rig's clock and the Unix time at the run's first reading (its start)."""
+    if "primary" in run:
+        primary = run.primary.read()
+        if primary.sizes.get("time", 0) and "rig_clock_time" in primary:
+            return float(primary["rig_clock_time"].values[0]), float(primary["time"].values[0])
+    return first_sample, float(run.start["time"])
 
 
 def export_run(run, directory: str | Path, fmt: str) -> list[Path]:
@@ -81,7 +113,8 @@ def export_run(run, directory: str | Path, fmt: str) -> list[Path]:
         raise ExportError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    stem = f"scan{run.start.get('scan_id', 0)}-{run.start['uid'][:8]}"
+    cell = "".join(c if c.isalnum() or c in "-_" else "-" for c in run.start.get("cell_id", ""))
+    stem = f"{cell + '_' if cell else ''}scan{run.start.get('scan_id', 0)}-{run.start['uid'][:8]}"
     if fmt == "bdf":
         path = directory / f"{stem}.bdf.csv"
         bdf_frame(run).to_csv(path, index=False)

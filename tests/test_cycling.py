@@ -304,6 +304,16 @@ def test_ssb_run_then_export_bdf_csv_parquet(fast_ioc, tmp_path):
     gained = bdf["Charging Capacity / Ah"].iloc[-1] - bdf["Charging Capacity / Ah"].iloc[0]
     assert gained == pytest.approx(2e-3 / 3, rel=0.02)  # 20 min at 1C
     assert bdf["Applied Pressure / Pa"].median() == pytest.approx(60e6, rel=0.01)
+    # what BDF says of one test: this run's time, counters and numbering, SI units
+    start = run.primary.read()
+    assert 0 <= bdf["Test Time / s"].iloc[0] < 60 and bdf["Test Time / s"].is_monotonic_increasing
+    assert bdf["Unix Time / s"].iloc[0] == pytest.approx(float(start["time"][0]), abs=60)
+    for column in ("Charging Capacity / Ah", "Discharging Energy / Wh"):
+        assert bdf[column].iloc[0] == 0.0 and bdf[column].is_monotonic_increasing
+    for column in ("Cycle Count / 1", "Step Count / 1"):
+        assert bdf[column].is_monotonic_increasing and bdf[column].iloc[0] in (0, 1)
+    assert bdf["Stack Gap / m"].between(1e-4, 1e-2).all()  # hundreds of um, in metres
+    assert bdf_path.name.startswith("CLI-1_scan")
     steps = pd.read_parquet(next(out.glob("*-steps.parquet")))
     assert list(steps["step_step"]) == [1, 2, 3]
     assert len(pd.read_csv(next(out.glob("*-samples.csv")))) == len(bdf)
