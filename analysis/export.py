@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .timebase import run_origin
+
 FORMATS = ("bdf", "csv", "parquet")
 
 # samples field -> (BDF column, factor from the stored unit)
@@ -78,7 +80,7 @@ def bdf_frame(run) -> pd.DataFrame:
             raise ExportError(f"samples.{field} is in {keys[field].get('units')!r}, not {unit}")
     data = run["samples"].read()
     values = {field: data[field].values.astype(float) for field in BDF_COLUMNS}
-    t0, unix0 = _run_origin(run, values["test_time"][0])
+    t0, unix0 = run_origin(run)
     if "steps" in run and run["steps"].read().sizes.get("time", 0):
         first_step = float(run["steps"].read()["step_start_time"].values[0])
         before = values["test_time"] < first_step - 1e-9  # the previous run's numbering
@@ -96,15 +98,6 @@ def bdf_frame(run) -> pd.DataFrame:
     for column in ("Cycle Count / 1", "Step Count / 1"):
         frame[column] = frame[column].astype(int)
     return pd.DataFrame(frame)
-
-
-def _run_origin(run, first_sample: float) -> tuple[float, float]:
-    """The rig's clock and the Unix time at the run's first reading (its start)."""
-    if "primary" in run:
-        primary = run.primary.read()
-        if primary.sizes.get("time", 0) and "rig_clock_time" in primary:
-            return float(primary["rig_clock_time"].values[0]), float(primary["time"].values[0])
-    return first_sample, float(run.start["time"])
 
 
 def export_run(run, directory: str | Path, fmt: str) -> list[Path]:

@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from .timebase import hours_since_start
+
 
 def samples(run) -> dict[str, np.ndarray]:
-    """The run's logged samples as arrays (experiment time in hours as ``hours``)."""
+    """The run's logged samples as arrays (``hours``: experiment time from the run's
+    start, :mod:`ssb_analysis.timebase`)."""
     data = run["samples"].read()
     out = {name: data[name].values for name in data.data_vars}
-    out["hours"] = (out["test_time"] - out["test_time"][0]) / 3600.0
+    out["hours"] = hours_since_start(run, out["test_time"])
     return out
 
 
@@ -34,11 +37,11 @@ def events(run) -> dict[str, np.ndarray]:
     return {name[len("events_") :]: data[name].values for name in data.data_vars}
 
 
-def mark_events(axes, run, start: float) -> None:
+def mark_events(axes, run) -> None:
     """Vertical lines at each event on every axis, named on the top one."""
     ev = events(run)
     for k in range(len(ev.get("time", []))):
-        hours = (ev["time"][k] - start) / 3600.0
+        hours = hours_since_start(run, ev["time"][k])
         kind = str(ev["kind"][k])
         colour = EVENT_COLOURS.get(kind, "tab:gray")
         for ax in axes:
@@ -67,26 +70,43 @@ def cycling_figure(runs: Sequence, labels: Sequence[str], title: str = "") -> Fi
         axes[1].plot(s["hours"], s["current"] * 1e3, label=label)
         axes[2].plot(s["hours"], s["pressure"], label=label)
         loaded = np.flatnonzero(s["current"] != 0)  # from the first electrochemical step
-        reference = s["gap"][loaded[0]] if len(loaded) else s["gap"][0]
-        axes[3].plot(s["hours"], s["gap"] - reference, label=label)
-        mark_events(axes, run, s["test_time"][0])
+        first = loaded[0] if len(loaded) else 0
+        change = s["gap"] - s["gap"][first]
+        axes[3].plot(s["hours"], change, label=label)
+        breathing = change[first:]  # the first contact would flatten the breathing: zoom
+        if len(breathing):
+            pad = max(0.1 * float(np.ptp(breathing)), 0.5)
+            axes[3].set_ylim(float(breathing.min()) - pad, float(breathing.max()) + pad)
+        mark_events(axes, run)
     for ax, name in zip(
         axes,
         [
             "voltage / V",
             "current / mA\n(+ = charge)",
             "stack pressure / MPa",
-            "gap change / um\n(from first current)",
+            "gap change / µm\n(from first current)",
         ],
         strict=True,
     ):
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="best")
-    axes[-1].set_xlabel("experiment time / h")
-    if title:
-        fig.suptitle(title)
+        ax.ticklabel_format(axis="y", useOffset=False)
+    if len(runs) > 1:
+        axes[0].legend(loc="best")
+    axes[-1].set_xlabel("experiment time from the run's start / h")
+    fig.suptitle(title or describe(runs[0]))
     return fig
+
+
+def describe(run) -> str:
+    """A figure title: plan, cell, and the pressure it ran at."""
+    start = run.start
+    title = f"{start.get('plan_name', 'run')} of cell {start.get('cell_id', '?')}"
+    if "samples" in run:
+        pressure = run["samples"].read()["pressure"].values
+        if len(pressure):
+            title += f", stack pressure {np.median(pressure):.0f} MPa (median)"
+    return title + f" (scan {start.get('scan_id', '?')})"
 
 
 def save(fig: Figure, path: str | Path) -> Path:
@@ -104,9 +124,11 @@ def _colour_by(ax, values, label: str):
     values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values)]
     lo, hi = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
-    if hi - lo < 5.0:  # one pressure (to within noise): a 5 MPa span around it
-        middle = round((hi + lo) / 2)
-        lo, hi = middle - 2.5, middle + 2.5
+    if hi - lo < 5.0:  # one pressure (to within noise): say it, no one-colour bar
+        middle = (hi + lo) / 2
+        ax.set_title(f"{label.split(' / ')[0]} {middle:.0f} {label.split(' / ')[-1]}")
+        norm = colors.Normalize(vmin=middle - 2.5, vmax=middle + 2.5)
+        return cm.ScalarMappable(norm=norm, cmap="viridis")
     norm = colors.Normalize(vmin=lo, vmax=hi)
     mapper = cm.ScalarMappable(norm=norm, cmap="viridis")
     ax.figure.colorbar(mapper, ax=ax, label=label)
@@ -132,23 +154,26 @@ def per_cycle(run) -> dict[str, np.ndarray]:
 
 
 def capacity_figure(run) -> Figure:
-    """Charge and discharge capacity and coulombic efficiency per cycle, coloured by the
-    cycle's mean stack pressure."""
+    """Charge and discharge capacity (from zero, so that a 1 % fade looks like one) and
+    coulombic efficiency per cycle."""
     c = per_cycle(run)
     fig = Figure(figsize=(8, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
-    mapper = _colour_by(top, c["pressure"], "mean pressure / MPa")
-    colours = mapper.to_rgba(c["pressure"])
-    top.scatter(c["cycle"], c["charge"], marker="^", c=colours, label="charge")
-    top.scatter(c["cycle"], c["discharge"], marker="v", c=colours, label="discharge")
+    top.plot(c["cycle"], c["charge"], "^-", color="tab:blue", label="charge")
+    top.plot(c["cycle"], c["discharge"], "v-", color="tab:red", label="discharge")
+    top.set_ylim(0, max(np.nanmax(c["charge"]), np.nanmax(c["discharge"])) * 1.1)
     top.set_ylabel("capacity / mAh")
-    top.legend(loc="best")
-    bottom.scatter(c["cycle"], c["ce"] * 100, c=colours)
+    top.legend(loc="lower left")
+    bottom.plot(c["cycle"], c["ce"] * 100, "o-", color="tab:gray")
     bottom.set_ylabel("coulombic efficiency / %")
     bottom.set_xlabel("cycle")
     bottom.xaxis.get_major_locator().set_params(integer=True)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
+        ax.ticklabel_format(axis="y", useOffset=False)
+    pressures = c["pressure"][np.isfinite(c["pressure"])]
+    held = f", {np.median(pressures):.0f} MPa" if len(pressures) else ""
+    fig.suptitle(f"capacity per cycle, cell {run.start.get('cell_id', '?')}{held}")
     return fig
 
 
@@ -164,14 +189,29 @@ def breathing_figure(run) -> Figure:
         cycling[:] = True
     fig = Figure(figsize=(8, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
-    top.plot(soc[cycling], s["pressure"][cycling], ".", ms=2)
+    gap = s["gap"] - s["gap"][cycling].min()
+    for name, mask, colour in (
+        ("charge", cycling & (s["current"] > 0), "tab:blue"),
+        ("discharge", cycling & (s["current"] < 0), "tab:red"),
+    ):
+        top.plot(soc[mask], s["pressure"][mask], ".", ms=2, color=colour, label=name)
+        bottom.plot(soc[mask], gap[mask], ".", ms=2, color=colour, label=name)
     top.set_ylabel("stack pressure / MPa")
-    bottom.plot(soc[cycling], s["gap"][cycling] - s["gap"][cycling].min(), ".", ms=2)
-    bottom.set_ylabel("gap change / um")
+    bottom.set_ylabel("gap change / µm")
     bottom.set_xlabel("charge stored / nominal capacity")
+    top.legend(loc="best", markerscale=4)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
+        ax.ticklabel_format(axis="y", useOffset=False)
+    fig.suptitle(f"breathing of cell {run.start.get('cell_id', '?')}: pressure and gap")
     return fig
+
+
+def _hertz(f: float) -> str:
+    for factor, unit in ((1e6, "MHz"), (1e3, "kHz"), (1.0, "Hz"), (1e-3, "mHz")):
+        if f >= factor:
+            return f"{f / factor:g} {unit}"
+    return f"{f:g} Hz"
 
 
 def impedance_figure(run) -> Figure:
@@ -185,15 +225,15 @@ def impedance_figure(run) -> Figure:
     spectrum = eis["spectrum"].values
     pressure = eis["spectrum_pressure"].values
     mapper = _colour_by(nyquist, pressure, "pressure / MPa")
-    for k in np.unique(spectrum):
+    for n, k in enumerate(np.unique(spectrum)):
         mask = spectrum == k
-        nyquist.plot(
-            eis["z_real"].values[mask],
-            -eis["z_imag"].values[mask],
-            "o-",
-            ms=3,
-            color=mapper.to_rgba(pressure[mask][0]),
-        )
+        re_z, im_z = eis["z_real"].values[mask], -eis["z_imag"].values[mask]
+        nyquist.plot(re_z, im_z, "o-", ms=3, color=mapper.to_rgba(pressure[mask][0]))
+        if n == 0:  # the frequency at each decade, on the first spectrum
+            freq = eis["frequency"].values[mask]
+            for j in np.flatnonzero(np.isclose(np.log10(freq) % 1, 0, atol=0.02)):
+                nyquist.annotate(_hertz(freq[j]), (re_z[j], im_z[j]), fontsize=7,
+                                 xytext=(3, 3), textcoords="offset points")  # fmt: skip
     nyquist.set_xlabel("Re Z / ohm")
     nyquist.set_ylabel("-Im Z / ohm")
     nyquist.set_aspect("equal", adjustable="datalim")
@@ -265,6 +305,15 @@ def study_figure(summary_run) -> Figure:
     return fig
 
 
+def _unjoined(t: np.ndarray, y: np.ndarray, gap: float = 0.01):
+    """``t, y`` with a NaN wherever samples are further apart than ``gap`` s: sparse
+    samples before a full-rate window show as points, not as a ramp drawn between them."""
+    if len(t) < 2:
+        return t, y
+    breaks = np.flatnonzero(np.diff(t) > gap) + 1
+    return np.insert(t, breaks, np.nan), np.insert(y.astype(float), breaks, np.nan)
+
+
 def event_figure(run, window: float = 2.5) -> Figure:
     """Each detected event (up to six) with the full-rate load-cell samples around it:
     pressure and cell voltage against time from the event."""
@@ -277,7 +326,8 @@ def event_figure(run, window: float = 2.5) -> Figure:
         ax, t0, kind = axes[k], float(ev["time"][k]), str(ev["kind"][k])
         ax.set_title(
             f"{kind.replace('_', ' ')}: {float(ev['magnitude'][k]):.4g} {ev['unit'][k]} "
-            f"at t = {t0 / 3600:.3f} h (step {int(ev['step'][k])}, {ev['source'][k]}, "
+            f"at t = {hours_since_start(run, t0):.3f} h from the run's start "
+            f"(step {int(ev['step'][k])}, {ev['source'][k]}, "
             f"reaction {ev['reaction'][k]})",
             fontsize=9,
         )
@@ -285,10 +335,12 @@ def event_figure(run, window: float = 2.5) -> Figure:
             continue
         t = fast["time"].values
         near = (t >= t0 - window) & (t <= t0 + window)
-        ax.plot(t[near] - t0, fast["pressure"].values[near], color="tab:blue", lw=0.8)
+        dt, p = _unjoined(t[near] - t0, fast["pressure"].values[near])
+        ax.plot(dt, p, ".-", ms=2, color="tab:blue", lw=0.8)
         ax.set_ylabel("pressure / MPa", color="tab:blue")
         twin = ax.twinx()
-        twin.plot(t[near] - t0, fast["voltage"].values[near], color="tab:orange", lw=1.0)
+        dt, v = _unjoined(t[near] - t0, fast["voltage"].values[near])
+        twin.plot(dt, v, ".-", ms=2, color="tab:orange", lw=1.0)
         twin.set_ylabel("voltage / V", color="tab:orange")
         ax.axvline(0.0, color=EVENT_COLOURS.get(kind, "tab:gray"), ls="--")
         ax.grid(alpha=0.3)

@@ -17,6 +17,7 @@ from .figures import (
     save,
     study_figure,
 )
+from .timebase import hours_since_start
 
 
 def _has_events(run, stream: str) -> bool:
@@ -80,10 +81,10 @@ def write_report(run, directory: str | Path) -> Path:
             ("events, with the load cell at full rate", "events.png", event_figure(run))
         )
         lines += _table(
-            ["t / h", "event", "magnitude", "step", "source", "reaction"],
+            ["t / h (from the run's start)", "event", "magnitude", "step", "source", "reaction"],
             [
                 [
-                    f"{ev['time'][k] / 3600:.3f}",
+                    f"{hours_since_start(run, ev['time'][k]):.3f}",
                     f"{ev['kind'][k]}",
                     f"{ev['magnitude'][k]:.4g} {ev['unit'][k]}",
                     f"{ev['step'][k]}",

@@ -229,3 +229,19 @@ def test_actual_speed_reports_the_speed_achieved(ioc):
     rate = (ioc.get("Rig:Time-RB") - t0) / (time.monotonic() - w0)
     assert 0 < achieved < 1e5
     assert 0.5 < rate / achieved < 2.0, (rate, achieved)  # says how fast time really runs
+
+
+def test_units_follow_the_kind_and_counters_are_integers(ioc):
+    from caproto import ChannelType
+
+    def units(name):
+        return ioc.pv(name).read(data_type=ChannelType.CTRL_DOUBLE).metadata.units.decode()
+
+    for kind, unit in (("Voltage", "V"), ("Current", "A"), ("Time", "s"), ("Capacity", "mAh")):
+        ioc.put("Cyc:Term2Type-SP", kind)
+        assert units("Cyc:Term2Value-SP") == unit
+    assert units("Rig:FaultSize-SP") == "S"  # a soft short's conductance, the default
+    ioc.put("Rig:FaultType-SP", "PressureSpike")
+    assert units("Rig:FaultSize-SP") == "um"
+    for name in ("Cyc:Buf:NextSeq-RB", "Cyc:StepIndex-RB", "Seq:Completed-RB", "Evt:Count-RB"):
+        assert ioc.pv(name).channel.native_data_type == ChannelType.LONG, name

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from ssb_ioc.sim.cycler import SampleBuffer
 
-from .pvs import RigPVGroup, array, publish, reading, setting
+from .pvs import RigPVGroup, array, counter, publish, setting
 
 ROWS_READ = 140_000  # elements per bulk read (10,000 cycler samples of 14 fields)
 
@@ -26,10 +26,10 @@ class RowBufferGroup(RigPVGroup):
 
     fields: ClassVar[tuple[str, ...]] = ()
 
-    next_seq_rb = reading("NextSeq-RB", "", 0.0, 1e15, "Next row's sequence no.", 0)
-    oldest_seq_rb = reading("OldestSeq-RB", "", 0.0, 1e15, "Oldest row held", 0)
+    next_seq_rb = counter("NextSeq-RB", "Next row's sequence no.")
+    oldest_seq_rb = counter("OldestSeq-RB", "Oldest row held")
     read_from_sp = setting("ReadFrom-SP", "", 0.0, 1e15, "Fill Rows-RB from this seq", 0)
-    count_rb = reading("Count-RB", "", 0.0, 1e6, "Rows in Rows-RB", 0)
+    count_rb = counter("Count-RB", "Rows in Rows-RB")
     rows_rb = array("Rows-RB", "", "Rows of the buffer, flattened (one read)", ROWS_READ)
 
     def buffer(self) -> SampleBuffer:
@@ -40,10 +40,10 @@ class RowBufferGroup(RigPVGroup):
         buffer = self.buffer()
         rows = buffer.since(int(value), limit=ROWS_READ // buffer.width)
         await self.rows_rb.write(rows.ravel() if len(rows) else [0.0])
-        await self.count_rb.write(float(len(rows)))
+        await self.count_rb.write(len(rows))
         return value
 
     async def update(self) -> None:
         buffer = self.buffer()
-        await publish(self.next_seq_rb, float(buffer.next_seq))
-        await publish(self.oldest_seq_rb, float(buffer.oldest_seq))
+        await publish(self.next_seq_rb, buffer.next_seq)
+        await publish(self.oldest_seq_rb, buffer.oldest_seq)

@@ -27,7 +27,7 @@ from ssb_ioc.sim.cycler import (
     Termination,
 )
 
-from .pvs import RigPVGroup, array, choice, command, publish, reading, setting, text
+from .pvs import RigPVGroup, array, choice, command, counter, publish, reading, setting, text
 
 STEP_TYPES = ["Rest", "CC", "CV", "CCCV", "CP", "CR", "PEIS"]
 TERM_TYPES = ["None", "Voltage", "Current", "Time", "Capacity"]
@@ -61,6 +61,20 @@ def _buffer(field: str):
     )
 
 
+TERM_UNITS = {"None": "", "Voltage": "V", "Current": "A", "Time": "s", "Capacity": "mAh"}
+
+
+def _term_type(slot: int):
+    """TermNType-SP; its choice sets the units of TermNValue-SP (they follow the type)."""
+
+    async def put(group, instance, value):
+        value_pv = getattr(group, f"term{slot}_value")
+        await value_pv.write_metadata(units=TERM_UNITS[value])
+        return value
+
+    return choice(f"Term{slot}Type-SP", TERM_TYPES, f"Termination {slot}", put=put)
+
+
 def _termination(kind: str, value: float, direction: str) -> Termination | None:
     if kind == "None":
         return None
@@ -84,7 +98,8 @@ class CyclerGroup(RigPVGroup):
     EIS:ReadFrom-SP    fill EIS:Spectrum-RB with spectrum number N (or the oldest kept)
     EIS:Spectrum-RB    [number, pressure MPa, test time s, points, Hz..., Re Ohm..., Im Ohm...]
     TermN{Type,Value,Dir}-SP  up to three terminations (Voltage V, Current A, Time s,
-                       Capacity mAh; Dir Auto/Rising/Falling for voltage)
+                       Capacity mAh: the value's units follow the type; Dir
+                       Auto/Rising/Falling for voltage)
     Cycle-SP           cycle index recorded with the step
     Start-Cmd          start the step; put-completion = the step has ended
     Stop-Cmd, Reset-Cmd  end the step (open circuit); clear a safety trip
@@ -101,13 +116,13 @@ class CyclerGroup(RigPVGroup):
     voltage_sp = setting("Voltage-SP", "V", 0.0, 10.0, "Step voltage (CV, CCCV)", 4)
     power_sp = setting("Power-SP", "W", -10.0, 10.0, "Step power (CP, + = charge)", 6)
     resistance_sp = setting("Resistance-SP", "Ohm", 0.0, 1e7, "Load resistance (CR)", 2)
-    term1_type = choice("Term1Type-SP", TERM_TYPES, "Termination 1")
+    term1_type = _term_type(1)
     term1_value = setting("Term1Value-SP", "", 0.0, 1e9, "Termination 1 value", 6)
     term1_dir = choice("Term1Dir-SP", DIRECTIONS, "Termination 1 voltage direction")
-    term2_type = choice("Term2Type-SP", TERM_TYPES, "Termination 2")
+    term2_type = _term_type(2)
     term2_value = setting("Term2Value-SP", "", 0.0, 1e9, "Termination 2 value", 6)
     term2_dir = choice("Term2Dir-SP", DIRECTIONS, "Termination 2 voltage direction")
-    term3_type = choice("Term3Type-SP", TERM_TYPES, "Termination 3")
+    term3_type = _term_type(3)
     term3_value = setting("Term3Value-SP", "", 0.0, 1e9, "Termination 3 value", 6)
     term3_dir = choice("Term3Dir-SP", DIRECTIONS, "Termination 3 voltage direction")
     cycle_sp = setting("Cycle-SP", "", 0.0, 1e9, "Cycle index for the step", 0)
@@ -132,7 +147,7 @@ class CyclerGroup(RigPVGroup):
     eis_f_start = setting("EIS:FStart-SP", "Hz", 1e-3, 1e7, "Impedance sweep start", 4)
     eis_f_end = setting("EIS:FEnd-SP", "Hz", 1e-3, 1e7, "Impedance sweep end", 4)
     eis_ppd = setting("EIS:PointsPerDecade-SP", "", 1.0, 50.0, "Sweep points per decade", 0)
-    eis_count = reading("EIS:Count-RB", "", 0.0, 1e12, "Spectra measured", 0)
+    eis_count = counter("EIS:Count-RB", "Spectra measured")
     eis_pressure = reading("EIS:Pressure-RB", "MPa", 0.0, 1e4, "Pressure of the spectrum", 2)
     eis_time = reading("EIS:TestTime-RB", "s", 0.0, 1e12, "Test time of the spectrum", 1)
     eis_freq = array("EIS:Freq-RB", "Hz", "Last spectrum: frequency", EIS_MAX_POINTS)
@@ -157,8 +172,8 @@ class CyclerGroup(RigPVGroup):
     current_rb = reading("Current-RB", "A", -1.0, 1.0, "Cell current", 6)
     test_time_rb = reading("TestTime-RB", "s", 0.0, 1e12, "Test time", 1)
     step_time_rb = reading("StepTime-RB", "s", 0.0, 1e12, "Step time", 1)
-    cycle_rb = reading("CycleIndex-RB", "", 0.0, 1e9, "Cycle index", 0)
-    step_rb = reading("StepIndex-RB", "", 0.0, 1e9, "Step index", 0)
+    cycle_rb = counter("CycleIndex-RB", "Cycle index")
+    step_rb = counter("StepIndex-RB", "Step index")
     step_charge_rb = reading("StepCharge-RB", "mAh", 0.0, 1e9, "Step charge capacity", 5)
     step_discharge_rb = reading("StepDischarge-RB", "mAh", 0.0, 1e9, "Step discharge capacity", 5)
     charge_rb = reading("ChargeCapacity-RB", "mAh", 0.0, 1e9, "Charge capacity", 5)
@@ -166,10 +181,10 @@ class CyclerGroup(RigPVGroup):
     charge_energy_rb = reading("ChargeEnergy-RB", "mWh", 0.0, 1e9, "Charge energy", 5)
     discharge_energy_rb = reading("DischargeEnergy-RB", "mWh", 0.0, 1e9, "Discharge energy", 5)
 
-    next_seq_rb = reading("Buf:NextSeq-RB", "", 0.0, 1e15, "Next sample's sequence no.", 0)
-    oldest_seq_rb = reading("Buf:OldestSeq-RB", "", 0.0, 1e15, "Oldest sample held", 0)
+    next_seq_rb = counter("Buf:NextSeq-RB", "Next sample's sequence no.")
+    oldest_seq_rb = counter("Buf:OldestSeq-RB", "Oldest sample held")
     read_from_sp = setting("Buf:ReadFrom-SP", "", 0.0, 1e15, "Fill arrays from this seq", 0)
-    count_rb = reading("Buf:Count-RB", "", 0.0, 1e6, "Samples in the arrays", 0)
+    count_rb = counter("Buf:Count-RB", "Samples in the arrays")
     buf_seq = _buffer("seq")
     buf_test_time = _buffer("test_time")
     buf_step_time = _buffer("step_time")
@@ -267,7 +282,7 @@ class CyclerGroup(RigPVGroup):
         for i, field in enumerate(SAMPLE_FIELDS):
             await getattr(self, f"buf_{field}").write(rows[:, i] if len(rows) else [0.0])
         await self.buf_rows.write(rows.ravel() if len(rows) else [0.0])
-        await self.count_rb.write(float(len(rows)))
+        await self.count_rb.write(len(rows))
         return value
 
     async def update(self) -> None:
@@ -282,16 +297,16 @@ class CyclerGroup(RigPVGroup):
             self.current_rb: self.rig.cell.current,
             self.test_time_rb: c.test_time,
             self.step_time_rb: c.step_time,
-            self.cycle_rb: float(c.cycle),
-            self.step_rb: float(c.step),
+            self.cycle_rb: c.cycle,
+            self.step_rb: c.step,
             self.step_charge_rb: c.step_charge,
             self.step_discharge_rb: c.step_discharge,
             self.charge_rb: c.charge_capacity,
             self.discharge_rb: c.discharge_capacity,
             self.charge_energy_rb: c.charge_energy,
             self.discharge_energy_rb: c.discharge_energy,
-            self.next_seq_rb: float(cyc.buffer.next_seq),
-            self.oldest_seq_rb: float(cyc.buffer.oldest_seq),
+            self.next_seq_rb: cyc.buffer.next_seq,
+            self.oldest_seq_rb: cyc.buffer.oldest_seq,
         }
         for pv, value in values.items():
             await publish(pv, value)
@@ -302,7 +317,7 @@ class CyclerGroup(RigPVGroup):
             await self.eis_z_im.write(spectrum.impedance.imag)
             await self.eis_pressure.write(spectrum.pressure)
             await self.eis_time.write(spectrum.test_time)
-            await self.eis_count.write(float(spectrum.count))  # last: the spectrum is whole
+            await self.eis_count.write(spectrum.count)  # last: the spectrum is whole
             self._spectrum_published = spectrum.count
         tripped = "Tripped" if cyc.tripped else "OK"
         if self.tripped_rb.value != tripped:

@@ -11,7 +11,7 @@ from caproto.server import SubGroup
 from ssb_ioc.sim.events import EVENT_FIELDS, EVENT_KINDS, EVENT_UNITS, FAST_FIELDS
 
 from .buffers import RowBufferGroup
-from .pvs import RigPVGroup, choice, publish, reading, setting, text
+from .pvs import RigPVGroup, choice, counter, publish, setting, text
 
 KIND_NAMES = ", ".join(f"{i} {kind}" for i, kind in enumerate(EVENT_KINDS))
 
@@ -87,7 +87,7 @@ class EventsGroup(RigPVGroup):
     pressure_drop_action = _action("pressure_drop")
     soft_short_action = _action("soft_short")
     resistance_jump_action = _action("resistance_jump")
-    count_rb = reading("Count-RB", "", 0.0, 1e15, "Events detected", 0)
+    count_rb = counter("Count-RB", "Events detected")
     last_rb = text("Last-RB", "Newest event")
 
     @enable_sp.putter
@@ -118,4 +118,4 @@ class EventsGroup(RigPVGroup):
             await self.last_rb.write(
                 f"{name} of {magnitude:.4g} {unit} at t = {time:.1f} s (step {int(step)})"
             )
-            await publish(self.count_rb, float(buffer.next_seq))
+            await publish(self.count_rb, buffer.next_seq)

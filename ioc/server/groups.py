@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import ClassVar
 
 from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import SubGroup
@@ -255,6 +256,10 @@ class LoadCellGroup(RigPVGroup):
         return 0
 
 
+async def _fault_type(group, instance, value):
+    return await group.fault_units(value)
+
+
 class RigIOC(RigPVGroup):
     """Simulated pressure-controlled ASSB rig: press, load cell and cell on one clock.
 
@@ -309,6 +314,7 @@ class RigIOC(RigPVGroup):
         "Rig:FaultType-SP",
         ["SoftShort", "PressureSpike", "ContactLoss"],
         "Fault to inject (simulation)",
+        put=_fault_type,
     )
     fault_size_sp = setting("Rig:FaultSize-SP", "", 0.0, 1e3, "Fault size; 0 = default", 6)
     fault_at_sp = setting("Rig:FaultAt-SP", "s", 0.0, 1e12, "Inject the fault at this time", 3)
@@ -411,6 +417,7 @@ class RigIOC(RigPVGroup):
             await pv.write(value, verify_value=False)
         await self.current_sp.write_metadata(**limits(-cyc.i_max, cyc.i_max))
         await self.load_cell.fast_rate_sp.write_metadata(**limits(0.001, lc.sample_rate))
+        await self.fault_units(self.fault_type_sp.value)
         await self.events.configure()
         await self.restore()
         await self.update_readbacks()
@@ -638,6 +645,17 @@ class RigIOC(RigPVGroup):
     async def current_sp(self, instance, value):
         self.backend.set_current(value)
         return value
+
+    FAULT_UNITS: ClassVar[dict[str, str]] = {
+        "SoftShort": "S",
+        "PressureSpike": "um",
+        "ContactLoss": "",  # a fraction of the contact
+    }
+
+    async def fault_units(self, kind: str) -> str:
+        """FaultSize-SP's units follow the fault type."""
+        await self.fault_size_sp.write_metadata(units=self.FAULT_UNITS[kind])
+        return kind
 
     @inject_fault_cmd.putter
     async def inject_fault_cmd(self, instance, value):

@@ -206,6 +206,15 @@ def setting(
     return _numeric(name, units, lo, hi, doc, precision, put=put)
 
 
+INT_MAX = 2**31 - 1  # DBR_LONG
+
+
+def counter(name: str, doc: str):
+    """A read-only count or sequence number: an integer PV (DBR_LONG), as EPICS keeps
+    counters."""
+    return _pv(name, doc, value=0, dtype=int, read_only=True, **limits(0, INT_MAX))
+
+
 def reading(name: str, units: str, lo: float, hi: float, doc: str, precision: int = 3):
     """A read-only numeric PV with units, precision and display/control range."""
     return _numeric(name, units, lo, hi, doc, precision, read_only=True)
@@ -261,6 +270,8 @@ def array(name: str, units: str, doc: str, max_length: int):
 
 async def publish(pv, value) -> None:
     """Update a readback if it changed; values outside its range are clamped to it."""
+    if getattr(pv, "kind", "") == "int":
+        value = int(value)  # a counter
     if isinstance(value, float):
         lo, hi = pv.lower_ctrl_limit, pv.upper_ctrl_limit
         if lo != hi:

@@ -16,7 +16,7 @@ import json
 
 from ssb_ioc.sim.sequencer import STATES
 
-from .pvs import RigPVGroup, choice, command, publish, reading, setting, text
+from .pvs import RigPVGroup, choice, command, counter, publish, setting, text
 
 TABLE_MAX = 1_000_000  # characters of a table (a protocol file is at most 1 MB of text)
 RESULTS_READ = 1000  # step records per bulk read
@@ -55,11 +55,11 @@ class SequencerGroup(RigPVGroup):
     abort_cmd = command("Abort-Cmd", "End the sequence")
     state_rb = choice("State-RB", list(STATES), "Sequence state", read_only=True)
     reason_rb = text("Reason-RB", "Why it ended, paused or is held")
-    steps_rb = reading("Steps-RB", "", 0.0, 1e7, "Steps in the table", 0)
-    step_rb = reading("Step-RB", "", 0.0, 1e7, "Step in progress", 0)
-    cycle_rb = reading("Cycle-RB", "", 0.0, 1e9, "Cycle of the step in progress", 0)
+    steps_rb = counter("Steps-RB", "Steps in the table")
+    step_rb = counter("Step-RB", "Step in progress")
+    cycle_rb = counter("Cycle-RB", "Cycle of the step in progress")
     step_text_rb = text("StepText-RB", "Protocol line of the step in progress")
-    completed_rb = reading("Completed-RB", "", 0.0, 1e7, "Steps completed", 0)
+    completed_rb = counter("Completed-RB", "Steps completed")
     results_from_sp = setting("ResultsFrom-SP", "", 0.0, 1e7, "Fill Results-RB from here", 0)
     results_rb = text("Results-RB", "Step records (JSON list)", max_length=RESULTS_MAX)
 
@@ -122,11 +122,11 @@ class SequencerGroup(RigPVGroup):
         values = {
             self.state_rb: seq.state,
             self.reason_rb: seq.reason[:255],
-            self.steps_rb: float(seq.table.total if seq.table else 0),
-            self.step_rb: float(run.index if run else 0),
-            self.cycle_rb: float(run.cycle if run else 0),
+            self.steps_rb: seq.table.total if seq.table else 0,
+            self.step_rb: run.index if run else 0,
+            self.cycle_rb: run.cycle if run else 0,
             self.step_text_rb: (run.step.text if run else "")[:255],
-            self.completed_rb: float(seq.completed),
+            self.completed_rb: seq.completed,
         }
         for pv, value in values.items():
             await publish(pv, value)
