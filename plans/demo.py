@@ -99,11 +99,13 @@ class FaultSchedule:
 
 def events_summary(run) -> str:
     from ssb_analysis.figures import events
+    from ssb_analysis.timebase import hours_since_start
 
     ev = events(run)
     lines = [
         f"  failure watch: {ev['kind'][k]} of {ev['magnitude'][k]:.3g} {ev['unit'][k]} at "
-        f"t = {ev['time'][k] / 3600:.2f} h detected by the {ev['source'][k]}, reaction "
+        f"t = {hours_since_start(run, ev['time'][k]):.2f} h into the run, detected by the "
+        f"{ev['source'][k]}, reaction "
         f"{ev['reaction'][k]}"
         for k in range(len(ev.get("time", [])))
     ]

@@ -22,3 +22,37 @@ def test_readme_pv_table_lists_every_pv():
     ioc = RigIOC(prefix="SSB:", backend=Rig(load_cell_file("si-nmc")))
     listed = set(re.findall(r"`(SSB:[A-Za-z0-9:-]+)`", readme))
     assert listed == set(ioc.pvdb)
+
+
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.+?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+def test_every_python_block_of_the_readme_runs_verbatim_in_order(tmp_path):
+    """As a reader would: an IOC serving SSB: (on this test's loopback ports), then each
+    block as the page gives it, in one interpreter, with the default catalog and RE.md
+    in a temporary data directory."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import CA_ENV
+
+    from ssb_ioc.launch import IOCProcess
+
+    script = tmp_path / "readme.py"
+    script.write_text("\n".join(readme_python_blocks()))
+    env = {
+        **os.environ,
+        **CA_ENV,
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "SSB_CATALOG": "",
+        "MPLBACKEND": "Agg",
+    }
+    with IOCProcess("SSB:", env=CA_ENV, speed=5000.0, seed=1):
+        done = subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900
+        )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-5000:]
+    assert "Traceback" not in out and "Warning" not in out, out[-5000:]
