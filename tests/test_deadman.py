@@ -67,8 +67,8 @@ def test_a_running_protocol_keeps_the_deadman_armed(ioc, rig, session):
     from ssb_plans.cycling import run_protocol
 
     press_at(ioc, 30.0)
-    ioc.put("Press:Deadman-SP", 1.0)
-    session.RE(run_protocol(rig, "Rest for 6 minutes\n", poll=0.2))  # ~3.6 s at 100x
+    ioc.put("Press:Deadman-SP", 3.0)  # well above a poll of the plan, even on a busy machine
+    session.RE(run_protocol(rig, "Rest for 10 minutes\n", poll=0.2))  # ~6 s at 100x
     assert ioc.enum("Press:Deadman-RB") == "Armed"  # heartbeats all along
     assert "deadman" not in ioc.text("Rig:Msg-RB")
     ioc.wait_for(lambda: ioc.enum("Press:Deadman-RB") == "Expired", what="expiry once alone")
