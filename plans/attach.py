@@ -28,6 +28,7 @@ import numpy as np
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from ssb_analysis.timebase import run_origin
 from ssb_devices import Rig
 
 from .cycling import Acquisition, Follower, plan_steps, protocol_run, rig_limits
@@ -203,6 +204,7 @@ def attach(
                        tuple(limits))  # fmt: skip
     fast = args.get("fast_steps", ())
     acq = Acquisition(detectors, detector_period, poll, watch, fast, resume_from=resume)
+    acq.origin = run_origin(chain[0])[0]  # times from the acquisition's start
     follow = Follower({step.index: step for step in planned}, next_result=next_result)
     follow.keep([rows])
     _md = {k: v for k, v in start.items() if k not in NOT_COPIED}

@@ -215,6 +215,7 @@ class Acquisition:
     watch: EventWatch = field(default_factory=EventWatch)
     fast_steps: Collection[int] | Literal["all"] = ()  # steps with full-rate load-cell data
     resume_from: dict[str, int] = field(default_factory=dict)  # flyer name -> first row
+    origin: float | None = None  # the rig's clock at the run's start
     next_reading: float = math.inf
     kicked_off: bool = False
     spectra: list[dict] = field(default_factory=list)
@@ -401,7 +402,9 @@ def follow_sequence(
         new: list[dict] = []
         yield from collect_samples(rig, new, acq.spectra)  # every sample of those steps
         follow.keep(new)
-        yield from handle_events(rig, acq.watch, new, acq.event_record, acq.detectors, acq.events)
+        yield from handle_events(
+            rig, acq.watch, new, acq.event_record, acq.detectors, acq.events, acq.origin
+        )
         yield from record_steps(rig, follow, completed, record_, outcome)
         step = int((yield from bps.rd(rig.sequencer.step, default_value=0)))
         now = yield from bps.rd(rig.clock.time, default_value=0.0)
@@ -496,6 +499,7 @@ def execute(
             yield from bps.kickoff(flyer, wait=True)
         acq.kicked_off = True
         now = yield from bps.rd(rig.clock.time, default_value=0.0)
+        acq.origin = now if acq.origin is None else acq.origin
         acq.next_reading = now + (acq.detector_period or math.inf)
         yield from record(rig, acq.detectors)  # reading + checkpoint
         table = None if attaching else sequence_table(protocol, planned, acq.fast_steps, owner)

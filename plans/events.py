@@ -73,9 +73,15 @@ class Event:
     step: int
     source: str  # "ioc" or "plan"
 
-    def describe(self) -> str:
+    def describe(self, origin: float | None = None) -> str:
+        """One line; ``origin``: the rig's clock at the run's start (times from there)."""
+        when = (
+            f"t = {self.time:.1f} s on the rig's clock"
+            if origin is None
+            else f"t = {(self.time - origin) / 3600:.2f} h into the run"
+        )
         return (
-            f"{self.kind} of {self.magnitude:.4g} {self.unit} at t = {self.time:.1f} s "
+            f"{self.kind} of {self.magnitude:.4g} {self.unit} at {when} "
             f"(step {self.step}, {self.source})"
         )
 
@@ -193,8 +199,10 @@ def handle_events(
     record: ResultStream,
     detectors: Sequence[Readable],
     found: list[Event],
+    origin: float | None = None,
 ) -> MsgGenerator[None]:
-    """Gather new events (IOC and ``pages`` of samples), store them, react once."""
+    """Gather new events (IOC and ``pages`` of samples), store them, react once
+    (``origin``: the rig's clock at the run's start, for the messages)."""
     new = ioc_events(rig)  # CA reads of the IOC's event buffer
     for limit in watch.limits:
         for page in pages:
@@ -212,4 +220,4 @@ def handle_events(
         yield from bps.pause()
     elif strongest == Reaction.END:
         first = next(e for e in new if watch.reaction(e.kind) == Reaction.END)
-        raise EndedOnEvent(f"ended safely on {first.describe()}")
+        raise EndedOnEvent(f"ended safely on {first.describe(origin)}")
