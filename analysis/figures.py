@@ -64,6 +64,7 @@ def cycling_figure(runs: Sequence, labels: Sequence[str], title: str = "") -> Fi
     are marked as dashed lines."""
     fig = Figure(figsize=(9, 9), layout="constrained")
     axes = fig.subplots(4, 1, sharex=True)
+    lows, highs = [], []  # of each run's breathing, for the gap panel's limits
     for run, label in zip(runs, labels, strict=True):
         s = samples(run)
         axes[0].plot(s["hours"], s["voltage"], label=label)
@@ -75,9 +76,12 @@ def cycling_figure(runs: Sequence, labels: Sequence[str], title: str = "") -> Fi
         axes[3].plot(s["hours"], change, label=label)
         breathing = change[first:]  # the first contact would flatten the breathing: zoom
         if len(breathing):
-            pad = max(0.1 * float(np.ptp(breathing)), 0.5)
-            axes[3].set_ylim(float(breathing.min()) - pad, float(breathing.max()) + pad)
+            lows.append(float(breathing.min()))
+            highs.append(float(breathing.max()))
         mark_events(axes, run)
+    if lows:
+        pad = max(0.1 * (max(highs) - min(lows)), 0.5)
+        axes[3].set_ylim(min(lows) - pad, max(highs) + pad)
     for ax, name in zip(
         axes,
         [
@@ -229,11 +233,15 @@ def impedance_figure(run) -> Figure:
         mask = spectrum == k
         re_z, im_z = eis["z_real"].values[mask], -eis["z_imag"].values[mask]
         nyquist.plot(re_z, im_z, "o-", ms=3, color=mapper.to_rgba(pressure[mask][0]))
-        if n == 0:  # the frequency at each decade, on the first spectrum
+        if n == 0:  # the frequency at each decade, on the first spectrum, where legible
             freq = eis["frequency"].values[mask]
+            spacing = 0.04 * max(float(np.ptp(re_z)), float(np.ptp(im_z)), 1e-9)
+            placed: list[tuple[float, float]] = []
             for j in np.flatnonzero(np.isclose(np.log10(freq) % 1, 0, atol=0.02)):
-                nyquist.annotate(_hertz(freq[j]), (re_z[j], im_z[j]), fontsize=7,
-                                 xytext=(3, 3), textcoords="offset points")  # fmt: skip
+                if all(np.hypot(re_z[j] - x, im_z[j] - y) > spacing for x, y in placed):
+                    placed.append((re_z[j], im_z[j]))
+                    nyquist.annotate(_hertz(freq[j]), (re_z[j], im_z[j]), fontsize=7,
+                                     xytext=(3, 3), textcoords="offset points")  # fmt: skip
     nyquist.set_xlabel("Re Z / ohm")
     nyquist.set_ylabel("-Im Z / ohm")
     nyquist.set_aspect("equal", adjustable="datalim")
@@ -342,6 +350,8 @@ def event_figure(run, window: float = 2.5) -> Figure:
         dt, v = _unjoined(t[near] - t0, fast["voltage"].values[near])
         twin.plot(dt, v, ".-", ms=2, color="tab:orange", lw=1.0)
         twin.set_ylabel("voltage / V", color="tab:orange")
+        for axis in (ax, twin):
+            axis.ticklabel_format(axis="y", useOffset=False)
         ax.axvline(0.0, color=EVENT_COLOURS.get(kind, "tab:gray"), ls="--")
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("time from the event / s (load cell at full rate)")

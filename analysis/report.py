@@ -31,6 +31,44 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [*lines, *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
+def _key_numbers(run) -> list[str]:
+    """Pressure held (and how well), breathing, and each impedance spectrum's resistances,
+    while current flowed (or over every sample, if it never did)."""
+    import numpy as np
+
+    from .figures import samples
+    from .impedance import interfacial_resistance
+
+    s = samples(run)
+    cycling = s["current"] != 0
+    if not cycling.any():
+        cycling[:] = True
+    p, gap = s["pressure"][cycling], s["gap"][cycling]
+    held = float(np.median(p))
+    deviation = p - held
+    rows = [
+        ["stack pressure (median)", f"{held:.2f} MPa"],
+        [
+            "pressure deviation RMS / peak",
+            f"{np.sqrt((deviation**2).mean()):.3f} / {np.abs(deviation).max():.3f} MPa",
+        ],
+        ["pressure range", f"{p.min():.2f} to {p.max():.2f} MPa"],
+        ["breathing (gap range)", f"{np.ptp(gap):.2f} µm"],
+    ]
+    if _has_events(run, "impedance"):
+        eis = run["impedance"].read()
+        for k in np.unique(eis["spectrum"].values):
+            mask = eis["spectrum"].values == k
+            z, f = eis["z_real"].values[mask], eis["frequency"].values[mask]
+            at = float(eis["spectrum_pressure"].values[mask][0])
+            resistances = (
+                f"bulk {z[0]:.2f} ohm, R_int {interfacial_resistance(f, z):.2f} ohm, "
+                f"total {z[-1]:.2f} ohm"
+            )
+            rows.append([f"impedance {int(k)} at {at:.0f} MPa", resistances])
+    return _table(["while cycling", "value"], rows)
+
+
 def write_report(run, directory: str | Path) -> Path:
     """Write the figures that apply to ``run`` and ``report.md``; returns the page."""
     uid = run.start["uid"]
@@ -56,6 +94,7 @@ def write_report(run, directory: str | Path) -> Path:
               f"{p.min():.2f}", f"{p.max():.2f}"]],
         )  # fmt: skip
     if _has_events(run, "samples"):
+        lines += _key_numbers(run)
         figures.append(("time series", "timeseries.png", cycling_figure([run], [uid[:8]])))
         figures.append(("breathing", "breathing.png", breathing_figure(run)))
     if _has_events(run, "steps"):

@@ -245,7 +245,7 @@ def run_demo(
             reports_dir(session.location) / f"demo-{uids[0][:8]}.png",
         )
         print(f"ssb demo: figure {figure}")
-        for run in (runs[0], runs[2]):
+        for run in runs:  # constant pressure, fixed gap, failure watch
             print(f"ssb demo: report {write_report(run, reports_dir(session.location))}")
         rig.destroy()
     print(f"ssb demo: done in {time.monotonic() - wall0:.1f} s wall time. Read it back:")

@@ -46,8 +46,9 @@ def test_demo_runs_stores_the_runs_and_a_figure_and_leaves_no_process(tmp_path):
     assert "step 2/6 (cycle 1) Charge at C/2 until 4.1 V: voltage >= 4.1 V" in err  # progress
     figure = re.search(r"figure (\S+\.png)", out).group(1)
     assert os.path.getsize(figure) > 20_000
-    first, failure = re.findall(r"report (\S+report\.md)", out)
+    first, gap, failure = re.findall(r"report (\S+report\.md)", out)
     assert "capacity.png" in Path(first).read_text()
+    assert "breathing (gap range)" in Path(gap).read_text()  # the fixed gap gets one too
     assert "events.png" in Path(failure).read_text()
     # the failure watch: both injected faults detected, the run ended safely at the short
     assert re.search(r"pressure_spike of 1\.\d+ MPa .* detected by the ioc, reaction read", out)
