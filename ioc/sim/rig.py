@@ -191,7 +191,7 @@ class Rig:
         for row in buffer.since(self._events_acted):
             kind = EVENT_KINDS[int(row[2])]
             if self.event_actions[kind] == "open_circuit" and self.cycler.running:
-                self.cycler.stop(f"stopped on event: {kind} at t = {row[1]:.1f} s")
+                self.cycler.stop(f"stopped on event: {kind} at rig time {row[1]:.1f} s")
         self._events_acted = buffer.next_seq
 
     def set_event_action(self, kind: str, action: str) -> None:
