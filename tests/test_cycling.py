@@ -315,6 +315,9 @@ def test_ssb_run_then_export_bdf_csv_parquet(fast_ioc, tmp_path):
         assert bdf[column].is_monotonic_increasing and bdf[column].iloc[0] in (0, 1)
     assert bdf["Stack Gap / m"].between(1e-4, 1e-2).all()  # hundreds of um, in metres
     assert bdf_path.name.startswith("CLI-1_scan")
+    import bdf as batterydf  # the Battery Data Alliance's own validator
+
+    assert batterydf.validate(bdf_path, raise_on_error=True)["ok"]
     steps = pd.read_parquet(next(out.glob("*-steps.parquet")))
     assert list(steps["step_step"]) == [1, 2, 3]
     assert len(pd.read_csv(next(out.glob("*-samples.csv")))) == len(bdf)
