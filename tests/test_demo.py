@@ -36,6 +36,8 @@ def test_demo_runs_stores_the_runs_and_a_figure_and_leaves_no_process(tmp_path):
     process = demo(tmp_path / "catalog", "--cycles", "1")
     out, err = process.communicate(timeout=180)
     assert process.returncode == 0, err
+    for noise in ("Traceback", "Warning", "cannot schedule new futures"):  # a clean shell
+        assert noise not in out + err, err
     assert out.count("exit status success") == 2
     assert re.search(r"cycle 1: charged 1\.9\d\d mAh, discharged 1\.9\d\d mAh", out)
     held = re.search(r"pressure error (0\.\d+) MPa RMS, (\d+\.\d+) MPa peak", out)
