@@ -7,10 +7,10 @@ BDF (Battery Data Alliance) names each column ``Quantity / unit`` in SI units: r
 (Wh), ``Applied Pressure / Pa``, and the rig's own ``Force / N`` and ``Stack Gap / m``.
 Current is positive on charge.
 
-The values mean what BDF says of one test: test time from the run's first reading,
+The values mean what BDF says of one test: test time from the run's start,
 capacities and energies counted from zero at the run's first row, cycle and step counts
 of this run (rows logged before its first step are step 0, cycle 0), and ``Unix Time``
-the instrument's clock anchored at the run's first reading (the wall clock at 1x; an
+the instrument's clock anchored at the run's start (the wall clock at 1x; an
 accelerated simulation runs faster than it).
 """
 

@@ -1,25 +1,37 @@
-"""One time base for a run: experiment time from the run's first reading.
+"""One time base for a run: experiment time from the run's start.
 
 A person reads every time of a run (progress lines, reports, figures, exports) from the
 run's start; the rig's own clock (seconds since the IOC was first started) and the Unix
-time stay in the data. The run's start is its first reading of the rig
-(``rig_clock_time`` in ``primary``), else its first logged sample.
+time stay in the data. The run's start is the earlier of its first reading of the rig
+(``rig_clock_time`` in ``primary``) and its first logged sample (the samples are
+collected from just before that first reading).
 """
 
 from __future__ import annotations
 
 
+def _first(run, stream: str, field: str) -> tuple[float, float] | None:
+    """(value of ``field``, Unix time) of the stream's first event, if any."""
+    if stream not in run:
+        return None
+    data = run[stream].read()
+    if not data.sizes.get("time", 0) or field not in data:
+        return None
+    return float(data[field].values[0]), float(data["time"].values[0])
+
+
 def run_origin(run) -> tuple[float, float]:
     """The rig's clock (s) and the Unix time (s) at the run's start."""
-    if "primary" in run:
-        primary = run.primary.read()
-        if primary.sizes.get("time", 0) and "rig_clock_time" in primary:
-            return float(primary["rig_clock_time"].values[0]), float(primary["time"].values[0])
-    if "samples" in run:
-        samples = run["samples"].read()
-        if samples.sizes.get("time", 0):
-            return float(samples["test_time"].values[0]), float(run.start["time"])
-    return 0.0, float(run.start["time"])
+    reading = _first(run, "primary", "rig_clock_time")
+    sample = _first(run, "samples", "test_time")
+    if reading is None and sample is None:
+        return 0.0, float(run.start["time"])
+    if reading is None:
+        return sample[0], float(run.start["time"])
+    clock, unix = reading
+    if sample is not None and sample[0] < clock:  # logged before the first reading
+        return sample[0], unix - (clock - sample[0])
+    return clock, unix
 
 
 def hours_since_start(run, clock) -> float:

@@ -35,6 +35,9 @@ class ProtocolProgress:
             if self.t0 is None:  # the run's first reading: its experiment time is 0
                 self.t0 = doc["data"].get("rig_clock_time")
         elif name == "event_page" and self.streams.get(doc["descriptor"]) == "samples":
+            first = min(doc["data"]["test_time"], default=None)
+            if first is not None and (self.t0 is None or first < self.t0):
+                self.t0 = first  # logged before the run's first reading: the start
             self._sample({key: values[-1] for key, values in doc["data"].items()})
         elif name == "event" and self.streams.get(doc["descriptor"]) == "steps":
             self._step_done(doc["data"])
@@ -52,8 +55,6 @@ class ProtocolProgress:
         return (test_time - (self.t0 if self.t0 is not None else test_time)) / 3600
 
     def _sample(self, s: dict) -> None:
-        if self.t0 is None:
-            self.t0 = s["test_time"]
         line = (
             f"cycle {int(s['cycle'])}  step {int(s['step'])}/{self.planned}  "
             f"t={self.hours(s['test_time']):7.2f} h  V={s['voltage']:.3f} V  "
