@@ -172,3 +172,25 @@ def test_ssb_attach_says_why_it_cannot_attach(ioc, tmp_path):
     assert f"ssb attach: {ioc.prefix} sequence Idle" in done.stdout
     first = done.stderr.splitlines()[0]  # (caproto's noise at interpreter exit: issue 12)
     assert first.startswith("ssb attach: no protocol") and "nothing to attach to" in first
+
+
+def test_attach_refuses_an_acquisition_of_another_catalog(rig, tmp_path):
+    import json
+
+    from ssb_plans import start_session
+    from ssb_plans.attach import AttachError, lost_acquisition
+
+    rest = {"kind": "rest", "terminations": [["time", 1e6, "Auto"]]}
+    table = {"version": 1, "owner": {"sequence_id": "elsewhere"}}
+    table["steps"] = [{"do": "cycler", "step": rest}]
+    status = rig.sequencer.set(json.dumps(table))
+    session = start_session(tmp_path / "c", md_dir=tmp_path / "md", progress=False,
+                            context_managers=[])  # fmt: skip
+    try:
+        with pytest.raises(AttachError, match="not in this catalog"):
+            lost_acquisition(rig, session.catalog)
+        assert rig.sequencer.state.get(use_monitor=False) == "Running"  # left as it was
+    finally:
+        rig.sequencer.stop()
+        status.wait(10)
+        session.close()
