@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 
+from .backends import HardwareRig, RigFileError, load_rig_file
+from .backends.check import run_check
 from .server import RigContext, RigIOC
 from .server.access import AccessFileError, AccessRules, load_access_file
 from .server.autosave import AutosaveFile, default_directory
@@ -29,6 +31,17 @@ def _parser() -> argparse.ArgumentParser:
         "--cell",
         default="si-nmc",
         help=f"cell file (TOML) or preset: {', '.join(preset_names())} (default: si-nmc)",
+    )
+    parser.add_argument(
+        "--rig",
+        metavar="RIG.toml",
+        help="serve real (or emulated) instruments from a rig file instead of the simulation "
+        "(see rigs/example-lab.toml); its cell file gives the area and the limits",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="with --rig: read every mapped register once, print a table, write nothing, exit",
     )
     parser.add_argument(
         "--speed", type=float, default=1.0, help="clock speed factor, 1 = real time (default: 1)"
@@ -118,6 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.speed <= 1e5:
         print(f"ssb-ioc: --speed must be in (0, 100000], got {args.speed}", file=sys.stderr)
         return 2
+    rig_file = None
+    if args.check and not args.rig:
+        print("ssb-ioc: --check needs --rig RIG.toml", file=sys.stderr)
+        return 2
+    if args.rig:
+        try:
+            rig_file = load_rig_file(args.rig)
+        except RigFileError as ex:
+            print(f"ssb-ioc: rig file refused: {ex}", file=sys.stderr)
+            return 2
+        if args.check:
+            report, ok = run_check(rig_file)
+            print(report, flush=True)
+            return 0 if ok else 1
+        args.cell = rig_file.cell
     try:
         params = load_cell_file(args.cell)
     except CellFileError as ex:
@@ -144,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if "EPICS_CAS_BEACON_ADDR_LIST" not in os.environ:  # beacons only where we serve
         os.environ["EPICS_CAS_BEACON_ADDR_LIST"] = " ".join(beacon_addresses(args.interfaces))
         os.environ["EPICS_CAS_AUTO_BEACON_ADDR_LIST"] = "NO"
-    rig = Rig(params, seed=args.seed)
+    rig = Rig(params, seed=args.seed) if rig_file is None else HardwareRig(params, rig_file)
     autosave = None
     if not args.no_autosave:
         autosave = AutosaveFile(args.autosave or default_directory(), args.prefix)
@@ -162,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         prefix=args.prefix,
         backend=rig,
         speed=args.speed,
-        source=args.cell,
+        source=args.cell if rig_file is None else f"{rig_file.name} ({args.rig})",
         access_rules=rules,
         autosave=autosave,
     )
@@ -170,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(ioc.pvdb), flush=True)
     print(
         f"ssb-ioc: serving {len(ioc.pvdb)} PVs with prefix {args.prefix!r} on "
-        f"{', '.join(args.interfaces)}, cell {params.cell.name}, speed x{args.speed:g}",
+        f"{', '.join(args.interfaces)}, cell {params.cell.name}, "
+        + (f"speed x{args.speed:g}" if rig_file is None else f"rig {rig_file.name}"),
         flush=True,
     )
     asyncio.run(

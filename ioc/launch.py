@@ -154,3 +154,16 @@ class IOCProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def rig_file_on_free_ports(template: str | os.PathLike, directory: str | os.PathLike) -> str:
+    """A copy of rig file ``template`` in ``directory`` with every ``port = N`` replaced by
+    a free loopback port: emulated rigs of parallel runs never meet."""
+    import re
+    from pathlib import Path
+
+    text = Path(template).read_text()
+    text = re.sub(r"(?m)^port = \d+", lambda _: f"port = {free_port_pair()}", text)
+    path = Path(directory) / Path(template).name
+    path.write_text(text)
+    return str(path)

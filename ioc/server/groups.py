@@ -13,6 +13,7 @@ from typing import ClassVar
 from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import SubGroup
 
+from ssb_ioc.backends.hardware import HardwareRig
 from ssb_ioc.sim import Mode, Rig, RigError
 
 from .access import AccessRules
@@ -345,6 +346,7 @@ class RigIOC(RigPVGroup):
         self._actual_speed = speed
         self._slice = 1.0  # s of experiment time per advance(), adapted to the regime
         self._last_wall = time.monotonic()
+        self._stale: set[str] = set()  # readbacks whose instrument does not answer
         super().__init__(*args, **kwargs)
 
     # --- startup and the clock --------------------------------------------------------
@@ -361,6 +363,8 @@ class RigIOC(RigPVGroup):
     async def configure(self) -> None:
         """Load limits and settings from the cell file into the PVs."""
         rig, p, press = self.backend, self.backend.params, self.press
+        if isinstance(rig, HardwareRig):  # ready means the instruments have been asked once
+            await rig.exchange()
         lc = p.load_cell
         capacity_mpa = lc.capacity * 1e3 / (p.cell.area * 100)
         await press.pressure_sp.write_metadata(**limits(0.0, rig.max_setpoint))
@@ -504,6 +508,14 @@ class RigIOC(RigPVGroup):
         """
         now = time.monotonic()
         elapsed, self._last_wall = now - self._last_wall, now
+        if isinstance(self.backend, HardwareRig):  # the instruments keep their own time
+            before = self.backend.time
+            await self.backend.exchange()
+            if elapsed > 0:
+                done = self.backend.time - before
+                self._actual_speed += 0.2 * (done / elapsed - self._actual_speed)
+            await self._finish_scan()
+            return
         wanted, done = elapsed * self.speed, 0.0
         while done < wanted and time.monotonic() - now < TICK_BUDGET:
             step = min(self._slice, wanted - done)
@@ -516,6 +528,9 @@ class RigIOC(RigPVGroup):
                 self._slice = min(max(self._slice * factor, 0.05), 3600.0)
         if elapsed > 0:
             self._actual_speed += 0.2 * (done / elapsed - self._actual_speed)
+        await self._finish_scan()
+
+    async def _finish_scan(self) -> None:
         await self._check_deadman()
         await self.update_readbacks()
         self._resolve_moves()
@@ -626,6 +641,7 @@ class RigIOC(RigPVGroup):
                 await pv.write(value, verify_value=False)
         await self.events.update()
         await self.load_cell.fast.update()
+        await self._mark_stale()
         if rig.interlock and rig.interlock != self._reported_trip:
             await self.report(f"interlock tripped: {rig.interlock}")
         self._reported_trip = rig.interlock
@@ -634,6 +650,36 @@ class RigIOC(RigPVGroup):
             severity = AlarmSeverity.MAJOR_ALARM if rig.interlock else AlarmSeverity.NO_ALARM
             status = AlarmStatus.STATE if rig.interlock else AlarmStatus.NO_ALARM
             await self.interlock_rb.write(tripped, status=status, severity=severity)
+
+    async def _mark_stale(self) -> None:
+        """An instrument that does not answer: its readbacks keep their last value and
+        time with an INVALID/COMM alarm, so that no client takes them for fresh."""
+        stale_pvs = getattr(self.backend, "stale_pvs", None)
+        if stale_pvs is None:
+            return
+        stale = stale_pvs()
+        for name in self._stale | set(stale):
+            pv = self.pvdb[self.prefix + name]
+            if name in stale:
+                last_ok = stale[name][1]
+                if pv.severity != AlarmSeverity.INVALID_ALARM:
+                    await pv.write(
+                        pv.value,
+                        status=AlarmStatus.COMM,
+                        severity=AlarmSeverity.INVALID_ALARM,
+                        timestamp=last_ok or None,
+                        verify_value=False,
+                    )
+            elif pv.severity == AlarmSeverity.INVALID_ALARM:
+                await pv.write(
+                    pv.value,
+                    status=AlarmStatus.NO_ALARM,
+                    severity=AlarmSeverity.NO_ALARM,
+                    verify_value=False,
+                )
+        if set(stale) != self._stale and stale:
+            await self.report(next(iter(stale.values()))[0])
+        self._stale = set(stale)
 
     # --- rig-level settings -------------------------------------------------------------
     @speed_sp.putter

@@ -269,7 +269,10 @@ def array(name: str, units: str, doc: str, max_length: int):
 
 
 async def publish(pv, value) -> None:
-    """Update a readback if it changed; values outside its range are clamped to it."""
+    """Update a readback if it changed; values outside its range are clamped to it. A
+    value not measured (NaN) leaves the last one, which the backend marks stale."""
+    if isinstance(value, float) and math.isnan(value):
+        return
     if getattr(pv, "kind", "") == "int":
         value = int(value)  # a counter
     if isinstance(value, float):

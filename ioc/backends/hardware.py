@@ -1,0 +1,306 @@
+"""A rig of real instruments: the rig's control and safety over drivers instead of physics.
+
+:class:`HardwareRig` is the :class:`~ssb_ioc.sim.Rig` with its physics replaced by the
+instruments of a rig file. Everything above the boundary is the rig's own and unchanged:
+validation of commands, the setpoint ramp, the settle logic (done = the IOC says settled),
+interlocks, event detection, the sequencer and the logged samples. Below it, one scan
+(:meth:`HardwareRig.exchange`) reads every instrument, runs the control, and writes the
+outputs:
+
+- ``topology = "controller"``: the press controller closes the pressure loop; the IOC
+  writes its (ramped) setpoint and mode and reads pressure and position;
+- ``topology = "ioc"``: the IOC closes the loop (:class:`~ssb_ioc.sim.Epid`) on the
+  load-cell amplifier's force and writes the drive's valve command.
+
+A failed exchange trips the interlock into the safe state the topology allows: the
+piston locked (Gap mode; the controller's position hold, or a zero valve command),
+never released, because a cell that loses its stack pressure is lost. The trip latches
+until the link is back and a client resets it; the readbacks of the lost instrument keep
+their last value with an INVALID/COMM alarm, and logged samples carry NaN for what was
+not measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from ..sim.cycler import Cycler, CyclerError, SafetyLimits
+from ..sim.params import RigParams
+from ..sim.press import Mode, Press
+from ..sim.rig import Rig, RigError
+from .modbus import CommError, ModbusInstrument
+from .rigfile import RigFile
+
+NAN = math.nan
+# The readbacks that come from each instrument (PV names without the prefix).
+PRESS_PVS = ("Press:Pressure-RB", "Press:Force-RB", "Press:Position-RB", "Press:Gap-RB",
+             "Press:Mode-RB", "Press:Settled-RB")  # fmt: skip
+LOAD_CELL_PVS = ("LC:Force-RB", "LC:Signal-RB", "LC:Overload-RB")
+# What the drive's mode register means in each topology (our Mode -> register value).
+CONTROLLER_MODES = {Mode.OFF: 0, Mode.PRESSURE: 1, Mode.GAP: 2}
+DRIVE_MODES = {Mode.OFF: 0, Mode.PRESSURE: 1, Mode.GAP: 1}  # 0 retract, 1 follow command
+
+
+class NoCell:
+    """Stands in for the cell when no cycler channel is attached: nothing measured."""
+
+    voltage = NAN
+    current = 0.0
+    swelling = 0.0
+
+    def open_circuit(self) -> None:
+        pass
+
+
+class AbsentCycler(Cycler):
+    """The cycler channel of a rig without one: refuses steps, still logs the mechanics."""
+
+    def validate(self, step) -> None:
+        raise CyclerError("this rig has no cycler channel (rig file: [cycler] driver = 'none')")
+
+    def account(self, dt, current, pressure, force, gap, interlock="") -> None:
+        self.counters.test_time += dt
+        self._mechanics = (pressure, force, gap)
+        if self.counters.test_time - self._last_log_time >= self.log_period - 1e-9:
+            self._log(0.0, self._mechanics)
+
+
+class DrivenPress(Press):
+    """The press as the IOC sees it through a driver: :class:`Press`'s control state
+    (mode, target, ramped setpoint, settling) with readbacks from the instrument."""
+
+    def __init__(self, params: RigParams, load_cell):
+        super().__init__(params, load_cell)
+        self.clock = 0.0
+        self.position = NAN
+        self.measured_gap = NAN
+
+    @property
+    def time(self) -> float:
+        return self.clock
+
+    @property
+    def true_force(self) -> float:  # what is measured is all there is
+        return self.load_cell.force
+
+    @property
+    def platen_position(self) -> float:
+        return self.position
+
+    @property
+    def gap(self) -> float:
+        if math.isfinite(self.measured_gap):
+            return self.measured_gap
+        return self.params.mechanics.stack_thickness - self.position
+
+    def follow(self, dt: float) -> None:
+        """Move the working setpoint along its ramp and update the settle state."""
+        if self.mode == Mode.PRESSURE:
+            self._advance_setpoint(dt)
+        self._update_settle()
+
+    def run(self, n, check):  # pragma: no cover - the instrument runs itself
+        raise RigError("a driven press is not simulated")
+
+
+class HardwareRig(Rig):
+    """The rig's control over the instruments of a rig file."""
+
+    def __init__(self, params: RigParams, rig: RigFile):
+        super().__init__(params)
+        self.rigfile = rig
+        self.topology = rig.press.topology
+        self.cell = NoCell()
+        self.press = DrivenPress(params, self.load_cell)
+        self.press.set_ramp_rate(params.limits.ramp_rate)
+        self.press.pressure = NAN
+        self.load_cell.force = NAN
+        cyc = params.cycler
+        self.cycler = AbsentCycler(
+            self.cell,
+            SafetyLimits(cyc.v_min, cyc.v_max, cyc.i_max),
+            log_period=cyc.log_period,
+            buffer_size=int(cyc.buffer_size),
+        )
+        self.instruments = {d.role: ModbusInstrument(d) for d in rig.devices}
+        self.comm = {role: inst.error for role, inst in self.instruments.items()}
+        if rig.press.loop:
+            self.set_gains(**rig.press.loop)
+        self._written: dict[str, float] = {}  # what each output register holds now
+        self.problem = ""  # the last output that could not be sent, and why
+        self._wall0 = time.monotonic()
+        self._clock_offset = 0.0
+        self._last_wall = time.monotonic()
+
+    # --- what the PV layer asks of a backend -------------------------------------------
+    def stale_pvs(self) -> dict[str, tuple[str, float]]:
+        """PV name (no prefix) -> (why it is stale, time of its last good value)."""
+        out: dict[str, tuple[str, float]] = {}
+        sources = {"press": PRESS_PVS, "load_cell": LOAD_CELL_PVS}
+        if self.topology == "ioc":  # pressure and force come from the amplifier
+            sources = {
+                "press": ("Press:Position-RB", "Press:Gap-RB"),
+                "load_cell": (*LOAD_CELL_PVS, *PRESS_PVS[:2], "Press:Settled-RB"),
+            }
+        elif "load_cell" not in self.instruments:
+            sources["press"] = (*PRESS_PVS, *LOAD_CELL_PVS)
+        for role, why in self.comm.items():
+            if why:
+                for name in sources.get(role, ()):
+                    out[name] = (why, self.instruments[role].last_ok)
+        return out
+
+    def resume_clock(self, at: float) -> None:
+        if self.rigfile.clock == "wall":
+            self._clock_offset = max(float(at), 0.0)
+            self._wall0 = time.monotonic()
+
+    def advance(self, dt: float) -> None:  # pragma: no cover - the scan is exchange()
+        raise RigError("a hardware rig runs on its instruments' clock: call exchange()")
+
+    def inject_fault(self, kind: str, size: float = 0.0, at: float | None = None) -> str:
+        raise RigError(
+            "fault injection acts on the simulated cell; this rig is hardware (faults of "
+            "emulated instruments are made in ssb-emulate)"
+        )
+
+    def tare(self) -> None:
+        if "load_cell" not in self.instruments:
+            raise RigError("tare refused: the press controller zeroes its own load cell")
+        if self.comm["load_cell"]:
+            raise RigError(f"tare refused: {self.comm['load_cell']}")
+        super().tare()
+
+    def set_mode(self, mode: int | str) -> None:
+        lost = self.comm["press"] or (self.topology == "ioc" and self.comm["load_cell"])
+        if lost and str(mode).lower() not in ("off", "0", str(int(Mode.OFF))):
+            raise RigError(f"mode refused: {lost}")
+        if not math.isfinite(self.press.pressure) and str(mode).lower() in ("pressure", "1"):
+            raise RigError("mode refused: no pressure measured yet")
+        super().set_mode(mode)
+
+    def reset_interlock(self) -> None:
+        lost = [why for why in self.comm.values() if why]
+        if self.interlock and lost:
+            raise RigError(f"cannot reset interlock: {lost[0]}")
+        if self.interlock and not math.isfinite(self.press.pressure):
+            raise RigError("cannot reset interlock: no pressure measured yet")
+        super().reset_interlock()
+
+    # --- one scan ---------------------------------------------------------------------------
+    async def exchange(self) -> None:
+        """Read every instrument, run the control and safety, write the outputs."""
+        await asyncio.gather(*(self._read(role) for role in self.instruments))
+        wall = time.monotonic()
+        wall_dt, self._last_wall = wall - self._last_wall, wall
+        now = self._clock(wall)
+        dt = max(now - self.press.clock, 0.0) if self.press.clock else 0.0
+        self.press.clock = now
+        self._measure()
+        lost = next((why for why in self.comm.values() if why), "")
+        if lost and not self.interlock:
+            self._trip_comm(f"communication lost: {lost}")
+        self.press.follow(dt)
+        command = self._loop(wall_dt)
+        if not lost:
+            self._check_interlocks()
+        self._check_pressure(self._mechanics()[0])
+        self._act_on_events()
+        self._set_fast_sampling()
+        if self.press.on_period is not None:
+            self.fast.append(self._row())
+        self.cycler.account(dt, 0.0, *self._mechanics(), self.interlock)
+        self.sequencer.poll()
+        await self._write_outputs(command)
+
+    async def _read(self, role: str) -> None:
+        try:
+            await self.instruments[role].read()
+            self.comm[role] = ""
+        except CommError as ex:
+            self.comm[role] = str(ex)
+
+    def _clock(self, wall: float) -> float:
+        source = self.rigfile.clock
+        if source == "wall":
+            return self._clock_offset + wall - self._wall0
+        values = self.instruments[source].values
+        return values.get("clock", self.press.clock) if not self.comm[source] else self.press.clock
+
+    def _measure(self) -> None:
+        """Take what the instruments that answered report; a lost one keeps its last
+        values (served with an INVALID alarm) and is never used for control."""
+        press, lc, area = self.press, self.load_cell, self.press.area_mm2
+        if not self.comm["press"]:
+            values = self.instruments["press"].values
+            press.position = values["position"]
+            press.measured_gap = values.get("gap", NAN)
+            if self.topology == "controller":
+                press.pressure = values["pressure"]
+                if "load_cell" not in self.instruments:
+                    lc.force = values.get("force", press.pressure * area / 1e3) * 1e3
+        if "load_cell" in self.instruments and not self.comm["load_cell"]:
+            values = self.instruments["load_cell"].values
+            lc.force = values["force"] * 1e3 - lc.tare_offset
+            lc.signal = values.get("signal", lc.signal)
+            if self.topology == "ioc":
+                press.pressure = lc.force / area
+
+    def _mechanics(self) -> tuple[float, float, float]:
+        """Pressure (MPa), force (kN) and gap (um) to log: NaN where not measured now."""
+        press_ok = not self.comm["press"]
+        force_ok = not self.comm.get("load_cell", self.comm["press"])
+        pressure_ok = press_ok if self.topology == "controller" else force_ok
+        return (
+            self.press.pressure if pressure_ok else NAN,
+            self.load_cell.force / 1e3 if force_ok else NAN,
+            self.press.gap if press_ok else NAN,
+        )
+
+    def _loop(self, dt: float) -> float:
+        """The valve command where the IOC closes the loop (0 = piston locked)."""
+        press = self.press
+        if self.topology != "ioc" or press.mode != Mode.PRESSURE or self.comm.get("load_cell"):
+            return 0.0
+        if not math.isfinite(press.pressure):
+            return 0.0
+        return press.pid.update(press.setpoint, press.pressure, dt)
+
+    def _trip_comm(self, reason: str) -> None:
+        """Latch the interlock and lock the piston: the safe state every topology allows."""
+        self.interlock = reason
+        if self.press.mode != Mode.OFF:
+            self.press.set_mode(Mode.GAP)
+
+    async def _write_outputs(self, command: float) -> None:
+        mode = self.press.mode
+        if self.topology == "controller":
+            outputs = {"setpoint": self.press.setpoint, "mode": CONTROLLER_MODES[mode]}
+            if mode != Mode.PRESSURE:  # a controller takes a setpoint in any mode
+                outputs.pop("setpoint")
+        else:
+            outputs = {"command": command, "mode": DRIVE_MODES[mode]}
+        press = self.instruments["press"]
+        for name, value in outputs.items():
+            if not math.isfinite(value):
+                continue
+            # the drive's command every scan (its watchdog), the rest when it changes
+            if name != "command" and self._written.get(name) == value:
+                continue
+            if self.comm["press"] and name != "command":
+                continue
+            try:
+                await press.write(name, value)
+                self._written[name] = value
+            except CommError as ex:
+                self.comm["press"] = str(ex)
+                self._written.clear()  # rewrite everything once the link is back
+                if not self.interlock:
+                    self._trip_comm(f"communication lost: {ex}")
+                return
+            except ValueError as ex:  # cannot be encoded: say so, send nothing
+                self.problem = f"cannot send {name}: {ex}"
+        if self.comm["press"]:
+            self._written.clear()
