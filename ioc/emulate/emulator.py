@@ -90,6 +90,8 @@ class EmulatorThread:
             self._run(self.emulator.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5.0)
+        if not self._thread.is_alive():
+            self.loop.close()
 
     def fault(self, role: str, kind: str = "", **options) -> None:
         self._run(self.emulator.devices[role].set_fault(kind, **options))

@@ -1,0 +1,216 @@
+"""Real-instrument backends: rig files, the Modbus codec, and the IOC driving emulated
+instruments over Modbus TCP (both topologies), with the emulators' faults."""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from caproto import AlarmSeverity, AlarmStatus, ChannelType
+from conftest import RunningIOC, run_cli
+
+from ssb_ioc.backends import RigFileError, load_rig_file
+from ssb_ioc.backends.modbus import decode, encode
+from ssb_ioc.backends.rigfile import Register, parse_rig
+from ssb_ioc.emulate import EmulatorThread
+from ssb_ioc.launch import rig_file_on_free_ports
+
+RIGS = Path(__file__).parent.parent / "rigs"
+
+
+# --- the register codec ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kind", "fmt"),
+    [("int16", "h"), ("uint16", "H"), ("int32", "i"), ("uint32", "I"), ("float32", "f"),
+     ("float64", "d")],
+)  # fmt: skip
+@pytest.mark.parametrize("word_order", ["big", "little"])
+@pytest.mark.parametrize("byte_order", ["big", "little"])
+def test_codec_matches_the_wire_layout(kind, fmt, word_order, byte_order):
+    """The words on the wire are the value's big-endian bytes, with words and bytes
+    swapped as the register says; engineering = raw * scale + offset."""
+    reg = Register("x", 0, type=kind, scale=0.5, offset=1.0, word_order=word_order,
+                   byte_order=byte_order)  # fmt: skip
+    raw = 1234 if kind != "int16" else -1234
+    packed = struct.pack(">" + fmt, raw)
+    words = [int.from_bytes(packed[i : i + 2], "big") for i in range(0, len(packed), 2)]
+    if word_order == "little":
+        words.reverse()
+    if byte_order == "little":
+        words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
+    assert encode(reg, raw * 0.5 + 1.0) == words
+    assert decode(reg, words) == (raw, raw * 0.5 + 1.0)
+
+
+def test_codec_refuses_what_does_not_fit():
+    with pytest.raises(ValueError, match="does not fit a int16"):
+        encode(Register("command", 0, type="int16", scale=0.01), 400.0)
+    with pytest.raises(ValueError, match="not a finite number"):
+        encode(Register("setpoint", 0), math.nan)
+
+
+# --- rig files -------------------------------------------------------------------------------
+def _rig(**press) -> dict:
+    registers = {
+        "pressure": {"address": 0, "table": "input"},
+        "position": {"address": 2, "table": "input"},
+        "setpoint": {"address": 0},
+        "mode": {"address": 2, "type": "uint16"},
+    }
+    return {
+        "rig": {"name": "r"},
+        "press": {"driver": "modbus", "host": "127.0.0.1", "registers": registers, **press},
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["press"].pop("host"), "press.host: missing"),
+        (lambda d: d["press"].update(driver="serial"), "press.driver: 'serial'"),
+        (lambda d: d["press"]["registers"].pop("setpoint"), "registers: missing setpoint"),
+        (lambda d: d["press"]["registers"].update(torque={"address": 9}), "unknown torque"),
+        (lambda d: d["press"]["registers"]["mode"].update(address=70000), "address: 70000"),
+        (lambda d: d["press"]["registers"]["setpoint"].update(table="input"), "must be a holding"),
+        (lambda d: d["press"]["registers"]["position"].update(address=1), "overlap"),
+        (lambda d: d["press"]["registers"]["pressure"].update(unit="bar"), "scaled to 'MPa'"),
+        (lambda d: d["press"]["registers"]["pressure"].update(scale=0.0), "scale: must not be 0"),
+        (lambda d: d["press"]["registers"]["pressure"].update(type="float16"), "float16"),
+        (lambda d: d["press"].update(topology="ioc"), "registers: missing command"),
+        (lambda d: d["press"].update(timeout=math.nan), "not a finite number"),
+        (lambda d: d["rig"].update(clock="press"), "no 'clock' register"),
+        (lambda d: d.update(extra={}), "unknown keys extra"),
+    ],
+)
+def test_rig_file_refusals_name_the_key(change, message):
+    data = _rig()
+    change(data)
+    with pytest.raises(RigFileError, match=message):
+        parse_rig(data)
+
+
+def test_shipped_rig_files_load():
+    for path in RIGS.glob("*.toml"):
+        rig = load_rig_file(path)
+        assert rig.press.registers, path
+
+
+def test_unreadable_rig_file_is_refused(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[rig\nname = ")
+    with pytest.raises(RigFileError, match="not valid TOML"):
+        load_rig_file(bad)
+    with pytest.raises(RigFileError, match="cannot read"):
+        load_rig_file(tmp_path / "missing.toml")
+
+
+# --- the IOC on emulated instruments ----------------------------------------------------------
+def severity(ioc, name: str) -> tuple[int, int, float]:
+    meta = ioc.pv(name).read(data_type=ChannelType.TIME_DOUBLE, timeout=5.0).metadata
+    return meta.severity, meta.status, meta.timestamp
+
+
+@pytest.fixture(params=["emulated.toml", "emulated-ioc-loop.toml"])
+def emulated(request, tmp_path, ca_context):
+    """(IOC, emulator) for one topology; the IOC serves the emulated instruments."""
+    path = rig_file_on_free_ports(RIGS / request.param, tmp_path)
+    with EmulatorThread(load_rig_file(path), seed=1) as emulator:
+        ioc = RunningIOC(ca_context, extra_args=["--rig", path]).start()
+        ioc.rig_file = path
+        try:
+            yield ioc, emulator
+        finally:
+            ioc.stop()
+
+
+def press_to(ioc, pressure: float, timeout: float = 30.0) -> None:
+    if ioc.enum("Press:Mode-RB") != "Pressure":
+        ioc.put("Press:Mode-SP", "Pressure")
+    ioc.put("Press:Pressure-SP", pressure, timeout=timeout)
+
+
+def test_pressure_move_completes_when_the_instrument_settles(emulated):
+    ioc, emulator = emulated
+    ioc.put("Press:RampRate-SP", 10.0)
+    started = ioc.get("Rig:Time-RB")
+    press_to(ioc, 20.0)
+    took = ioc.get("Rig:Time-RB") - started
+    measured = emulator.call(lambda: emulator.emulator.sim.press.pressure)
+    assert abs(ioc.get("Press:Pressure-RB") - 20.0) <= 0.2
+    assert abs(measured - 20.0) <= 0.3  # the instrument itself is there
+    assert took >= 2.0 - 0.2  # the ramp at 10 MPa/s was followed, not jumped
+    assert ioc.enum("Press:Settled-RB") == "Yes"
+    assert severity(ioc, "Press:Pressure-RB")[0] == 0
+
+
+def test_lost_link_alarms_trips_to_the_safe_state_and_recovers(emulated):
+    ioc, emulator = emulated
+    press_to(ioc, 15.0)
+    role = "press"
+    emulator.fault(role, "drop")
+    ioc.wait_for(lambda: ioc.enum("Rig:Interlock-RB") == "Tripped", 5.0, "the trip")
+    lost_at = time.time()
+    reason = ioc.text("Rig:InterlockReason-RB")
+    assert "communication lost" in reason and "press at 127.0.0.1" in reason
+    sev, status, stamp = severity(ioc, "Press:Position-RB")
+    assert (sev, status) == (AlarmSeverity.INVALID_ALARM, AlarmStatus.COMM)
+    assert stamp <= lost_at  # the last good value keeps its own time
+    assert ioc.enum("Press:Mode-RB") == "Gap"  # piston locked, nothing released
+    # refused while the link is down: reset and pressure mode, each saying why
+    ioc.put("Rig:InterlockReset-Cmd", 1, wait=False)
+    ioc.wait_for(lambda: "cannot reset interlock" in ioc.text("Rig:Msg-RB"), 5.0, "refusal")
+    emulator.fault(role, "")
+    ioc.wait_for(lambda: severity(ioc, "Press:Position-RB")[0] == 0, 15.0, "recovery")
+    # the instrument was told the safe state once it could hear it
+    mode = emulator.call(lambda: emulator.emulator.sim.press.mode)
+    assert int(mode) == (2 if "ioc-loop" not in ioc.rig_file else 1)
+    ioc.put("Rig:InterlockReset-Cmd", 1)
+    assert ioc.enum("Rig:Interlock-RB") == "OK"
+    press_to(ioc, 10.0)
+    assert abs(ioc.get("Press:Pressure-RB") - 10.0) <= 0.2
+
+
+@pytest.mark.parametrize(
+    ("fault", "options", "says"),
+    [
+        ("slow", {"delay": 2.0}, "no reply"),
+        ("exception", {"code": 4}, "Modbus exception 4 (server device failure)"),
+        ("malformed", {}, "press at"),
+    ],
+)
+def test_emulator_faults_trip_with_the_reason(fault, options, says, tmp_path, ca_context):
+    path = rig_file_on_free_ports(RIGS / "emulated.toml", tmp_path)
+    with EmulatorThread(load_rig_file(path), seed=1) as emulator:
+        ioc = RunningIOC(ca_context, extra_args=["--rig", path]).start()
+        try:
+            press_to(ioc, 12.0)
+            emulator.fault("press", fault, **options)
+            ioc.wait_for(lambda: ioc.enum("Rig:Interlock-RB") == "Tripped", 10.0, "the trip")
+            assert says in ioc.text("Rig:InterlockReason-RB")
+            assert severity(ioc, "Press:Pressure-RB")[0] == AlarmSeverity.INVALID_ALARM
+            emulator.fault("press", "")
+            ioc.wait_for(lambda: severity(ioc, "Press:Pressure-RB")[0] == 0, 15.0, "recovery")
+            ioc.put("Rig:InterlockReset-Cmd", 1)
+            press_to(ioc, 12.0)
+        finally:
+            assert ioc.stop() == 0, ioc.stderr
+
+
+def test_check_prints_every_register(tmp_path):
+    path = rig_file_on_free_ports(RIGS / "emulated-ioc-loop.toml", tmp_path)
+    down = run_cli("ssb_ioc.cli", "--rig", path, "--check")
+    assert down.returncode == 1
+    assert "no connection" in down.stdout and "is it powered" in down.stdout
+    with EmulatorThread(load_rig_file(path), seed=1):
+        up = run_cli("ssb_ioc.cli", "--rig", path, "--check")
+    assert up.returncode == 0, up.stdout + up.stderr
+    lines = up.stdout.splitlines()
+    for name in ("position", "gap", "clock", "command", "mode", "force", "signal"):
+        row = next(line for line in lines if f" {name} " in line)
+        assert row.rstrip().endswith("ok"), row
+    force = next(line for line in lines if " force " in line).split()
+    assert force[2:4] == ["input", "0"] and force[-2] == "kN"
+    assert float(force[5]) * 0.0001 == pytest.approx(float(force[6]), rel=1e-4)
