@@ -12,6 +12,7 @@ import sys
 
 from .backends import HardwareRig, RigFileError, load_rig_file
 from .backends.check import run_check
+from .lifeline import watch_lifeline
 from .server import RigContext, RigIOC
 from .server.access import AccessFileError, AccessRules, load_access_file
 from .server.autosave import AutosaveFile, default_directory
@@ -98,13 +99,7 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
     if lifeline:
-
-        def on_stdin() -> None:
-            if not os.read(sys.stdin.fileno(), 4096):  # EOF: our parent has gone
-                loop.remove_reader(sys.stdin.fileno())
-                task.cancel()
-
-        loop.add_reader(sys.stdin.fileno(), on_stdin)
+        watch_lifeline(task)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await context.run()

@@ -158,12 +158,25 @@ class IOCProcess:
 
 def rig_file_on_free_ports(template: str | os.PathLike, directory: str | os.PathLike) -> str:
     """A copy of rig file ``template`` in ``directory`` with every ``port = N`` replaced by
-    a free loopback port: emulated rigs of parallel runs never meet."""
+    a free loopback port and step files kept in ``directory``: emulated rigs of parallel
+    runs never meet."""
     import re
     from pathlib import Path
 
     text = Path(template).read_text()
     text = re.sub(r"(?m)^port = \d+", lambda _: f"port = {free_port_pair()}", text)
+    text = re.sub(r'(?m)^step_dir = "[^"]*"', f'step_dir = "{Path(directory) / "steps"}"', text)
     path = Path(directory) / Path(template).name
     path.write_text(text)
     return str(path)
+
+
+class EmulatorProcess(IOCProcess):
+    """``ssb-emulate RIG.toml`` as a subprocess; ``start()`` returns once it listens."""
+
+    def __init__(self, rig_file: str | os.PathLike, *, speed: float = 1.0, seed: int = 1):
+        super().__init__()
+        self.command = [
+            sys.executable, "-m", "ssb_ioc.emulate.emulator", str(rig_file),
+            "--speed", str(speed), "--seed", str(seed), "--lifeline",
+        ]  # fmt: skip

@@ -11,7 +11,8 @@ import asyncio
 import math
 from dataclasses import dataclass
 
-from .modbus import CommError, ModbusInstrument
+from .link import CommError
+from .modbus import ModbusInstrument
 from .rigfile import ModbusDevice, RigFile
 
 HINTS = {

@@ -30,7 +30,9 @@ from ..sim.cycler import Cycler, CyclerError, SafetyLimits
 from ..sim.params import RigParams
 from ..sim.press import Mode, Press
 from ..sim.rig import Rig, RigError
-from .modbus import CommError, ModbusInstrument
+from .channel import BtsChannel
+from .link import CommError
+from .modbus import ModbusInstrument
 from .rigfile import RigFile
 
 NAN = math.nan
@@ -38,6 +40,8 @@ NAN = math.nan
 PRESS_PVS = ("Press:Pressure-RB", "Press:Force-RB", "Press:Position-RB", "Press:Gap-RB",
              "Press:Mode-RB", "Press:Settled-RB")  # fmt: skip
 LOAD_CELL_PVS = ("LC:Force-RB", "LC:Signal-RB", "LC:Overload-RB")
+CYCLER_PVS = ("Cyc:Voltage-RB", "Cyc:Current-RB", "Rig:CellVoltage-RB")
+MECHANICAL = ("press", "load_cell")  # a lost link to these trips the interlock
 # What the drive's mode register means in each topology (our Mode -> register value).
 CONTROLLER_MODES = {Mode.OFF: 0, Mode.PRESSURE: 1, Mode.GAP: 2}
 DRIVE_MODES = {Mode.OFF: 0, Mode.PRESSURE: 1, Mode.GAP: 1}  # 0 retract, 1 follow command
@@ -118,14 +122,18 @@ class HardwareRig(Rig):
         self.press.pressure = NAN
         self.load_cell.force = NAN
         cyc = params.cycler
-        self.cycler = AbsentCycler(
-            self.cell,
-            SafetyLimits(cyc.v_min, cyc.v_max, cyc.i_max),
-            log_period=cyc.log_period,
-            buffer_size=int(cyc.buffer_size),
-        )
+        limits = SafetyLimits(cyc.v_min, cyc.v_max, cyc.i_max)
+        if rig.cycler is None:
+            self.cycler = AbsentCycler(
+                self.cell, limits, log_period=cyc.log_period, buffer_size=int(cyc.buffer_size)
+            )
+        else:
+            self.cycler = BtsChannel(rig.cycler, limits, cyc.log_period, int(cyc.buffer_size))
+            self.cell = self.cycler.cell
         self.instruments = {d.role: ModbusInstrument(d) for d in rig.devices}
         self.comm = {role: inst.error for role, inst in self.instruments.items()}
+        if rig.cycler is not None:
+            self.comm["cycler"] = self.cycler.client.error
         if rig.press.loop:
             self.set_gains(**rig.press.loop)
         self._written: dict[str, float] = {}  # what each output register holds now
@@ -138,18 +146,20 @@ class HardwareRig(Rig):
     def stale_pvs(self) -> dict[str, tuple[str, float]]:
         """PV name (no prefix) -> (why it is stale, time of its last good value)."""
         out: dict[str, tuple[str, float]] = {}
-        sources = {"press": PRESS_PVS, "load_cell": LOAD_CELL_PVS}
+        sources = {"press": PRESS_PVS, "load_cell": LOAD_CELL_PVS, "cycler": CYCLER_PVS}
         if self.topology == "ioc":  # pressure and force come from the amplifier
             sources = {
                 "press": ("Press:Position-RB", "Press:Gap-RB"),
                 "load_cell": (*LOAD_CELL_PVS, *PRESS_PVS[:2], "Press:Settled-RB"),
+                "cycler": CYCLER_PVS,
             }
         elif "load_cell" not in self.instruments:
             sources["press"] = (*PRESS_PVS, *LOAD_CELL_PVS)
         for role, why in self.comm.items():
             if why:
+                link = self.cycler.client if role == "cycler" else self.instruments[role]
                 for name in sources.get(role, ()):
-                    out[name] = (why, self.instruments[role].last_ok)
+                    out[name] = (why, link.last_ok)
         return out
 
     def resume_clock(self, at: float) -> None:
@@ -181,8 +191,12 @@ class HardwareRig(Rig):
             raise RigError("mode refused: no pressure measured yet")
         super().set_mode(mode)
 
+    def _lost(self) -> str:
+        """Why a link the press's safety depends on is down ("" when none is)."""
+        return next((self.comm[role] for role in MECHANICAL if self.comm.get(role)), "")
+
     def reset_interlock(self) -> None:
-        lost = [why for why in self.comm.values() if why]
+        lost = [self._lost()] if self._lost() else []
         if self.interlock and lost:
             raise RigError(f"cannot reset interlock: {lost[0]}")
         if self.interlock and not math.isfinite(self.press.pressure):
@@ -199,7 +213,7 @@ class HardwareRig(Rig):
         dt = max(now - self.press.clock, 0.0) if self.press.clock else 0.0
         self.press.clock = now
         self._measure()
-        lost = next((why for why in self.comm.values() if why), "")
+        lost = self._lost()
         if lost and not self.interlock:
             self._trip_comm(f"communication lost: {lost}")
         self.press.follow(dt)
@@ -211,7 +225,14 @@ class HardwareRig(Rig):
         self._set_fast_sampling()
         if self.press.on_period is not None:
             self.fast.append(self._row())
-        self.cycler.account(dt, 0.0, *self._mechanics(), self.interlock)
+        if isinstance(self.cycler, BtsChannel):  # the channel runs on if its link is lost
+            try:
+                await self.cycler.sync(now, self._mechanics(), self.interlock)
+                self.comm["cycler"] = ""
+            except CommError as ex:
+                self.comm["cycler"] = str(ex)
+        else:
+            self.cycler.account(dt, 0.0, *self._mechanics(), self.interlock)
         self.sequencer.poll()
         await self._write_outputs(command)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from struct import error as struct_error  # a malformed frame's symptom
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from .link import Link
 from .rigfile import ModbusDevice, Register
 
 EXCEPTION_CODES = {
@@ -33,11 +33,6 @@ EXCEPTION_CODES = {
 }
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # failures are reported, with context
 MAX_SPAN = 120  # registers read in one request (Modbus allows 125)
-BACKOFF = (0.25, 5.0)  # s: first retry, longest wait
-
-
-class CommError(IOError):
-    """An exchange with an instrument failed; the message says which and why."""
 
 
 def _swap_bytes(registers: list[int]) -> list[int]:
@@ -84,23 +79,16 @@ def spans(registers: list[Register]) -> list[tuple[str, int, int, list[Register]
     return out
 
 
-class ModbusInstrument:
+class ModbusInstrument(Link):
     """One Modbus TCP device of the rig, read and written by register name."""
 
     def __init__(self, device: ModbusDevice):
+        super().__init__(f"{device.role.replace('_', ' ')} at {device.address}")
         self.device = device
         self._client: AsyncModbusTcpClient | None = None  # made on the event loop
-        self.error = "not connected yet"  # "" while the last exchange worked
-        self.last_ok = 0.0  # time.time() of the last good read
         self.raw: dict[str, float] = {}
         self.values: dict[str, float] = {}
-        self._retry_at = 0.0
-        self._backoff = BACKOFF[0]
         self._requests = spans(list(device.registers.values()))
-
-    @property
-    def name(self) -> str:
-        return f"{self.device.role.replace('_', ' ')} at {self.device.address}"
 
     @property
     def client(self) -> AsyncModbusTcpClient:
@@ -115,38 +103,27 @@ class ModbusInstrument:
     async def _ensure_connected(self) -> None:
         if self.client.connected:
             return
-        now = time.monotonic()
-        if now < self._retry_at:
-            raise CommError(
-                f"{self.name}: {self.error} (retrying in {self._retry_at - now:.1f} s)"
-            )
+        self.may_retry()
         try:
             async with asyncio.timeout(self.device.timeout * 2):
                 ok = await self.client.connect()
         except (TimeoutError, OSError):
             ok = False
         if not ok:
-            self._fail("no connection")
-
-    def _fail(self, why: str) -> None:
-        self.close()
-        self.error = why
-        self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, BACKOFF[1])
-        raise CommError(f"{self.name}: {why}")
+            self.fail("no connection")
 
     async def _call(self, what: str, request) -> object:
         try:
             async with asyncio.timeout(self.device.timeout):
                 reply = await request
         except TimeoutError:
-            self._fail(f"no reply to {what} within {self.device.timeout:g} s")
+            self.fail(f"no reply to {what} within {self.device.timeout:g} s")
         except (ModbusException, OSError, ValueError, struct_error) as ex:
-            self._fail(f"{what} failed: {ex}")
+            self.fail(f"{what} failed: {ex}")
         if reply.isError():
             code = getattr(reply, "exception_code", 0)
             meaning = EXCEPTION_CODES.get(code, "unknown")
-            self._fail(f"{what}: Modbus exception {code} ({meaning})")
+            self.fail(f"{what}: Modbus exception {code} ({meaning})")
         return reply
 
     async def read(self) -> dict[str, float]:
@@ -165,13 +142,13 @@ class ModbusInstrument:
             )
             words = list(reply.registers)
             if len(words) != count:
-                self._fail(f"reading {table} {start}: {len(words)} registers, expected {count}")
+                self.fail(f"reading {table} {start}: {len(words)} registers, expected {count}")
             for reg in members:
                 offset = reg.address - start
                 self.raw[reg.name], self.values[reg.name] = decode(
                     reg, words[offset : offset + reg.count]
                 )
-        self._ok()
+        self.ok()
         return self.values
 
     async def write(self, name: str, value: float) -> None:
@@ -185,12 +162,7 @@ class ModbusInstrument:
             else self.client.write_registers(reg.address, words, device_id=self.device.unit)
         )
         await self._call(f"writing {name} ({reg.address})", request)
-        self._ok()
-
-    def _ok(self) -> None:
-        self.error = ""
-        self.last_ok = time.time()
-        self._backoff = BACKOFF[0]
+        self.ok()
 
     def close(self) -> None:
         if self._client is not None:

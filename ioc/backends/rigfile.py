@@ -95,13 +95,54 @@ class RigFile:
     press: ModbusDevice
     load_cell: ModbusDevice | None  # the IOC topology reads its own amplifier
     clock: str  # "wall", or the role of a device with a ``clock`` register
-    cycler: str = "none"
+    cycler: BtsCycler | None = None  # None: a rig without a cycler channel
     source: str = ""
     emulator: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def devices(self) -> list[ModbusDevice]:
+    def devices(self) -> list[ModbusDevice]:  # the Modbus ones
         return [d for d in (self.press, self.load_cell) if d is not None]
+
+
+@dataclass(frozen=True)
+class BtsCycler:
+    """A Neware BTS channel: where its BTS server is, which channel, where step files go."""
+
+    host: str
+    port: int
+    channel: str  # devtype-devid-subdevid-chlid
+    step_dir: str  # where the IOC writes step files
+    remote_step_dir: str  # the same folder as the BTS server sees it
+    timeout: float = 2.0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _cycler(raw: Any) -> BtsCycler | None:
+    if not isinstance(raw, dict):
+        raise RigFileError("cycler: expected a table")
+    raw = dict(raw)
+    driver = _choice(raw, "driver", "cycler", ("none", "bts"), "none")
+    if driver == "none":
+        _no_more(raw, "cycler")
+        return None
+    host = _take(raw, "host", "cycler", str)
+    port = _take(raw, "port", "cycler", int, 502)
+    if not 0 < port < 65536:
+        raise RigFileError(f"cycler.port: {port} outside 1..65535")
+    channel = _take(raw, "channel", "cycler", str)
+    parts = channel.split("-")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        raise RigFileError(f"cycler.channel: {channel!r}; expected devtype-devid-subdevid-chlid")
+    step_dir = _take(raw, "step_dir", "cycler", str)
+    remote = _take(raw, "remote_step_dir", "cycler", str, step_dir)
+    timeout = _take(raw, "timeout", "cycler", float, 2.0)
+    if not 0 < timeout <= 30:
+        raise RigFileError(f"cycler.timeout: {timeout:g} s outside (0, 30]")
+    _no_more(raw, "cycler")
+    return BtsCycler(host, port, channel, step_dir, remote, timeout)
 
 
 def _take(table: dict, key: str, where: str, kind: type, default: Any = ...) -> Any:
@@ -258,14 +299,12 @@ def parse_rig(data: dict, source: str = "") -> RigFile:
         device = {"press": press, "load_cell": load_cell}[clock]
         if device is None or "clock" not in device.registers:
             raise RigFileError(f"rig.clock: {clock!r} has no 'clock' register mapped")
-    cycler = dict(data.pop("cycler", None) or {"driver": "none"})
-    driver = _choice(cycler, "driver", "cycler", ("none",), "none")
-    _no_more(cycler, "cycler")
+    cycler = _cycler(data.pop("cycler", None) or {"driver": "none"})
     emulator = data.pop("emulator", {})
     if not isinstance(emulator, dict):
         raise RigFileError("emulator: expected a table")
     _no_more(data, "rig file")
-    return RigFile(name, cell, press, load_cell, clock, driver, source, emulator)
+    return RigFile(name, cell, press, load_cell, clock, cycler, source, emulator)
 
 
 def load_rig_file(path: str | Path) -> RigFile:

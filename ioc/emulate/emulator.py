@@ -14,7 +14,9 @@ import sys
 import threading
 
 from ..backends.rigfile import RigFile, RigFileError, load_rig_file
+from ..lifeline import watch_lifeline
 from ..sim import CellFileError, Rig, load_cell_file
+from .bts import BtsServer
 from .modbus import Amplifier, Drive, EmulatedDevice, PressController
 
 PHYSICS_PERIOD = 0.01  # s of wall time between advances of the simulation
@@ -28,9 +30,11 @@ class Emulator:
         self.speed = float(speed if speed is not None else rig.emulator.get("speed", 1.0))
         self.sim = Rig(load_cell_file(rig.cell), seed=seed)
         press = Drive if rig.press.topology == "ioc" else PressController
-        self.devices: dict[str, EmulatedDevice] = {"press": press(rig.press, self.sim)}
+        self.devices: dict[str, EmulatedDevice | BtsServer] = {"press": press(rig.press, self.sim)}
         if rig.load_cell is not None:
             self.devices["load_cell"] = Amplifier(rig.load_cell, self.sim)
+        if rig.cycler is not None:
+            self.devices["cycler"] = BtsServer(rig.cycler, self.sim)
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -120,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("rig", help="rig file (TOML), e.g. rigs/emulated.toml")
     parser.add_argument("--speed", type=float, default=None, help="clock speed factor")
     parser.add_argument("--seed", type=int, default=None, help="random seed")
+    parser.add_argument(
+        "--lifeline",
+        action="store_true",
+        help="exit when stdin closes (set by a parent process that starts the emulator)",
+    )
     args = parser.parse_args(argv)
     try:
         rig = load_rig_file(args.rig)
@@ -132,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     async def run() -> None:
+        if args.lifeline:
+            watch_lifeline(asyncio.current_task())
         await emulator.start()
         where = ", ".join(
-            f"{role} ({type(d).__name__}) on {d.device.address}"
-            for role, d in emulator.devices.items()
+            f"{role} ({type(d).__name__}) on {d.address}" for role, d in emulator.devices.items()
         )
         print(f"ssb-emulate: ready: {where}, speed x{emulator.speed:g}", flush=True)
         try:
@@ -148,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as ex:
         print(f"ssb-emulate: {ex}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     return 0
 

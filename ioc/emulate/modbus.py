@@ -60,6 +60,10 @@ class EmulatedDevice:
         self._task: asyncio.Task | None = None
         self.requests = 0
 
+    @property
+    def address(self) -> str:
+        return self.device.address
+
     # --- the register image ---------------------------------------------------------------
     def value(self, name: str) -> float:
         rig, press = self.rig, self.rig.press

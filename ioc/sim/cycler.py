@@ -228,6 +228,7 @@ class Cycler:
         self.tripped = ""  # latched safety reason
         self._cv_phase = False
         self.starts_and_ends = 0  # counts step starts and ends (commands may fall between)
+        self.end_seq = 0  # sequence number after the sample that ended the last step
         self._last_log_time = -math.inf
         self._last_log_v = math.nan
         self._sweep: np.ndarray | None = None  # PEIS frequencies while sweeping
@@ -465,6 +466,7 @@ class Cycler:
         self.starts_and_ends += 1
         self._sweep = None
         self._log(self.cell.current, row)
+        self.end_seq = self.buffer.next_seq  # samples from here on come after the step
         self.step = Step(StepKind.REST)
         self.cell.open_circuit()  # at once: the ohmic drop goes with the current
 
