@@ -129,14 +129,23 @@ def rate_capability(
     )
 
 
-def level_protocol(pressure: float, cycles: int, c_rate: float, v_max: float, v_min: float):
-    """The default level: impedance, ``cycles`` full cycles at ``c_rate``, impedance."""
+def level_protocol(
+    pressure: float,
+    cycles: int,
+    c_rate: float,
+    v_max: float,
+    v_min: float,
+    impedance: bool = True,
+) -> str:
+    """The default level: impedance, ``cycles`` full cycles at ``c_rate``, impedance
+    (without the impedance for a cycler that has no impedance analyser)."""
     rate, eis = Quantity("c_rate", c_rate), Impedance(1e5, 1.0)
     cycle = (
         Electro("charge", rate, until=(_volts(v_max),)),
         Electro("discharge", rate, until=(_volts(v_min),)),
     )
-    return _text([PressureStep("set", pressure), eis, Repeat(cycles, cycle), eis])
+    sweeps = [eis] if impedance else []
+    return _text([PressureStep("set", pressure), *sweeps, Repeat(cycles, cycle), *sweeps])
 
 
 def minimum_pressure_study(
@@ -150,6 +159,7 @@ def minimum_pressure_study(
     v_max: float = 4.1,
     v_min: float = 3.0,
     map_window: bool = False,
+    impedance: bool = True,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Cycle at each pressure from high to low (one run per level, linked by a
@@ -159,7 +169,9 @@ def minimum_pressure_study(
     searched upwards, on the cell that found the lower one. Stores the verdicts and the
     operating window in a summary run (``minimum_stable_pressure``, and
     ``maximum_stable_pressure`` once a level shorted). Returns the study id;
-    ``evaluate_study(catalog, id)`` judges it again from the catalog alone."""
+    ``evaluate_study(catalog, id)`` judges it again from the catalog alone. With
+    ``impedance=False`` (a cycler without an impedance analyser) the levels are judged
+    on capacity fade and coulombic efficiency alone."""
     criteria = criteria or Criteria()
     levels = sorted((float(p) for p in pressures), reverse=True)
     probes = sorted(float(p) for p in upper)
@@ -172,7 +184,7 @@ def minimum_pressure_study(
     if cycles < 2:
         raise ValueError(f"cycles: two or more per level to see a fade, got {cycles}")
     planned = {
-        p: prepare(rig, level_protocol(p, cycles, c_rate, v_max, v_min), None)
+        p: prepare(rig, level_protocol(p, cycles, c_rate, v_max, v_min, impedance), None)
         for p in [*levels, *probes]
     }
     study_id = str(uuid.uuid4())
@@ -181,6 +193,7 @@ def minimum_pressure_study(
         "upper": probes,
         "cycles": cycles,
         "c_rate": c_rate,
+        "impedance": impedance,
         "criteria": asdict(criteria),
     }
     base = {**(md or {}), "study_id": study_id, "study": "minimum_pressure"}

@@ -29,6 +29,7 @@ class Emulator:
         self.rigfile = rig
         self.speed = float(speed if speed is not None else rig.emulator.get("speed", 1.0))
         self.sim = Rig(load_cell_file(rig.cell), seed=seed)
+        self.sim.tare()  # instruments arrive zeroed, as after commissioning
         press = Drive if rig.press.topology == "ioc" else PressController
         self.devices: dict[str, EmulatedDevice | BtsServer] = {"press": press(rig.press, self.sim)}
         if rig.load_cell is not None:
