@@ -3,11 +3,13 @@ instruments over Modbus TCP (both topologies), with the emulators' faults."""
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from conftest import RunningIOC, run_cli
@@ -17,6 +19,7 @@ from ssb_ioc.backends.modbus import decode, encode
 from ssb_ioc.backends.rigfile import Register, parse_rig
 from ssb_ioc.emulate import EmulatorThread
 from ssb_ioc.launch import rig_file_on_free_ports
+from ssb_ioc.sim.cycler import SAMPLE_FIELDS
 
 RIGS = Path(__file__).parent.parent / "rigs"
 
@@ -214,3 +217,107 @@ def test_check_prints_every_register(tmp_path):
     force = next(line for line in lines if " force " in line).split()
     assert force[2:4] == ["input", "0"] and force[-2] == "kN"
     assert float(force[5]) * 0.0001 == pytest.approx(float(force[6]), rel=1e-4)
+
+
+# --- the BTS cycler channel -------------------------------------------------------------------
+def samples(ioc) -> np.ndarray:
+    """Every sample the IOC holds, as rows of SAMPLE_FIELDS."""
+    ioc.put("Cyc:Buf:ReadFrom-SP", 0)
+    flat = np.asarray(ioc.pv("Cyc:Buf:Rows-RB").read(timeout=10).data, dtype=float)
+    return flat[: ioc.get("Cyc:Buf:Count-RB") * len(SAMPLE_FIELDS)].reshape(-1, len(SAMPLE_FIELDS))
+
+
+@pytest.fixture
+def cycling(tmp_path, ca_context):
+    """(IOC, emulator) of rigs/emulated.toml at 500x, charging the cell at 1 mA."""
+    path = rig_file_on_free_ports(RIGS / "emulated.toml", tmp_path)
+    with EmulatorThread(load_rig_file(path), speed=500.0, seed=1) as emulator:
+        ioc = RunningIOC(ca_context, extra_args=["--rig", path]).start()
+        try:
+            press_to(ioc, 20.0)
+            ioc.put("Rig:CellCurrent-SP", 1e-3)
+            ioc.wait_for(lambda: ioc.get("Cyc:Current-RB") == pytest.approx(1e-3), 10, "charge")
+            yield ioc, emulator
+        finally:
+            assert ioc.stop() == 0, ioc.stderr
+
+
+@pytest.mark.parametrize(
+    ("fault", "options", "says"),
+    [
+        ("drop", {}, "connection"),
+        ("slow", {"delay": 3.0}, "no reply to"),
+        ("malformed", {}, "malformed reply"),
+    ],
+)
+def test_cycler_link_faults_alarm_and_lose_no_sample(cycling, fault, options, says):
+    """The channel charges on while its link is down; the IOC alarms, keeps the press
+    holding, and downloads every point the channel logged meanwhile once it is back."""
+    ioc, emulator = cycling
+    ioc.wait_for(lambda: ioc.get("Cyc:StepTime-RB") > 300, 20, "some charging")
+    emulator.fault("cycler", fault, **options)
+    ioc.wait_for(lambda: severity(ioc, "Cyc:Voltage-RB")[0] == AlarmSeverity.INVALID_ALARM,
+                 15, "the alarm")  # fmt: skip
+    assert says in ioc.text("Rig:Msg-RB")
+    assert ioc.enum("Rig:Interlock-RB") == "OK"  # the press holds; the cell is not released
+    lost_at = emulator.call(lambda: emulator.emulator.sim.time)
+    ioc.wait_for(lambda: emulator.call(lambda: emulator.emulator.sim.time) > lost_at + 500,
+                 10, "the channel logging on its own")  # fmt: skip
+    emulator.fault("cycler", "")
+    ioc.wait_for(lambda: severity(ioc, "Cyc:Voltage-RB")[0] == 0, 20, "recovery")
+    ioc.wait_for(lambda: ioc.get("Cyc:StepTime-RB") > lost_at + 600 - 300, 20, "catching up")
+    rows = samples(ioc)
+    seq, test_time = rows[:, 0], rows[:, 1]
+    current = rows[:, SAMPLE_FIELDS.index("current")]
+    charging = current > 0
+    assert np.all(np.diff(seq) == 1) and np.all(np.diff(test_time) >= 0)
+    # the channel logs every 10 s (at its simulation step): no 500 s hole where the link
+    # was down
+    assert np.diff(test_time[charging]).max() < 15.0
+    assert ioc.enum("Cyc:Running-RB") == "Yes"
+
+
+def test_a_step_the_channel_refuses_fails_the_protocol_with_the_reason(tmp_path, ca_context,
+                                                                      session):  # fmt: skip
+    from conftest import connected_rig
+
+    from ssb_devices import StepRejected
+    from ssb_plans.cycling import run_protocol
+
+    path = rig_file_on_free_ports(RIGS / "emulated.toml", tmp_path)
+    with EmulatorThread(load_rig_file(path), speed=500.0, seed=1) as emulator:
+        ioc = RunningIOC(ca_context, extra_args=["--rig", path]).start()
+        rig = connected_rig(ioc.prefix)
+        try:
+            emulator.fault("cycler", "refuse")
+            protocol = "Set pressure to 20 MPa\nCharge at 1 mA for 1 hour\nRest for 1 hour"
+            with pytest.raises(StepRejected, match="the cycler refused the step"):
+                session.RE(run_protocol(rig, protocol))
+            run = session.catalog[-1]
+            assert run.stop["exit_status"] == "fail"
+            assert "the cycler refused the step" in run.stop["reason"]
+            assert ioc.enum("Press:Mode-RB") == "Pressure"  # the press still holds the cell
+            assert abs(ioc.get("Press:Pressure-RB") - 20.0) < 0.5
+            emulator.fault("cycler", "")  # a free channel runs the same protocol
+            (uid,) = session.RE(run_protocol(rig, protocol))
+            assert session.catalog[uid].stop["exit_status"] == "success"
+        finally:
+            rig.destroy()
+            assert ioc.stop() == 0, ioc.stderr
+
+
+def test_steps_bts_cannot_run_are_refused_before_anything_moves(tmp_path, ca_context):
+    path = rig_file_on_free_ports(RIGS / "emulated.toml", tmp_path)
+    with EmulatorThread(load_rig_file(path), seed=1):
+        ioc = RunningIOC(ca_context, extra_args=["--rig", path]).start()
+        try:
+            eis = {"kind": "peis", "f_start": 1e5, "f_end": 1.0}
+            table = {"version": 1, "steps": [{"do": "cycler", "step": eis}]}
+            ioc.pv("Seq:Table-SP").write(
+                json.dumps(table).encode(), wait=False, data_type=ChannelType.CHAR
+            )
+            ioc.wait_for(lambda: "impedance sweep" in ioc.text("Rig:Msg-RB"), 10, "refusal")
+            assert "no impedance analyser" in ioc.text("Rig:Msg-RB")
+            assert ioc.enum("Seq:State-RB") == "Idle" and ioc.get("Seq:Steps-RB") == 0
+        finally:
+            assert ioc.stop() == 0, ioc.stderr

@@ -95,8 +95,10 @@ class BtsClient(Link):
             self.fail(f"no reply to {name} within {self.timeout:g} s")
         except asyncio.LimitOverrunError:
             self.fail(f"reply to {name} too long")
-        except (asyncio.IncompleteReadError, OSError) as ex:
-            self.fail(f"connection lost during {name} ({type(ex).__name__})")
+        except asyncio.IncompleteReadError:
+            self.fail(f"connection lost during {name} (closed by the BTS server)")
+        except OSError as ex:
+            self.fail(f"connection lost during {name} ({ex.strerror or type(ex).__name__})")
         if len(data) > MAX_REPLY:
             self.fail(f"reply to {name} of {len(data)} bytes: too long")
         try:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from ..sim.cycler import Cycler, CyclerError, Limit, SafetyLimits, Step, StepKind
 from .bts import BtsClient, Channel
-from .link import CommError
 from .rigfile import BtsCycler
 from .stepfile import step_file, step_type
 
@@ -106,7 +105,7 @@ class BtsChannel(Cycler):
             c.step_time += max(now - c.test_time, 0.0)
         c.test_time = now
         self._mechanics = mechanics
-        try:
+        try:  # a CommError leaves the step running: the channel runs on, its points wait
             if self._pending == "start":
                 await self._start(now)
             elif self._pending == "stop":
@@ -115,10 +114,6 @@ class BtsChannel(Cycler):
             self.status = await self.client.inquire(self.channel)
             if self.running and self._test is not None:
                 await self._download()
-        except CommError:
-            if self.running and self._pending == "":
-                return  # the channel runs on; the points wait for the link
-            raise
         finally:
             c.test_time = now
         self.cell.voltage = _number(self.status, "voltage")
