@@ -151,11 +151,12 @@ def test_pressure_move_completes_when_the_instrument_settles(emulated):
 
 def test_lost_link_alarms_trips_to_the_safe_state_and_recovers(emulated):
     ioc, emulator = emulated
+    ioc.put("Cyc:LogPeriod-SP", 0.5)  # log often enough to see the outage in the record
     press_to(ioc, 15.0)
     role = "press"
     emulator.fault(role, "drop")
     ioc.wait_for(lambda: ioc.enum("Rig:Interlock-RB") == "Tripped", 5.0, "the trip")
-    lost_at = time.time()
+    lost_at, tripped_at = time.time(), ioc.get("Rig:Time-RB")
     reason = ioc.text("Rig:InterlockReason-RB")
     assert "communication lost" in reason and "press at 127.0.0.1" in reason
     sev, status, stamp = severity(ioc, "Press:Position-RB")
@@ -165,6 +166,8 @@ def test_lost_link_alarms_trips_to_the_safe_state_and_recovers(emulated):
     # refused while the link is down: reset and pressure mode, each saying why
     ioc.put("Rig:InterlockReset-Cmd", 1, wait=False)
     ioc.wait_for(lambda: "cannot reset interlock" in ioc.text("Rig:Msg-RB"), 5.0, "refusal")
+    # experiment time goes on while the clock's instrument is silent (logging goes on)
+    ioc.wait_for(lambda: ioc.get("Rig:Time-RB") > tripped_at + 2.0, 10.0, "time going on")
     emulator.fault(role, "")
     ioc.wait_for(lambda: severity(ioc, "Press:Position-RB")[0] == 0, 15.0, "recovery")
     # the instrument was told the safe state once it could hear it
@@ -174,6 +177,11 @@ def test_lost_link_alarms_trips_to_the_safe_state_and_recovers(emulated):
     assert ioc.enum("Rig:Interlock-RB") == "OK"
     press_to(ioc, 10.0)
     assert abs(ioc.get("Press:Pressure-RB") - 10.0) <= 0.2
+    # the record says what happened: samples while the press was silent carry no pressure
+    rows = samples(ioc)
+    gap = rows[:, SAMPLE_FIELDS.index("gap")]
+    assert np.all(np.diff(rows[:, 0]) == 1)
+    assert np.isnan(gap).sum() >= 2 and np.isfinite(gap[-1]) and np.isfinite(gap[0])
 
 
 @pytest.mark.parametrize(
@@ -321,3 +329,24 @@ def test_steps_bts_cannot_run_are_refused_before_anything_moves(tmp_path, ca_con
             assert ioc.enum("Seq:State-RB") == "Idle" and ioc.get("Seq:Steps-RB") == 0
         finally:
             assert ioc.stop() == 0, ioc.stderr
+
+
+def test_a_restarted_ioc_takes_the_press_over_as_it_finds_it(tmp_path, ca_context):
+    """Stopping or restarting the IOC never releases a pressed cell: the controller holds
+    on its own, and the new IOC adopts its mode and setpoint."""
+    path = rig_file_on_free_ports(RIGS / "emulated.toml", tmp_path)
+    with EmulatorThread(load_rig_file(path), speed=10.0, seed=1) as emulator:
+        first = RunningIOC(ca_context, extra_args=["--rig", path]).start()
+        press_to(first, 25.0)
+        assert first.stop() == 0
+        second = RunningIOC(ca_context, extra_args=["--rig", path]).start()
+        try:
+            assert "found the press in Pressure mode: taken over" in second.text("Rig:Msg-RB")
+            assert second.enum("Press:Mode-RB") == "Pressure"
+            assert second.get("Press:Pressure-SP") == pytest.approx(25.0)
+            second.wait_for(lambda: second.enum("Press:Settled-RB") == "Yes", 10, "settled")
+            sim = emulator.emulator.sim
+            assert emulator.call(lambda: sim.press.target) == pytest.approx(25.0)
+            assert emulator.call(lambda: sim.press.pressure) == pytest.approx(25.0, abs=0.3)
+        finally:
+            assert second.stop() == 0, second.stderr

@@ -137,9 +137,13 @@ class HardwareRig(Rig):
         if rig.press.loop:
             self.set_gains(**rig.press.loop)
         self._written: dict[str, float] = {}  # what each output register holds now
-        self.problem = ""  # the last output that could not be sent, and why
+        self.news: list[str] = []  # what the IOC should tell its clients (Rig:Msg-RB)
+        self._adopted = False  # the press's state as found has been taken over
         self._wall0 = time.monotonic()
         self._clock_offset = 0.0
+        self._clock_wall = 0.0  # wall time of the last clock reading
+        self._clock_rate = 1.0  # experiment s per wall s, as last measured
+        self._carried = False  # the last value was carried on, not read
         self._last_wall = time.monotonic()
 
     # --- what the PV layer asks of a backend -------------------------------------------
@@ -244,11 +248,22 @@ class HardwareRig(Rig):
             self.comm[role] = str(ex)
 
     def _clock(self, wall: float) -> float:
+        """Experiment time: the wall clock, or an instrument's clock register. While that
+        instrument is silent its clock is carried on at the rate it last ran, so that
+        samples and timeouts go on; it never runs backwards."""
+        last = self.press.clock
         source = self.rigfile.clock
         if source == "wall":
             return self._clock_offset + wall - self._wall0
-        values = self.instruments[source].values
-        return values.get("clock", self.press.clock) if not self.comm[source] else self.press.clock
+        since, self._clock_wall = wall - self._clock_wall, wall
+        if self.comm[source]:
+            self._carried = True
+            return last + since * self._clock_rate
+        now = self.instruments[source].values.get("clock", last)
+        if since > 0 and now > last and not self._carried and last:
+            self._clock_rate += 0.2 * ((now - last) / since - self._clock_rate)
+        self._carried = False
+        return max(now, last)
 
     def _measure(self) -> None:
         """Take what the instruments that answered report; a lost one keeps its last
@@ -256,6 +271,8 @@ class HardwareRig(Rig):
         press, lc, area = self.press, self.load_cell, self.press.area_mm2
         if not self.comm["press"]:
             values = self.instruments["press"].values
+            if not self._adopted:
+                self._adopt(values)
             press.position = values["position"]
             press.measured_gap = values.get("gap", NAN)
             if self.topology == "controller":
@@ -268,6 +285,23 @@ class HardwareRig(Rig):
             lc.signal = values.get("signal", lc.signal)
             if self.topology == "ioc":
                 press.pressure = lc.force / area
+
+    def _adopt(self, values: dict[str, float]) -> None:
+        """Take over the press as the IOC finds it (a restarted IOC must not release a
+        pressed cell): the controller's mode and setpoint; a running drive is held where
+        it is (Gap) until a client asks for a pressure."""
+        self._adopted = True
+        mode = int(values.get("mode", 0))
+        if self.topology == "controller" and mode in (1, 2):
+            self.press.mode = Mode(mode)
+            if mode == 1:
+                self.press.target = self.press.setpoint = values["setpoint"]
+                self.press.pid.set_feedback(True)
+            self._written.update(mode=mode, setpoint=values.get("setpoint", math.nan))
+        elif self.topology == "ioc" and mode == 1:
+            self.press.mode = Mode.GAP
+        if mode:
+            self.news.append(f"found the press in {self.press.mode.name.title()} mode: taken over")
 
     def _mechanics(self) -> tuple[float, float, float]:
         """Pressure (MPa), force (kN) and gap (um) to log: NaN where not measured now."""
@@ -322,6 +356,6 @@ class HardwareRig(Rig):
                     self._trip_comm(f"communication lost: {ex}")
                 return
             except ValueError as ex:  # cannot be encoded: say so, send nothing
-                self.problem = f"cannot send {name}: {ex}"
+                self.news.append(f"cannot send {name}: {ex}")
         if self.comm["press"]:
             self._written.clear()

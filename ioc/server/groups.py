@@ -364,7 +364,7 @@ class RigIOC(RigPVGroup):
         """Load limits and settings from the cell file into the PVs."""
         rig, p, press = self.backend, self.backend.params, self.press
         if isinstance(rig, HardwareRig):  # ready means the instruments have been asked once
-            await rig.exchange()
+            await self._exchange()
         lc = p.load_cell
         capacity_mpa = lc.capacity * 1e3 / (p.cell.area * 100)
         await press.pressure_sp.write_metadata(**limits(0.0, rig.max_setpoint))
@@ -510,7 +510,7 @@ class RigIOC(RigPVGroup):
         elapsed, self._last_wall = now - self._last_wall, now
         if isinstance(self.backend, HardwareRig):  # the instruments keep their own time
             before = self.backend.time
-            await self.backend.exchange()
+            await self._exchange()
             if elapsed > 0:
                 done = self.backend.time - before
                 self._actual_speed += 0.2 * (done / elapsed - self._actual_speed)
@@ -535,6 +535,14 @@ class RigIOC(RigPVGroup):
         await self.update_readbacks()
         self._resolve_moves()
         self._save_if_due()
+
+    async def _exchange(self) -> None:
+        """One scan of a hardware rig; say what it had to say."""
+        await self.backend.exchange()
+        for news in self.backend.news:
+            print(f"ssb-ioc: {news}", flush=True)
+            await self.report(news)
+        self.backend.news.clear()
 
     # --- the deadman ----------------------------------------------------------------------
     def heartbeat(self) -> None:
