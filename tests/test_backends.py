@@ -13,6 +13,8 @@ import pytest
 from conftest import RunningIOC, connected_rig, start_ioc
 from test_studies import critical_cell
 
+from ssb_ioc.backends import load_rig_file
+from ssb_ioc.emulate import EmulatorThread
 from ssb_ioc.launch import EmulatorProcess, rig_file_on_free_ports
 from ssb_plans import hold_pressure, ramp_pressure, set_pressure
 from ssb_plans.cycling import run_protocol
@@ -33,8 +35,15 @@ class Backend:
     """An IOC (and, when emulated, the emulator behind it) with the ophyd rig on it."""
 
     def __init__(
-        self, kind: str, ca_context, tmp_path: Path, cell: str = "si-nmc", speed: float = SPEED
+        self,
+        kind: str,
+        ca_context,
+        tmp_path: Path,
+        cell: str = "si-nmc",
+        speed: float = SPEED,
+        control: bool = False,
     ):
+        """``control``: the emulator in this process, to reach into its simulated cell."""
         self.kind, self.emulator = kind, None
         if kind == "simulation":
             self.ioc = start_ioc(ca_context, speed=speed, cell=cell)
@@ -43,7 +52,10 @@ class Backend:
             template = re.sub(r'(?m)^cell = "[^"]*"', f'cell = "{cell}"', template)
             (tmp_path / "template.toml").write_text(template)
             path = rig_file_on_free_ports(tmp_path / "template.toml", tmp_path / "rig")
-            self.emulator = EmulatorProcess(path, speed=speed).start()
+            if control:
+                self.emulator = EmulatorThread(load_rig_file(path), speed, seed=1).start()
+            else:
+                self.emulator = EmulatorProcess(path, speed=speed).start()
             self.ioc = RunningIOC(ca_context, extra_args=["--rig", path]).start()
         self.rig = connected_rig(self.ioc.prefix)
 
@@ -132,3 +144,42 @@ def test_over_pressure_interlock_releases_the_press(backend):
     assert ioc.enum("Press:Mode-RB") == "Off"
     ioc.put("Rig:InterlockReset-Cmd", 1)
     assert ioc.enum("Rig:Interlock-RB") == "OK"
+
+
+def inject(backend, kind: str, size: float) -> None:
+    """A fault in the cell itself: through the simulation's PVs, or inside the emulator
+    (instruments have no such PV: the cell just does it)."""
+    if backend.emulator is None:
+        ioc = backend.ioc
+        ioc.put("Rig:FaultType-SP", {"pressure_spike": "PressureSpike"}.get(kind, "SoftShort"))
+        ioc.put("Rig:FaultSize-SP", size)
+        ioc.put("Rig:InjectFault-Cmd", 1)
+    else:
+        emulator = backend.emulator
+        emulator.call(lambda: emulator.emulator.sim.inject_fault(kind, size))
+
+
+@pytest.mark.parametrize("kind", ["emulated", "simulation"])
+def test_events_are_detected_above_the_boundary(kind, ca_context, tmp_path):
+    """A jump in stack thickness (in a fixed gap) and a soft short under charge are seen
+    by the IOC's event detection on either backend."""
+    (tmp_path / "rig").mkdir()
+    made = Backend(kind, ca_context, tmp_path, speed=100.0, control=True)
+    ioc = made.ioc
+    try:
+        ioc.put("Press:Mode-SP", "Pressure")
+        ioc.put("Press:Pressure-SP", 30.0, timeout=30)
+        ioc.put("Press:Mode-SP", "Gap")
+        if made.emulator is not None:  # the controller has locked the piston
+            sim = made.emulator.emulator.sim
+            ioc.wait_for(lambda: made.emulator.call(lambda: sim.press.mode) == 2, 5, "Gap")
+        inject(made, "pressure_spike", 3.0)
+        ioc.wait_for(lambda: ioc.get("Evt:Count-RB") >= 1, 20, "the pressure event")
+        assert "pressure_spike" in ioc.text("Evt:Last-RB")
+        ioc.put("Rig:CellCurrent-SP", 1e-3)
+        ioc.wait_for(lambda: ioc.get("Cyc:StepTime-RB") > 60, 20, "charging")
+        inject(made, "soft_short", 2e-3)
+        ioc.wait_for(lambda: ioc.get("Evt:Count-RB") >= 2, 30, "the soft short")
+        assert "soft_short" in ioc.text("Evt:Last-RB")
+    finally:
+        made.close()

@@ -64,6 +64,8 @@ class BtsChannel(Cycler):
         self._base = (0.0, 0.0, 0.0, 0.0)  # cumulative capacities and energies at the start
         self._files = 0
         self._last_current = 0.0
+        # (time, voltage, current, step) of the points stored since the rig last looked
+        self.points: list[tuple[float, float, float, int]] = []
 
     @property
     def name(self) -> str:
@@ -167,6 +169,7 @@ class BtsChannel(Cycler):
             c.step_discharge = cap
             c.discharge_capacity, c.discharge_energy = discharge_cap + cap, discharge_eng + eng
         c.test_time, c.step_time = self._step_start + t, t
+        self.points.append((c.test_time, volt, curr, c.step))
         self.cell.voltage, self._last_current = volt, curr
         self._log(curr, self._mechanics)
 

@@ -137,6 +137,7 @@ class HardwareRig(Rig):
         if rig.press.loop:
             self.set_gains(**rig.press.loop)
         self._written: dict[str, float] = {}  # what each output register holds now
+        self._trend: list[tuple[float, float, float, int]] = []  # points voltage events see
         self.news: list[str] = []  # what the IOC should tell its clients (Rig:Msg-RB)
         self._adopted = False  # the press's state as found has been taken over
         self._wall0 = time.monotonic()
@@ -235,6 +236,9 @@ class HardwareRig(Rig):
                 self.comm["cycler"] = ""
             except CommError as ex:
                 self.comm["cycler"] = str(ex)
+            self._judge_points(self.cycler.points)
+            self.cycler.points.clear()
+            self._act_on_events()
         else:
             self.cycler.account(dt, 0.0, *self._mechanics(), self.interlock)
         self.sequencer.poll()
@@ -322,6 +326,22 @@ class HardwareRig(Rig):
         if not math.isfinite(press.pressure):
             return 0.0
         return press.pid.update(press.setpoint, press.pressure, dt)
+
+    def _judge_points(self, points: list[tuple[float, float, float, int]]) -> None:
+        """Voltage events from the channel's points. They are its logging period apart,
+        not one cell step: each is judged against the trend of the two before it at the
+        same current (a jump, not the charge's own rise); after an event the trend starts
+        again from the point that raised it."""
+        for t, volt, current, step in points:
+            same = [p for p in self._trend if p[2] == current and p[3] == step]
+            if len(same) == 2 and t > same[1][0] > same[0][0]:
+                (t0, v0, *_), (t1, v1, *_) = same
+                expected = v1 + (v1 - v0) * (t - t1) / (t1 - t0)
+                events = self.events.buffer.next_seq
+                self.events.check_voltage(t, expected, volt, current, step)
+                if self.events.buffer.next_seq != events:
+                    same = []
+            self._trend = [*same[-1:], (t, volt, current, step)]
 
     def _trip_comm(self, reason: str) -> None:
         """Latch the interlock and lock the piston: the safe state every topology allows."""

@@ -8,9 +8,10 @@ Kinds (magnitude and its unit):
 
 * ``pressure_spike`` / ``pressure_drop`` (MPa): the measured pressure leaves the held
   setpoint by more than ``pressure`` MPa (pressure mode, once settled at that setpoint);
-  in gap mode, a jump of more than ``pressure`` MPa between two checks (the slow
-  breathing of a cycling cell moves it far less). Re-armed once back within half the
-  threshold.
+  in gap mode, a change of more than ``pressure`` MPa within ``jump_window`` s of
+  experiment time (the slow breathing of a cycling cell moves it far less), whatever the
+  rate of the checks: a simulation step or an instrument's scan. Re-armed once back within
+  half the threshold.
 * ``soft_short`` (V): the voltage falls by more than ``voltage_drop`` within one cell
   step while resting or charging at constant current, where it cannot fall.
 * ``resistance_jump`` (ohm): the apparent resistance ``dV / I`` grows by more than
@@ -28,6 +29,7 @@ for a window, led by its readings at the last few cell steps (1 s apart) before 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from .cycler import SampleBuffer
@@ -44,6 +46,7 @@ class Thresholds:
     """What counts as an event (defaults well above noise and normal cycling)."""
 
     pressure: float = 1.0  # MPa off the held setpoint, or a jump in a fixed gap
+    jump_window: float = 2.0  # s of experiment time a jump in a fixed gap happens within
     voltage_drop: float = 0.010  # V within one cell step where the voltage cannot fall
     resistance: float = 5.0  # ohm of apparent resistance gained within one cell step
     enabled: bool = True
@@ -57,7 +60,8 @@ class EventDetector:
         self.thresholds = thresholds or Thresholds()
         self.buffer = SampleBuffer(buffer_size, width=len(EVENT_FIELDS))
         self._armed = {"pressure_spike": True, "pressure_drop": True}
-        self._last_pressure: float | None = None  # gap mode: pressure at the last check
+        self._recent: deque[tuple[float, float]] = deque()  # gap mode: (time, pressure)
+        self._last_seen: tuple[float, float] | None = None  # the last check, any mode
         self.latest = -math.inf  # time of the latest event (s)
 
     def _record(self, time: float, kind: str, magnitude: float, value: float, step: int):
@@ -70,10 +74,19 @@ class EventDetector:
         """``held``: the setpoint the loop holds (None while moving or off);
         ``gap_mode``: the piston is locked, compare with the previous check."""
         limit = self.thresholds.pressure
-        if gap_mode:
-            reference, self._last_pressure = self._last_pressure, pressure
+        if gap_mode and math.isfinite(pressure):
+            recent, since = self._recent, time - self.thresholds.jump_window
+            if not recent and self._last_seen is not None:
+                recent.append(self._last_seen)  # locked at what was measured just before
+            while len(recent) > 1 and recent[1][0] <= since:
+                recent.popleft()  # keep one check from before the window: the reference
+            reference = recent[0][1] if recent else None
+            recent.append((time, pressure))
         else:
-            reference, self._last_pressure = held, None
+            reference = held if not gap_mode else None
+            self._recent.clear()
+        if math.isfinite(pressure):
+            self._last_seen = (time, pressure)
         if reference is None or not self.thresholds.enabled:
             self._armed = dict.fromkeys(self._armed, True)
             return
