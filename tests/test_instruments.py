@@ -149,39 +149,65 @@ def test_pressure_move_completes_when_the_instrument_settles(emulated):
     assert severity(ioc, "Press:Pressure-RB")[0] == 0
 
 
-def test_lost_link_alarms_trips_to_the_safe_state_and_recovers(emulated):
-    ioc, emulator = emulated
+@pytest.mark.parametrize(
+    ("template", "role", "stale", "unmeasured"),
+    [
+        ("emulated.toml", "press", "Press:Position-RB", "gap"),
+        ("emulated-ioc-loop.toml", "press", "Press:Position-RB", "gap"),
+        ("emulated-ioc-loop.toml", "load_cell", "Press:Pressure-RB", "pressure"),
+    ],
+    ids=["controller", "drive", "amplifier"],
+)
+def test_lost_link_alarms_trips_to_the_safe_state_and_recovers(
+    template, role, stale, unmeasured, tmp_path, ca_context
+):
+    path = rig_file_on_free_ports(RIGS / template, tmp_path)
+    with EmulatorThread(load_rig_file(path), seed=1) as emulator:
+        ioc = RunningIOC(ca_context, extra_args=["--rig", path]).start()
+        try:
+            lost_link(ioc, emulator, role, stale, unmeasured, controller=role == "press"
+                      and template == "emulated.toml")  # fmt: skip
+        finally:
+            assert ioc.stop() == 0, ioc.stderr
+
+
+def lost_link(ioc, emulator, role, stale, unmeasured, controller):
+    sim = emulator.emulator.sim
     ioc.put("Cyc:LogPeriod-SP", 0.5)  # log often enough to see the outage in the record
     press_to(ioc, 15.0)
-    role = "press"
     emulator.fault(role, "drop")
     ioc.wait_for(lambda: ioc.enum("Rig:Interlock-RB") == "Tripped", 5.0, "the trip")
     lost_at, tripped_at = time.time(), ioc.get("Rig:Time-RB")
     reason = ioc.text("Rig:InterlockReason-RB")
-    assert "communication lost" in reason and "press at 127.0.0.1" in reason
-    sev, status, stamp = severity(ioc, "Press:Position-RB")
+    assert "communication lost" in reason
+    assert f"{role.replace('_', ' ')} at 127.0.0.1" in reason
+    sev, status, stamp = severity(ioc, stale)
     assert (sev, status) == (AlarmSeverity.INVALID_ALARM, AlarmStatus.COMM)
     assert stamp <= lost_at  # the last good value keeps its own time
     assert ioc.enum("Press:Mode-RB") == "Gap"  # piston locked, nothing released
+    if not controller and role == "load_cell":  # the drive is told to hold still
+        ioc.wait_for(lambda: emulator.call(lambda: sim.press.pid.command) == 0, 5, "a stop")
     # refused while the link is down: reset and pressure mode, each saying why
     ioc.put("Rig:InterlockReset-Cmd", 1, wait=False)
     ioc.wait_for(lambda: "cannot reset interlock" in ioc.text("Rig:Msg-RB"), 5.0, "refusal")
     # experiment time goes on while the clock's instrument is silent (logging goes on)
     ioc.wait_for(lambda: ioc.get("Rig:Time-RB") > tripped_at + 2.0, 10.0, "time going on")
+    assert emulator.call(lambda: sim.press.pressure) > 10.0  # the cell is still pressed
     emulator.fault(role, "")
-    ioc.wait_for(lambda: severity(ioc, "Press:Position-RB")[0] == 0, 15.0, "recovery")
-    # the instrument was told the safe state once it could hear it
-    mode = emulator.call(lambda: emulator.emulator.sim.press.mode)
-    assert int(mode) == (2 if "ioc-loop" not in ioc.rig_file else 1)
+    ioc.wait_for(lambda: severity(ioc, stale)[0] == 0, 15.0, "recovery")
+    # the instrument was told the safe state once it could hear it: a position hold, or
+    # a running drive with its valve closed
+    assert int(emulator.call(lambda: sim.press.mode)) == (2 if controller else 1)
     ioc.put("Rig:InterlockReset-Cmd", 1)
     assert ioc.enum("Rig:Interlock-RB") == "OK"
     press_to(ioc, 10.0)
     assert abs(ioc.get("Press:Pressure-RB") - 10.0) <= 0.2
-    # the record says what happened: samples while the press was silent carry no pressure
+    # the record says what happened: samples while it was silent carry NaN for what it
+    # measured
     rows = samples(ioc)
-    gap = rows[:, SAMPLE_FIELDS.index("gap")]
+    column = rows[:, SAMPLE_FIELDS.index(unmeasured)]
     assert np.all(np.diff(rows[:, 0]) == 1)
-    assert np.isnan(gap).sum() >= 2 and np.isfinite(gap[-1]) and np.isfinite(gap[0])
+    assert np.isnan(column).sum() >= 2 and np.isfinite(column[-1]) and np.isfinite(column[0])
 
 
 @pytest.mark.parametrize(
@@ -202,6 +228,7 @@ def test_emulator_faults_trip_with_the_reason(fault, options, says, tmp_path, ca
             ioc.wait_for(lambda: ioc.enum("Rig:Interlock-RB") == "Tripped", 10.0, "the trip")
             assert says in ioc.text("Rig:InterlockReason-RB")
             assert severity(ioc, "Press:Pressure-RB")[0] == AlarmSeverity.INVALID_ALARM
+            assert ioc.enum("Press:Mode-RB") == "Gap"
             emulator.fault("press", "")
             ioc.wait_for(lambda: severity(ioc, "Press:Pressure-RB")[0] == 0, 15.0, "recovery")
             ioc.put("Rig:InterlockReset-Cmd", 1)
@@ -350,3 +377,17 @@ def test_a_restarted_ioc_takes_the_press_over_as_it_finds_it(tmp_path, ca_contex
             assert emulator.call(lambda: sim.press.pressure) == pytest.approx(25.0, abs=0.3)
         finally:
             assert second.stop() == 0, second.stderr
+
+
+def test_check_reads_the_cycler_channel_and_names_a_wrong_one(tmp_path):
+    path = rig_file_on_free_ports(RIGS / "emulated.toml", tmp_path)
+    with EmulatorThread(load_rig_file(path), seed=1):
+        up = run_cli("ssb_ioc.cli", "--rig", path, "--check")
+        assert up.returncode == 0, up.stdout
+        rows = {line.split()[1]: line for line in up.stdout.splitlines() if "BTS" in line}
+        assert rows["channel"].split()[4] == "finish" and rows["voltage"].endswith("ok")
+        wrong = Path(path).read_text().replace('"27-1-1-1"', '"27-9-9-9"')
+        Path(path).write_text(wrong)
+        down = run_cli("ssb_ioc.cli", "--rig", path, "--check")
+    assert down.returncode == 1
+    assert "channel 27-9-9-9 is not on this server (it has: 27-1-1-1)" in down.stdout

@@ -111,6 +111,14 @@ class BtsClient(Link):
         return root
 
     # --- the commands the rig uses -----------------------------------------------------
+    async def channels(self) -> list[str]:
+        """Every channel the server has, as devtype-devid-subdevid-chlid."""
+        reply = await self.command("getdevinfo")
+        return [
+            "-".join(e.get(k, "?") for k in ("devtype", "devid", "subdevid", "Channelid"))
+            for e in reply.iterfind("middle/channel")
+        ]
+
     async def start(self, channel: Channel, step_path: str, barcode: str) -> bool:
         body = (
             f'<list count="1"><start ip="{channel.ip}" {channel.attributes} '

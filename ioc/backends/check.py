@@ -11,9 +11,10 @@ import asyncio
 import math
 from dataclasses import dataclass
 
+from .bts import BtsClient, Channel
 from .link import CommError
 from .modbus import ModbusInstrument
-from .rigfile import ModbusDevice, RigFile
+from .rigfile import BtsCycler, ModbusDevice, RigFile
 
 HINTS = {
     "no connection": "is it powered and on the network, and are host and port right?",
@@ -92,8 +93,40 @@ async def check_device(device: ModbusDevice) -> list[Line]:
     return lines
 
 
+async def check_cycler(config: BtsCycler) -> list[Line]:
+    """The BTS server: is the channel there, and what does it say."""
+    client = BtsClient(config.host, config.port, config.timeout)
+    channel = Channel.parse(config.channel, config.host)
+    where = f"BTS {config.channel}"
+    try:
+        found = await client.channels()
+        if config.channel not in found:
+            shown = ", ".join(found[:8]) or "none"
+            problem = f"channel {config.channel} is not on this server (it has: {shown})"
+            return [Line("cycler", "channel", where, "bts", math.nan, math.nan, "", problem)]
+        status = await client.inquire(channel)
+    except CommError as ex:
+        problem = _hint(str(ex).split(": ", 1)[-1])
+        return [Line("cycler", "channel", where, "bts", math.nan, math.nan, "", problem)]
+    finally:
+        client.close()
+    lines = [Line("cycler", "channel", where, status.get("workstatus", "?"), math.nan,
+                  math.nan, "", "")]  # fmt: skip
+    for name, unit, (low, high) in (("voltage", "V", (-1.0, 6.0)), ("current", "A", (-1, 1))):
+        try:
+            value = float(status.get(name, "nan"))
+        except ValueError:
+            value = math.nan
+        problem = "" if low <= value <= high else f"{status.get(name)!r} is implausible"
+        lines.append(Line("cycler", name, where, "bts", value, value, unit, problem))
+    return lines
+
+
 async def check_rig(rig: RigFile) -> list[Line]:
-    found = await asyncio.gather(*(check_device(d) for d in rig.devices))
+    checks = [check_device(d) for d in rig.devices]
+    if rig.cycler is not None:
+        checks.append(check_cycler(rig.cycler))
+    found = await asyncio.gather(*checks)
     return [line for lines in found for line in lines]
 
 
@@ -121,6 +154,8 @@ def table(lines: list[Line]) -> str:
 def run_check(rig: RigFile) -> tuple[str, bool]:
     """The commissioning table and whether everything answered plausibly."""
     lines = asyncio.run(check_rig(rig))
-    summary = [f"rig {rig.name!r} ({rig.source}): " + ", ".join(
-        f"{d.role} at {d.address} (unit {d.unit})" for d in rig.devices)]  # fmt: skip
+    where = [f"{d.role} at {d.address} (unit {d.unit})" for d in rig.devices]
+    if rig.cycler is not None:
+        where.append(f"cycler at {rig.cycler.address} (channel {rig.cycler.channel})")
+    summary = [f"rig {rig.name!r} ({rig.source}): " + ", ".join(where)]
     return "\n".join([*summary, table(lines)]), all(line.ok for line in lines)
