@@ -10,8 +10,8 @@ Current is positive on charge.
 The values mean what BDF says of one test: test time from the run's start,
 capacities and energies counted from zero at the run's first row, cycle and step counts
 of this run (rows logged before its first step are step 0, cycle 0), and ``Unix Time``
-the instrument's clock anchored at the run's start (the wall clock at 1x; an
-accelerated simulation runs faster than it).
+the wall time of each row: experiment time from the run's start at the rig's speed (1 on
+real instruments; an accelerated simulation's rows are that much closer in wall time).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .timebase import run_origin
+from .timebase import clock_rate, run_origin
 
 FORMATS = ("bdf", "csv", "parquet")
 
@@ -81,6 +81,7 @@ def bdf_frame(run) -> pd.DataFrame:
     data = run["samples"].read()
     values = {field: data[field].values.astype(float) for field in BDF_COLUMNS}
     t0, unix0 = run_origin(run)
+    rate = clock_rate(run)
     if "steps" in run and run["steps"].read().sizes.get("time", 0):
         first_step = float(run["steps"].read()["step_start_time"].values[0])
         before = values["test_time"] < first_step - 1e-9  # the previous run's numbering
@@ -93,8 +94,8 @@ def bdf_frame(run) -> pd.DataFrame:
     for field, (column, factor) in BDF_COLUMNS.items():
         if field != "test_time":
             frame[column] = values[field] * factor
-        if field == "current":
-            frame["Unix Time / s"] = unix0 + test_time
+        if field == "current":  # wall time: experiment time at the rig's speed
+            frame["Unix Time / s"] = unix0 + test_time / rate
     for column in ("Cycle Count / 1", "Step Count / 1"):
         frame[column] = frame[column].astype(int)
     return pd.DataFrame(frame)

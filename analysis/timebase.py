@@ -4,7 +4,9 @@ A person reads every time of a run (progress lines, reports, figures, exports) f
 run's start; the rig's own clock (seconds since the IOC was first started) and the Unix
 time stay in the data. The run's start is the earlier of its first reading of the rig
 (``rig_clock_time`` in ``primary``) and its first logged sample (the samples are
-collected from just before that first reading).
+collected from just before that first reading). Experiment time and wall time advance at
+the rig's speed (1 on real instruments, thousands in a simulated demo), measured from the
+run's own readings.
 """
 
 from __future__ import annotations
@@ -20,6 +22,19 @@ def _first(run, stream: str, field: str) -> tuple[float, float] | None:
     return float(data[field].values[0]), float(data["time"].values[0])
 
 
+def clock_rate(run) -> float:
+    """Experiment seconds per wall second over the run's readings (1 if unknown)."""
+    if "primary" not in run:
+        return 1.0
+    data = run["primary"].read()
+    if data.sizes.get("time", 0) < 2 or "rig_clock_time" not in data:
+        return 1.0
+    clock, unix = data["rig_clock_time"].values, data["time"].values
+    if unix[-1] - unix[0] <= 0 or clock[-1] - clock[0] <= 0:
+        return 1.0
+    return float((clock[-1] - clock[0]) / (unix[-1] - unix[0]))
+
+
 def run_origin(run) -> tuple[float, float]:
     """The rig's clock (s) and the Unix time (s) at the run's start."""
     reading = _first(run, "primary", "rig_clock_time")
@@ -30,7 +45,7 @@ def run_origin(run) -> tuple[float, float]:
         return sample[0], float(run.start["time"])
     clock, unix = reading
     if sample is not None and sample[0] < clock:  # logged before the first reading
-        return sample[0], unix - (clock - sample[0])
+        return sample[0], unix - (clock - sample[0]) / clock_rate(run)
     return clock, unix
 
 

@@ -118,7 +118,7 @@ def test_scan_id_survives_a_new_session_and_a_second_session_is_refused(session,
 def test_ioc_refusal_mid_plan_ends_the_run_with_the_reason_and_keeps_data(session, rig, ioc):
     token = when_event(session.RE, 2, lambda: ioc.put("Press:Mode-SP", "Gap"))
     with pytest.raises(PressureRejected, match="mode changed to Gap"):
-        session.RE(ramp_pressure(rig, 150.0, 0.5, interval=5.0))
+        session.RE(ramp_pressure(rig, 150.0, 0.1, interval=5.0))  # long: a loaded client
     session.RE.unsubscribe(token)
     run = session.catalog[-1]
     assert run.stop["exit_status"] == "fail"

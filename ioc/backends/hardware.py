@@ -160,6 +160,8 @@ class HardwareRig(Rig):
             }
         elif "load_cell" not in self.instruments:
             sources["press"] = (*PRESS_PVS, *LOAD_CELL_PVS)
+        if isinstance(self.cycler, AbsentCycler):
+            out.update(dict.fromkeys(CYCLER_PVS, ("this rig has no cycler channel", 0.0)))
         for role, why in self.comm.items():
             if why:
                 link = self.cycler.client if role == "cycler" else self.instruments[role]
@@ -189,11 +191,12 @@ class HardwareRig(Rig):
         super().tare()
 
     def set_mode(self, mode: int | str) -> None:
-        lost = self.comm["press"] or (self.topology == "ioc" and self.comm["load_cell"])
-        if lost and str(mode).lower() not in ("off", "0", str(int(Mode.OFF))):
-            raise RigError(f"mode refused: {lost}")
-        if not math.isfinite(self.press.pressure) and str(mode).lower() in ("pressure", "1"):
-            raise RigError("mode refused: no pressure measured yet")
+        mode = self.parse_mode(mode)
+        lost = self._lost()
+        if lost and mode != Mode.OFF:
+            raise RigError(f"{mode.name.title()} mode refused: {lost}")
+        if mode == Mode.PRESSURE and not math.isfinite(self.press.pressure):
+            raise RigError("Pressure mode refused: no pressure measured yet")
         super().set_mode(mode)
 
     def _lost(self) -> str:

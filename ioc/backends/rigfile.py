@@ -26,6 +26,7 @@ TYPES = {  # register data type -> number of 16-bit registers
 TABLES = ("holding", "input")
 ORDERS = ("big", "little")
 TOPOLOGIES = ("controller", "ioc")
+MAX_FILE_BYTES = 1_000_000  # a rig file is a page of TOML
 
 # What each instrument must (and may) map, per topology: name -> (unit, writable).
 PRESS_CONTROLLER = {
@@ -311,9 +312,13 @@ def load_rig_file(path: str | Path) -> RigFile:
     """Read and validate a rig file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise RigFileError(f"{path}: {path.stat().st_size:,} bytes is not a rig file")
+        text = path.read_bytes().decode("utf-8")
     except OSError as ex:
         raise RigFileError(f"cannot read {path}: {ex.strerror or ex}") from None
+    except UnicodeDecodeError as ex:
+        raise RigFileError(f"{path}: not a text file (byte {ex.start} is not UTF-8)") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as ex:

@@ -685,13 +685,15 @@ class RigIOC(RigPVGroup):
                     severity=AlarmSeverity.NO_ALARM,
                     verify_value=False,
                 )
-        if set(stale) != self._stale and stale:
-            await self.report(next(iter(stale.values()))[0])
+        for why in dict.fromkeys(stale[name][0] for name in stale if name not in self._stale):
+            await self.report(why)  # each new reason once
         self._stale = set(stale)
 
     # --- rig-level settings -------------------------------------------------------------
     @speed_sp.putter
     async def speed_sp(self, instance, value):
+        if isinstance(self.backend, HardwareRig):
+            raise RigError("Rig:Speed-SP refused: real instruments keep their own time")
         self.speed = value
         return value
 

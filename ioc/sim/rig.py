@@ -295,12 +295,16 @@ class Rig:
         self.interlock = ""
 
     # --- commands (validated; state unchanged on error) -------------------------------
-    def set_mode(self, mode: int | str) -> None:
+    @staticmethod
+    def parse_mode(mode: int | str) -> Mode:
         try:
-            mode = Mode[mode.upper()] if isinstance(mode, str) else Mode(int(mode))
+            return Mode[mode.upper()] if isinstance(mode, str) else Mode(int(mode))
         except (KeyError, ValueError):
             names = ", ".join(m.name.title() for m in Mode)
             raise RigError(f"mode: {mode!r} is not one of {names}") from None
+
+    def set_mode(self, mode: int | str) -> None:
+        mode = self.parse_mode(mode)
         if self.interlock and mode != Mode.OFF:
             raise RigError(f"interlock tripped ({self.interlock}); reset it before {mode.name}")
         self.press.set_mode(mode)
