@@ -143,6 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hold", type=float, default=30.0, help="s held at 40 MPa")
     parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument("--only", nargs="+", choices=list(PATHS), help="measure these paths")
     args = parser.parse_args()
     from caproto.threading.client import Context
 
@@ -150,6 +151,8 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, template in PATHS.items():
+            if args.only and name not in args.only:
+                continue
             (Path(tmp) / name).mkdir()
             results.append(measure(name, template, context, args.hold, Path(tmp)))
             r = results[-1]
