@@ -20,12 +20,53 @@ CA_ENV = loopback_ca_env(free_port_pair())
 os.environ.update(CA_ENV)  # before any caproto client context exists
 
 
+GONE: set[str] = set()  # prefixes of the IOCs stopped so far in this session
+CONTEXTS: list = []  # the tests' client contexts
+
+
+def _stop_and_remember(self, timeout: float = 10.0) -> int:
+    code = _stop(self, timeout)
+    GONE.add(self.prefix)
+    return code
+
+
+_stop, IOCProcess.stop = IOCProcess.stop, _stop_and_remember
+
+
+def forget_gone_iocs() -> None:
+    """Stop searching for the PVs of IOCs that are gone (their random prefixes never come
+    back). caproto's clients search again for every PV that lost its server, forever; over
+    a session of hundreds of IOCs the searches pile up until a new IOC takes longer to
+    find than a test waits. Both client contexts: the tests' and ophyd's."""
+    from caproto.threading import pyepics_compat
+
+    contexts = list(CONTEXTS)
+    if pyepics_compat._make_context.cache_info().currsize:
+        contexts.append(pyepics_compat.PV.default_context())
+    for context in contexts:
+        broadcaster = context.broadcaster
+        with broadcaster._search_lock:
+            names = [item[0] for item in broadcaster.unanswered_searches.values()]
+        gone = [name for name in names if name.split(":", 1)[0] + ":" in GONE]
+        if gone:
+            broadcaster.cancel(*gone)
+
+
+@pytest.fixture(autouse=True)
+def _no_searches_for_gone_iocs():
+    forget_gone_iocs()
+
+
 class RunningIOC(IOCProcess):
     """An IOC subprocess plus small helpers on caproto's threading client."""
 
     def __init__(self, context, **kwargs):
         super().__init__(env=CA_ENV, **kwargs)
         self.context = context
+
+    def start(self, timeout: float = 20.0) -> RunningIOC:
+        forget_gone_iocs()
+        return super().start(timeout)
 
     def pv(self, name: str, timeout: float = 5.0):
         (pv,) = self.context.get_pvs(self.prefix + name, timeout=timeout)
@@ -82,7 +123,9 @@ def ca_context():
     from caproto.threading.client import Context
 
     context = Context()
+    CONTEXTS.append(context)
     yield context
+    CONTEXTS.remove(context)
     context.disconnect()
 
 

@@ -4,6 +4,7 @@ and never a traceback or a library's warning (real IOC, real catalog, real proce
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,29 @@ def test_progress_lines_are_labelled_and_timed_from_the_run_start():
     assert "nan" not in text and "Hold gap: gap locked after 0.00 h, +0.000 mAh\n" in text
     assert "mean pressure 50.00 MPa" in text
     assert "at t=0.50 h" in text  # from the run's first reading, not the IOC's lifetime
+
+
+def test_the_harness_stops_searching_for_the_pvs_of_gone_iocs(ca_context):
+    """Hundreds of IOCs per session: without this, searches for their PVs pile up in the
+    client contexts until new IOCs are not found in time (seen in CI: 418 in the tests'
+    context, thousands in ophyd's)."""
+    from conftest import forget_gone_iocs, start_ioc
+
+    ioc = start_ioc(ca_context)
+    names = ["Rig:Time-RB", "Press:Pressure-RB", "Rig:Cell-RB"]
+    for name in names:
+        ioc.pv(name)
+    ioc.stop()
+    broadcaster = ca_context.broadcaster
+
+    def pending() -> set[str]:
+        with broadcaster._search_lock:
+            return {item[0] for item in broadcaster.unanswered_searches.values()}
+
+    wanted = {ioc.prefix + name for name in names}
+    deadline = time.monotonic() + 10
+    while not wanted <= pending() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the client notices the circuit is gone and searches again
+    assert wanted <= pending()
+    forget_gone_iocs()
+    assert not wanted & pending()
