@@ -106,6 +106,12 @@ def test_unreadable_rig_file_is_refused(tmp_path):
     bad.write_text("[rig\nname = ")
     with pytest.raises(RigFileError, match="not valid TOML"):
         load_rig_file(bad)
+    bad.write_bytes(b'[rig]\nname = "\xff"')
+    with pytest.raises(RigFileError, match="not a text file"):
+        load_rig_file(bad)
+    bad.write_text("# " + "x" * 1_000_001)
+    with pytest.raises(RigFileError, match="is not a rig file"):
+        load_rig_file(bad)
     with pytest.raises(RigFileError, match="cannot read"):
         load_rig_file(tmp_path / "missing.toml")
 
@@ -190,6 +196,9 @@ def lost_link(ioc, emulator, role, stale, unmeasured, controller):
     # refused while the link is down: reset and pressure mode, each saying why
     ioc.put("Rig:InterlockReset-Cmd", 1, wait=False)
     ioc.wait_for(lambda: "cannot reset interlock" in ioc.text("Rig:Msg-RB"), 5.0, "refusal")
+    ioc.put("Press:Mode-SP", "Pressure", wait=False)
+    ioc.wait_for(lambda: "Pressure mode refused" in ioc.text("Rig:Msg-RB"), 5.0, "refusal")
+    assert ioc.enum("Press:Mode-RB") == "Gap"
     # experiment time goes on while the clock's instrument is silent (logging goes on)
     ioc.wait_for(lambda: ioc.get("Rig:Time-RB") > tripped_at + 2.0, 10.0, "time going on")
     assert emulator.call(lambda: sim.press.pressure) > 10.0  # the cell is still pressed
@@ -391,3 +400,24 @@ def test_check_reads_the_cycler_channel_and_names_a_wrong_one(tmp_path):
         down = run_cli("ssb_ioc.cli", "--rig", path, "--check")
     assert down.returncode == 1
     assert "channel 27-9-9-9 is not on this server (it has: 27-1-1-1)" in down.stdout
+
+
+def test_what_only_the_simulation_can_do_is_refused_on_instruments(tmp_path, ca_context):
+    """Speed, fault injection and a tare of a controller's own load cell: each refused
+    with the reason, nothing changed."""
+    path = rig_file_on_free_ports(RIGS / "emulated.toml", tmp_path)
+    with EmulatorThread(load_rig_file(path), seed=1):
+        ioc = RunningIOC(ca_context, extra_args=["--rig", path]).start()
+        try:
+            for name, value, says in [
+                ("Rig:Speed-SP", 100.0, "real instruments keep their own time"),
+                ("Rig:InjectFault-Cmd", 1, "fault injection acts on the simulated cell"),
+                ("LC:Tare-Cmd", 1, "the press controller zeroes its own load cell"),
+            ]:
+                ioc.put(name, value, wait=False)
+                ioc.wait_for(lambda says=says: says in ioc.text("Rig:Msg-RB"), 5.0, says)
+            assert ioc.get("Rig:Speed-SP") == 1.0
+            assert ioc.get("LC:TareOffset-RB") == 0.0
+            assert ioc.get("Rig:ActualSpeed-RB") < 5.0  # the emulator's clock, at 1x
+        finally:
+            assert ioc.stop() == 0, ioc.stderr
