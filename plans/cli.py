@@ -6,6 +6,7 @@ ssb runs [--cell-id ID]  list (and search) runs in the catalog
 ssb show RUN             a run's metadata and streams (RUN: scan id, uid or -1)
 ssb export RUN           write a run as BDF, CSV or Parquet files
 ssb report RUN           figures and a Markdown page with the key numbers
+ssb lab up|status|down   a lab of several rigs: queues, a PostgreSQL catalog, an overview
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run", help="scan id, (partial) uid, or -1 for the latest")
     report.add_argument("--out", default="ssb-reports", help="directory (default: %(default)s)")
     report.add_argument("--catalog", help=catalog_help)
+
+    from ssb_lab.cli import add_parser as add_lab_parser
+
+    add_lab_parser(sub)
     return parser
 
 
@@ -109,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             operator=args.operator,
             capacity=args.capacity,
         )
+    if args.command == "lab":
+        from ssb_lab.cli import run as run_lab
+
+        return run_lab(args)
     if args.command == "attach":
         from .attach import attach_cli
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -213,7 +213,7 @@ class Acquisition:
     detector_period: float | None = None  # s of experiment time between detector readings
     poll: float = 0.5  # s of wall time between collects
     watch: EventWatch = field(default_factory=EventWatch)
-    fast_steps: Collection[int] | Literal["all"] = ()  # steps with full-rate load-cell data
+    fast_steps: Sequence[int] | Literal["all"] = ()  # steps with full-rate load-cell data
     resume_from: dict[str, int] = field(default_factory=dict)  # flyer name -> first row
     origin: float | None = None  # the rig's clock at the run's start
     next_reading: float = math.inf
@@ -269,7 +269,7 @@ def table_node(planned: PlannedStep) -> dict[str, Any]:
 def sequence_table(
     protocol: Protocol,
     planned: Sequence[PlannedStep],
-    fast_steps: Collection[int] | Literal["all"] = (),
+    fast_steps: Sequence[int] | Literal["all"] = (),
     owner: dict[str, Any] | None = None,
 ) -> str:
     """The protocol as the instrument's sequencer runs it: the planned steps, with
@@ -554,7 +554,7 @@ def run_protocol(
     poll: float = 0.5,
     reactions: dict[str, str] | None = None,
     limits: Sequence[Limit] = (),
-    fast_steps: Collection[int] | Literal["all"] = (),
+    fast_steps: Sequence[int] | Literal["all"] = (),
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Run ``protocol`` (text or :class:`Protocol`) in one run; returns its uid.

@@ -1,0 +1,119 @@
+"""Start services detached from the shell, know them again later, stop only those.
+
+A lab outlives the ``ssb lab up`` that started it, so each service is a process in a
+session of its own, its output in a log file, its pid and start time written down. A pid
+is only trusted while the process with it still has the recorded start time: a pid reused
+by the system after a reboot is never signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+@dataclass
+class Started:
+    """What is needed to find a started process again: its pid and its start time."""
+
+    pid: int
+    created: float
+
+    def process(self) -> psutil.Process | None:
+        """The process, if it is still the one that was started."""
+        try:
+            process = psutil.Process(self.pid)
+            if abs(process.create_time() - self.created) > 0.5 or not process.is_running():
+                return None
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return process
+        except psutil.Error:
+            return None
+
+    def alive(self) -> bool:
+        return self.process() is not None
+
+
+def start(
+    argv: Sequence[str],
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    user: str | None = None,
+) -> Started:
+    """Start ``argv`` in a new session with stdout and stderr appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,  # neither Ctrl-C nor the shell's exit reaches it
+            user=user,
+        )
+    return Started(process.pid, psutil.Process(process.pid).create_time())
+
+
+def wait_ready(
+    started: Started, ready: Callable[[], bool], timeout: float, what: str, log: Path
+) -> None:
+    """Poll ``ready`` until true; a process that exits or takes too long is reported with
+    the end of its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not started.alive():
+            raise RuntimeError(f"{what} exited while starting:\n{tail(log)}")
+        try:
+            if ready():
+                return
+        except Exception:  # not listening yet
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} was not ready within {timeout:g} s:\n{tail(log)}")
+
+
+def tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {log})"
+
+
+def stop(
+    started: Started,
+    timeout: float = 15.0,
+    sig: signal.Signals = signal.SIGTERM,
+    children: bool = True,
+) -> bool:
+    """Send ``sig`` to the process (and, with ``children``, to its children too), SIGKILL
+    what is left after ``timeout``. False if it was already gone. A server that shuts its
+    own workers down (PostgreSQL) gets ``children=False``."""
+    process = started.process()
+    if process is None:
+        return False
+    family = [process, *process.children(recursive=True)]
+    for member in family if children else [process]:
+        try:
+            member.send_signal(sig)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for member in alive:
+        try:
+            member.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    return True

@@ -1,0 +1,492 @@
+"""``ssb lab up | status | down``: start, show and stop every part of a lab.
+
+Parts, in the order they start (and the reverse order they stop): PostgreSQL, Redis, the
+Tiled server on PostgreSQL, one IOC per rig, one RE Manager per rig (its worker opened,
+ready for a queue), one bluesky-httpserver per rig, and the overview page. What was
+started is written to ``DIR/lab.json`` as it starts, so ``down`` stops exactly those
+processes (each known by pid and start time) and nothing else, even after a failed
+``up``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from ssb_ioc.launch import loopback_ca_env
+
+from . import postgres, processes
+from .layout import Layout, RigPlaces
+from .permissions import write_permissions
+
+READY_TIMEOUT = 120.0  # s: a worker importing the suite on a loaded 2-core machine
+
+
+class LabError(RuntimeError):
+    """A lab that cannot be started, shown or stopped; says why and what to do."""
+
+
+@dataclass
+class Part:
+    """One started process of the lab."""
+
+    name: str
+    address: str
+    pid: int
+    created: float
+    log: str
+
+    @property
+    def started(self) -> processes.Started:
+        return processes.Started(self.pid, self.created)
+
+
+# -- the state file -------------------------------------------------------------------
+def read_state(directory: Path) -> dict | None:
+    path = directory / "lab.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as ex:
+        raise LabError(f"{path} is not a lab state file ({ex}); remove it by hand") from None
+
+
+def layout_of(directory: Path, state: dict) -> Layout:
+    return Layout(directory, state["rigs"], state["base_port"])
+
+
+def parts_of(state: dict) -> list[Part]:
+    return [Part(**p) for p in state.get("parts", [])]
+
+
+class _Recorder:
+    """The state file, rewritten after every part started."""
+
+    def __init__(self, layout: Layout, options: dict):
+        self.layout = layout
+        self.state = {
+            "rigs": layout.rigs,
+            "base_port": layout.base_port,
+            **options,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "parts": [],
+        }
+        self.parts: list[Part] = []
+
+    def add(self, part: Part) -> None:
+        self.parts.append(part)
+        self.state["parts"] = [asdict(p) for p in self.parts]
+        tmp = self.layout.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1))
+        tmp.replace(self.layout.state_file)
+
+
+# -- up -------------------------------------------------------------------------------
+def _executable(name: str) -> str:
+    """A console script of this environment (beside the Python running us)."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+def _redis_server() -> str:
+    found = shutil.which("redis-server")
+    if not found:
+        raise LabError(
+            "Redis is not installed: install it (Debian/Ubuntu: apt-get install redis-server; "
+            "conda: conda install -c conda-forge redis) and run `ssb lab up` again"
+        )
+    return found
+
+
+def _redis_ready(port: int) -> bool:
+    import redis
+
+    return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
+
+
+def _http_ok(url: str, key: str | None = None) -> bool:
+    headers = {"Authorization": f"Apikey {key}"} if key else {}
+    return httpx.get(url, headers=headers, timeout=2).status_code == 200
+
+
+def _tiled_config(layout: Layout, password: str, key: str) -> Path:
+    port = layout.postgres_port
+    data = layout.directory / "tiled-data"
+    data.mkdir(parents=True, exist_ok=True)
+    config = {
+        "authentication": {"single_user_api_key": key},
+        "trees": [
+            {
+                "path": "/",
+                "tree": "catalog",
+                "args": {
+                    "uri": postgres.uri(port, password, "catalog", "postgresql+asyncpg"),
+                    "writable_storage": [str(data), postgres.uri(port, password, "tables")],
+                    "init_if_not_exists": True,
+                    "specs": [{"name": "CatalogOfBlueskyRuns", "version": "3.0"}],
+                },
+            }
+        ],
+    }
+    return _private_file(layout.directory / "tiled.yml", json.dumps(config, indent=1))
+
+
+def _private_file(path: Path, text: str) -> Path:
+    """A file only its owner reads (it holds a key or a password); JSON is YAML too."""
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(text)
+    return path
+
+
+def _http_config(layout: Layout, rig: RigPlaces, key: str) -> Path:
+    config = {
+        "qserver_zmq_configuration": {
+            "control_address": rig.zmq_control_addr,
+            "info_address": rig.zmq_info_addr,
+        },
+        "authentication": {"single_user_api_key": key, "allow_anonymous_access": False},
+    }
+    return _private_file(layout.rig_dir(rig) / "httpserver.yml", json.dumps(config, indent=1))
+
+
+def rig_client_env(layout: Layout, rig: RigPlaces) -> dict[str, str]:
+    """The environment of a process that works with ``rig``: its IOC on Channel Access,
+    the lab's catalog with its key."""
+    return {
+        **loopback_ca_env(rig.ca_port),
+        "SSB_LAB_RIG": rig.name,
+        "SSB_LAB_PREFIX": rig.prefix,
+        "SSB_LAB_MD": str(layout.rig_dir(rig) / "runengine-md"),
+        "SSB_CATALOG": layout.tiled_uri,
+        "SSB_CATALOG_API_KEY": layout.key("tiled-api-key"),
+    }
+
+
+def _start(
+    recorder: _Recorder,
+    name: str,
+    address: str,
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+) -> processes.Started:
+    log = recorder.layout.logs / f"{name}.log"
+    started = processes.start(argv, log, env=env, cwd=recorder.layout.directory, user=user)
+    recorder.add(Part(name, address, started.pid, started.created, str(log)))
+    return started
+
+
+def _wait(recorder: _Recorder, name: str, ready: Callable[[], bool]) -> None:
+    part = next(p for p in recorder.parts if p.name == name)
+    processes.wait_ready(part.started, ready, READY_TIMEOUT, name, Path(part.log))
+
+
+def _ioc_ready(log: Path) -> bool:
+    return "ready" in log.read_text(errors="replace")
+
+
+def up(
+    directory: Path,
+    rigs: int,
+    *,
+    base_port: int | None = None,
+    speed: float = 1.0,
+    cell: str = "si-nmc",
+    progress: Callable[[str], None] = print,
+) -> Layout:
+    """Start a lab of ``rigs`` rigs in ``directory``; returns once every part answers."""
+    from .layout import DEFAULT_BASE_PORT
+
+    directory = directory.expanduser().resolve()
+    state = read_state(directory)
+    if state is not None:
+        alive = [p.name for p in parts_of(state) if p.started.alive()]
+        if alive:
+            raise LabError(
+                f"a lab is already up in {directory} (started {state.get('started')}; "
+                f"running: {', '.join(alive)}): `ssb lab status` shows it, `ssb lab down` "
+                "stops it"
+            )
+    layout = Layout(directory, rigs, base_port or DEFAULT_BASE_PORT)
+    busy = layout.busy_ports()
+    if busy:
+        raise LabError(
+            f"ports in use: {', '.join(busy)}; stop what holds them or choose another "
+            f"--base-port (the lab needs {layout.base_port}..{layout.base_port + 10 * rigs + 4})"
+        )
+    redis_server = _redis_server()
+    pg_bin = postgres.binaries()
+    directory.mkdir(parents=True, exist_ok=True)
+    layout.logs.mkdir(exist_ok=True)
+    recorder = _Recorder(layout, {"speed": speed, "cell": cell, "pg_bin": str(pg_bin)})
+    try:
+        _bring_up(recorder, redis_server, speed, cell, progress)
+    except BaseException:
+        progress("starting failed: stopping what was started")
+        down(directory, progress=lambda _: None)
+        raise
+    return layout
+
+
+def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, progress) -> None:
+    layout = recorder.layout
+    password = layout.key("postgres-password")
+    tiled_key = layout.key("tiled-api-key")
+    http_key = layout.key("http-api-key")
+
+    data = layout.directory / "postgres"
+    if postgres.initialise(data, password):
+        progress(f"PostgreSQL: made a cluster in {data}")
+    _start(
+        recorder,
+        "postgres",
+        f"127.0.0.1:{layout.postgres_port}",
+        postgres.server_command(data, layout.postgres_port),
+        user=postgres.run_as(),
+    )
+    _wait(recorder, "postgres", lambda: postgres.ready(layout.postgres_port, password))
+    postgres.ensure_databases(layout.postgres_port, password)
+    progress(f"PostgreSQL   127.0.0.1:{layout.postgres_port}")
+
+    redis_dir = layout.directory / "redis"
+    redis_dir.mkdir(exist_ok=True)
+    _start(
+        recorder,
+        "redis",
+        f"127.0.0.1:{layout.redis_port}",
+        [
+            redis_server,
+            "--port",
+            str(layout.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(redis_dir),
+            "--save",
+            "60 1",  # the queues and histories survive a restart of the lab
+            "--daemonize",
+            "no",
+        ],  # fmt: skip
+    )
+    _wait(recorder, "redis", lambda: _redis_ready(layout.redis_port))
+    progress(f"Redis        127.0.0.1:{layout.redis_port}")
+
+    config = _tiled_config(layout, password, tiled_key)
+    _start(
+        recorder,
+        "tiled",
+        layout.tiled_uri,
+        [
+            _executable("tiled"),
+            "serve",
+            "config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(layout.tiled_port),
+        ],  # fmt: skip
+    )
+
+    for rig in layout.all_rigs():
+        rig_dir = layout.rig_dir(rig)
+        rig_dir.mkdir(exist_ok=True)
+        _start(
+            recorder,
+            f"{rig.name}-ioc",
+            f"{rig.prefix} CA 127.0.0.1:{rig.ca_port}",
+            [
+                sys.executable,
+                "-m",
+                "ssb_ioc.cli",
+                "--prefix",
+                rig.prefix,
+                "--cell",
+                cell,
+                "--speed",
+                str(speed),
+                "--seed",
+                str(rig.number),
+                "--autosave",
+                str(rig_dir / "autosave"),
+            ],  # fmt: skip
+            env=loopback_ca_env(rig.ca_port),
+        )
+    _wait(recorder, "tiled", lambda: _http_ok(f"http://127.0.0.1:{layout.tiled_port}/healthz"))
+    progress(f"Tiled        {layout.tiled_uri} (PostgreSQL catalog)")
+    for rig in layout.all_rigs():
+        log = layout.logs / f"{rig.name}-ioc.log"
+        _wait(recorder, f"{rig.name}-ioc", lambda log=log: _ioc_ready(log))
+        progress(f"{rig.name} IOC     {rig.prefix} on CA port {rig.ca_port}")
+
+    plans_file, groups_file = write_permissions(layout.directory)
+    for rig in layout.all_rigs():
+        _start(
+            recorder,
+            f"{rig.name}-manager",
+            rig.zmq_control_addr,
+            [
+                _executable("start-re-manager"),
+                "--startup-module",
+                "ssb_lab.profile",
+                "--existing-plans-devices",
+                str(plans_file),
+                "--update-existing-plans-devices",
+                "NEVER",
+                "--user-group-permissions",
+                str(groups_file),
+                "--redis-addr",
+                f"127.0.0.1:{layout.redis_port}",
+                "--redis-name-prefix",
+                f"ssb_lab_{rig.name}",
+                "--zmq-control-addr",
+                f"tcp://127.0.0.1:{rig.zmq_control}",
+                "--zmq-info-addr",
+                f"tcp://127.0.0.1:{rig.zmq_info}",
+                "--zmq-publish-console",
+                "ON",
+                "--keep-re",
+            ],  # fmt: skip
+            env=rig_client_env(layout, rig),
+        )
+    managers = {}
+    for rig in layout.all_rigs():
+        managers[rig.name] = manager_api(rig)
+        _wait(recorder, f"{rig.name}-manager", managers[rig.name].status)
+    for api in managers.values():
+        status = api.status()
+        if not status["worker_environment_exists"]:
+            api.environment_open()
+    for rig in layout.all_rigs():
+        api = managers[rig.name]
+        _wait(recorder, f"{rig.name}-manager", lambda api=api: _environment_open(api))
+        api.close()
+        progress(f"{rig.name} manager {rig.zmq_control_addr} (worker open)")
+
+    for rig in layout.all_rigs():
+        config = _http_config(layout, rig, http_key)
+        _start(
+            recorder,
+            f"{rig.name}-http",
+            rig.http_uri,
+            [
+                _executable("start-bluesky-httpserver"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(rig.http_port),
+                "--config_path",
+                str(config),
+            ],  # fmt: skip
+        )
+    for rig in layout.all_rigs():
+        _wait(
+            recorder,
+            f"{rig.name}-http",
+            lambda r=rig: _http_ok(f"{r.http_uri}/api/status", http_key),
+        )
+        progress(f"{rig.name} HTTP    {rig.http_uri}")
+
+    _start(
+        recorder,
+        "overview",
+        layout.overview_uri,
+        [sys.executable, "-m", "ssb_lab.overview", "--dir", str(layout.directory)],
+        env={"SSB_CATALOG_API_KEY": tiled_key},
+    )
+    _wait(recorder, "overview", lambda: _http_ok(f"{layout.overview_uri}/healthz"))
+    progress(f"overview     {layout.overview_uri}")
+
+
+def _environment_open(api) -> bool:
+    status = api.status()
+    if status["worker_environment_state"] == "error" or (
+        status["manager_state"] == "idle" and not status["worker_environment_exists"]
+    ):
+        raise LabError(
+            f"the worker did not open its environment: {status['worker_environment_state']}"
+        )
+    return status["worker_environment_exists"] and status["manager_state"] == "idle"
+
+
+def manager_api(rig: RigPlaces):
+    """queueserver-api's client of ``rig``'s RE Manager (0MQ, on this machine)."""
+    from bluesky_queueserver_api.zmq import REManagerAPI
+
+    return REManagerAPI(zmq_control_addr=rig.zmq_control_addr, zmq_info_addr=rig.zmq_info_addr)
+
+
+# -- status and down ------------------------------------------------------------------
+@dataclass
+class PartStatus:
+    name: str
+    address: str
+    running: bool
+    detail: str
+
+
+def status(directory: Path) -> list[PartStatus]:
+    """Each recorded part: its address, whether it runs, and (managers) its queue."""
+    directory = directory.expanduser().resolve()
+    state = read_state(directory)
+    if state is None:
+        raise LabError(f"no lab in {directory} (`ssb lab up` starts one)")
+    layout = layout_of(directory, state)
+    shown = []
+    for part in parts_of(state):
+        running = part.started.alive()
+        detail = f"pid {part.pid}" if running else f"not running (log: {part.log})"
+        if running and part.name.endswith("-manager"):
+            detail += "; " + _queue_detail(layout.rig(int(part.name[3:].split("-")[0])))
+        shown.append(PartStatus(part.name, part.address, running, detail))
+    return shown
+
+
+def _queue_detail(rig: RigPlaces) -> str:
+    api = manager_api(rig)
+    try:
+        s = api.status()
+    except Exception as ex:
+        return f"no answer ({ex})"
+    finally:
+        api.close()
+    worker = "worker open" if s["worker_environment_exists"] else "worker CLOSED"
+    return f"{s['manager_state']}, {worker}, {s['items_in_queue']} queued"
+
+
+def format_status(rows: list[PartStatus]) -> str:
+    width = max(len(r.name) for r in rows)
+    awidth = max(len(r.address) for r in rows)
+    return "\n".join(
+        f"{r.name:<{width}}  {r.address:<{awidth}}  {'up  ' if r.running else 'DOWN'}  {r.detail}"
+        for r in rows
+    )
+
+
+def down(directory: Path, progress: Callable[[str], None] = print) -> int:
+    """Stop every recorded part, newest first; returns how many were running."""
+    directory = directory.expanduser().resolve()
+    state = read_state(directory)
+    if state is None:
+        raise LabError(f"no lab in {directory}: nothing to stop")
+    stopped = 0
+    for part in reversed(parts_of(state)):
+        if part.name == "postgres":  # fast shutdown: the postmaster stops its backends
+            ran = processes.stop(part.started, sig=signal.SIGINT, children=False)
+        else:
+            ran = processes.stop(part.started)
+        stopped += ran
+        progress(f"{part.name}: {'stopped' if ran else 'was not running'}")
+    (directory / "lab.json").unlink()
+    return stopped
