@@ -70,7 +70,7 @@ def write_permissions(directory: Path) -> tuple[Path, Path]:
             "ssb_lab.profile",
             "--file-dir",
             str(directory),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "SSB_LAB_LISTING": "1"},

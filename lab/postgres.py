@@ -98,7 +98,7 @@ def initialise(data: Path, password: str) -> bool:
                 f"--pwfile={pwfile}",
                 "--encoding=UTF8",
                 "--no-instructions",
-            ],  # fmt: skip
+            ],
             capture_output=True,
             text=True,
             user=user,
@@ -140,7 +140,7 @@ def _psql(port: int, password: str, sql: str, database: str = "postgres") -> str
             "ON_ERROR_STOP=1",
             "-c",
             sql,
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "2"},

@@ -8,6 +8,7 @@ by the system after a reboot is never signalled.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -105,15 +106,11 @@ def stop(
         return False
     family = [process, *process.children(recursive=True)]
     for member in family if children else [process]:
-        try:
+        with contextlib.suppress(psutil.Error):
             member.send_signal(sig)
-        except psutil.Error:
-            pass
     _, alive = psutil.wait_procs(family, timeout=timeout)
     for member in alive:
-        try:
+        with contextlib.suppress(psutil.Error):
             member.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(alive, timeout=5)
     return True

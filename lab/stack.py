@@ -277,7 +277,7 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, progress) -> 
             "60 1",  # the queues and histories survive a restart of the lab
             "--daemonize",
             "no",
-        ],  # fmt: skip
+        ],
     )
     _wait(recorder, "redis", lambda: _redis_ready(layout.redis_port))
     progress(f"Redis        127.0.0.1:{layout.redis_port}")
@@ -296,7 +296,7 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, progress) -> 
             "127.0.0.1",
             "--port",
             str(layout.tiled_port),
-        ],  # fmt: skip
+        ],
     )
 
     for rig in layout.all_rigs():
@@ -320,7 +320,7 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, progress) -> 
                 str(rig.number),
                 "--autosave",
                 str(rig_dir / "autosave"),
-            ],  # fmt: skip
+            ],
             env=loopback_ca_env(rig.ca_port),
         )
     _wait(recorder, "tiled", lambda: _http_ok(f"http://127.0.0.1:{layout.tiled_port}/healthz"))
@@ -357,7 +357,7 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, progress) -> 
                 "--zmq-publish-console",
                 "ON",
                 "--keep-re",
-            ],  # fmt: skip
+            ],
             env=rig_client_env(layout, rig),
         )
     managers = {}
@@ -388,7 +388,7 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, progress) -> 
                 str(rig.http_port),
                 "--config_path",
                 str(config),
-            ],  # fmt: skip
+            ],
         )
     for rig in layout.all_rigs():
         _wait(
