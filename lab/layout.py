@@ -21,6 +21,8 @@ from pathlib import Path
 DEFAULT_BASE_PORT = 7100
 MAX_RIGS = 16
 PREFIX_STEM = "LAB"
+HEARTBEAT = 2.0  # s between a running run's heartbeats: a dead worker's run is seen
+# orphaned within seconds, so the supervisor can attach to the protocol the IOC runs on
 
 
 def default_directory() -> Path:
@@ -123,14 +125,20 @@ class Layout:
 
     def busy_ports(self) -> list[str]:
         """'PORT (who)' for every port of the lab that something else already holds."""
+        udp = {r.ca_port for r in self.all_rigs()} | {r.ca_port + 1 for r in self.all_rigs()}
         busy = []
         for port, who in self.ports().items():
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    busy.append(f"{port} ({who})")
+            kinds = (
+                [socket.SOCK_STREAM, socket.SOCK_DGRAM] if port in udp else [socket.SOCK_STREAM]
+            )
+            for kind in kinds:  # an IOC searches and beacons over UDP on its port and the next
+                with socket.socket(socket.AF_INET, kind) as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        s.bind(("127.0.0.1", port))
+                    except OSError:
+                        busy.append(f"{port} ({who})")
+                        break
         return busy
 
     # -- places on disk ---------------------------------------------------------------

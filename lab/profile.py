@@ -20,6 +20,7 @@ from bluesky.plan_stubs import mv  # raw device writes: operators only (user gro
 from bluesky.plans import count  # a reading, harmless: observers too
 
 from ssb_devices import Rig
+from ssb_lab.layout import HEARTBEAT
 from ssb_plans import attach as _attach
 from ssb_plans import hold_pressure as _hold_pressure
 from ssb_plans import pressure_steps as _pressure_steps
@@ -68,6 +69,7 @@ else:
         md_dir=os.environ.get("SSB_LAB_MD"),
         progress=False,
         context_managers=[],  # the worker, not a terminal, owns the signals
+        heartbeat=HEARTBEAT,
     )
     RE = session.RE
     RE.md["rig"] = RIG_NAME  # every run says where it ran: search by rig

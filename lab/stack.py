@@ -374,6 +374,14 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, progress) -> 
         api.close()
         progress(f"{rig.name} manager {rig.zmq_control_addr} (worker open)")
 
+    _start(
+        recorder,
+        "supervisor",
+        "(restarts dead RE workers)",
+        [sys.executable, "-m", "ssb_lab.supervisor", "--dir", str(layout.directory)],
+        env={"SSB_CATALOG_API_KEY": tiled_key},
+    )
+
     for rig in layout.all_rigs():
         config = _http_config(layout, rig, http_key)
         _start(
@@ -443,12 +451,16 @@ def status(directory: Path) -> list[PartStatus]:
     if state is None:
         raise LabError(f"no lab in {directory} (`ssb lab up` starts one)")
     layout = layout_of(directory, state)
+    events = last_events(directory)
     shown = []
     for part in parts_of(state):
         running = part.started.alive()
         detail = f"pid {part.pid}" if running else f"not running (log: {part.log})"
         if running and part.name.endswith("-manager"):
-            detail += "; " + _queue_detail(layout.rig(int(part.name[3:].split("-")[0])))
+            rig = layout.rig(int(part.name[3:].split("-")[0]))
+            detail += "; " + _queue_detail(rig)
+            if rig.name in events:
+                detail += f"; last: {events[rig.name]}"
         shown.append(PartStatus(part.name, part.address, running, detail))
     return shown
 
@@ -463,6 +475,17 @@ def _queue_detail(rig: RigPlaces) -> str:
         api.close()
     worker = "worker open" if s["worker_environment_exists"] else "worker CLOSED"
     return f"{s['manager_state']}, {worker}, {s['items_in_queue']} queued"
+
+
+def last_events(directory: Path) -> dict[str, str]:
+    """Each rig's newest entry in the lab's event log, as a line."""
+    from .supervisor import read_events
+
+    newest = {}
+    for entry in read_events(directory):
+        when = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
+        newest[entry["rig"]] = f"{entry['event']} at {when}: {entry['detail']}"
+    return newest
 
 
 def format_status(rows: list[PartStatus]) -> str:

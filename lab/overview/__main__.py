@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from .app import Figures, build_app
     from .monitor import LabMonitor
 
-    monitor = LabMonitor(rigs)
+    monitor = LabMonitor(rigs, directory)
     figures = Figures(
         layout.tiled_uri, os.environ.get("SSB_CATALOG_API_KEY"), directory / "overview-cache"
     )

@@ -39,6 +39,7 @@ class Figures:
 
         from ssb_analysis.catalog import open_catalog
         from ssb_analysis.report import write_report
+        from ssb_analysis.runs import stop_document
 
         with self._lock:
             catalog = open_catalog(self.catalog_uri, api_key=self.api_key)
@@ -47,7 +48,7 @@ class Figures:
                 if len(found) == 0:
                     return {}, None
                 run = found[-1]
-                start, stop = dict(run.start), run.stop
+                start, stop = dict(run.start), stop_document(run)  # None while it runs
                 target = self.cache / rig / start["uid"]
                 page = next(target.glob("*/report.md"), None) if stop else None
                 if page is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from caproto import ChannelType
@@ -102,9 +103,13 @@ def level(view: dict[str, Any], severity: int) -> tuple[str, str]:
 class LabMonitor:
     """Monitors every rig's PVs and polls every RE Manager; ``snapshot()`` for the page."""
 
-    def __init__(self, rigs: list[RigPlaces], queue_period: float = 1.0):
+    def __init__(
+        self, rigs: list[RigPlaces], directory: Path | None = None, queue_period: float = 1.0
+    ):
         from caproto.threading.client import Context
 
+        self.directory = directory  # the lab's: its event log (worker restarts)
+        self._events: tuple[float, dict[str, str]] = (0.0, {})
         self.views = {rig.name: RigView(rig) for rig in rigs}
         self.context = Context()
         self._lock = threading.Lock()
@@ -171,8 +176,26 @@ class LabMonitor:
                 api.close()
 
     def snapshot(self) -> list[dict[str, Any]]:
+        events = self._lab_events()
         with self._lock:
-            return [view.snapshot() for view in self.views.values()]
+            views = [view.snapshot() for view in self.views.values()]
+        for view in views:
+            view["lab_event"] = events.get(view["name"], "")
+        return views
+
+    def _lab_events(self) -> dict[str, str]:
+        """Each rig's newest line of the lab's event log (read again when it changed)."""
+        if self.directory is None:
+            return {}
+        from ..stack import last_events
+
+        try:
+            changed = (self.directory / "events.jsonl").stat().st_mtime
+        except OSError:
+            return {}
+        if changed != self._events[0]:
+            self._events = (changed, last_events(self.directory))
+        return self._events[1]
 
     def close(self) -> None:
         self._stop.set()

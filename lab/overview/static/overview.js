@@ -58,6 +58,7 @@ function show(rig) {
     interlock: rig.interlock === "Tripped" ? `TRIPPED: ${rig.interlock_reason}` : (rig.interlock || "—"),
     last_event: rig.last_event || "none",
     queue: queueText(rig.queue),
+    lab_event: rig.lab_event || "—",
     time: hours(rig.time),
     message: rig.message || "",
   };
