@@ -1,11 +1,13 @@
 """Imports flow one way: analysis reads the catalog only; the IOC never imports clients.
 
+    ssb_lab -> ssb_plans, ssb_devices, ssb_analysis, ssb_ioc.launch   (starts it all)
     ssb_analysis            (catalog only: no ophyd, caproto, bluesky)
     ssb_plans -> ssb_devices -> ophyd
     ssb_ioc                 (server side: no client layers)
 
 The one client-side use of ssb_ioc is ``ssb_ioc.launch`` (start an IOC subprocess), used
-by ``ssb demo``.
+by ``ssb demo`` and ``ssb lab``; the one use of ssb_lab below it is ``ssb lab``'s command
+line, which the ``ssb`` command includes.
 """
 
 import ast
@@ -19,14 +21,22 @@ FOLDERS = {
     "ssb_devices": "ssb_devices",
     "ssb_plans": "plans",
     "ssb_analysis": "analysis",
+    "ssb_lab": "lab",
 }
 FORBIDDEN = {
-    "ssb_ioc": {"ssb_devices", "ssb_plans", "ssb_analysis", "ophyd", "bluesky", "databroker"},
-    "ssb_devices": {"ssb_ioc", "ssb_plans", "ssb_analysis", "bluesky", "databroker", "tiled"},
-    "ssb_plans": {"ssb_ioc"},
-    "ssb_analysis": {"ssb_ioc", "ssb_devices", "ssb_plans", "ophyd", "caproto", "bluesky"},
-}
-ALLOWED = {"ssb_plans": {"ssb_ioc.launch"}}
+    "ssb_ioc": {
+        "ssb_devices", "ssb_plans", "ssb_analysis", "ssb_lab", "ophyd", "bluesky", "databroker",
+    },
+    "ssb_devices": {
+        "ssb_ioc", "ssb_plans", "ssb_analysis", "ssb_lab", "bluesky", "databroker", "tiled",
+    },
+    "ssb_plans": {"ssb_ioc", "ssb_lab"},
+    "ssb_analysis": {
+        "ssb_ioc", "ssb_devices", "ssb_plans", "ssb_lab", "ophyd", "caproto", "bluesky",
+    },
+    "ssb_lab": {"ssb_ioc"},
+}  # fmt: skip
+ALLOWED = {"ssb_plans": {"ssb_ioc.launch", "ssb_lab.cli"}, "ssb_lab": {"ssb_ioc.launch"}}
 
 
 def imported_modules(path: Path) -> set[str]:
