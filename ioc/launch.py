@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 
 def free_port_pair(host: str = "127.0.0.1") -> int:
@@ -156,15 +156,20 @@ class IOCProcess:
         self.stop()
 
 
-def rig_file_on_free_ports(template: str | os.PathLike, directory: str | os.PathLike) -> str:
+def rig_file_on_free_ports(
+    template: str | os.PathLike, directory: str | os.PathLike, ports: Iterator[int] | None = None
+) -> str:
     """A copy of rig file ``template`` in ``directory`` with every ``port = N`` replaced by
-    a free loopback port and step files kept in ``directory``: emulated rigs of parallel
-    runs never meet."""
+    a free loopback port (or the next of ``ports``) and step files kept in ``directory``:
+    emulated rigs of parallel runs never meet."""
     import re
     from pathlib import Path
 
+    def port(_) -> str:
+        return f"port = {next(ports) if ports is not None else free_port_pair()}"
+
     text = Path(template).read_text()
-    text = re.sub(r"(?m)^port = \d+", lambda _: f"port = {free_port_pair()}", text)
+    text = re.sub(r"(?m)^port = \d+", port, text)
     text = re.sub(r'(?m)^step_dir = "[^"]*"', f'step_dir = "{Path(directory) / "steps"}"', text)
     path = Path(directory) / Path(template).name
     path.write_text(text)

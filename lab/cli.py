@@ -29,6 +29,12 @@ def add_parser(sub) -> None:
     )
     up.add_argument("--speed", type=float, default=1.0, help="simulated clock (default 1x)")
     up.add_argument("--cell", default="si-nmc", help="cell preset or file of every rig")
+    up.add_argument(
+        "--emulate",
+        metavar="RIG.toml",
+        help="serve each rig's instruments with ssb-emulate behind their wire protocols "
+        "(rigs/emulated.toml), driven by ssb-ioc --rig, instead of the simulation",
+    )
     status = verbs.add_parser("status", help="each part, its address and whether it runs")
     status.add_argument("--dir", **where)
     down = verbs.add_parser("down", help="stop every part the lab started, nothing else")
@@ -44,7 +50,12 @@ def run(args: argparse.Namespace) -> int:
             if not 0 < args.speed <= 1e5:
                 raise LabError(f"--speed must be in (0, 100000], got {args.speed}")
             layout = up(
-                directory, args.rigs, base_port=args.base_port, speed=args.speed, cell=args.cell
+                directory,
+                args.rigs,
+                base_port=args.base_port,
+                speed=args.speed,
+                cell=args.cell,
+                emulate=Path(args.emulate) if args.emulate else None,
             )
             print(
                 f"lab up in {layout.directory}: overview {layout.overview_uri}, "

@@ -3,8 +3,8 @@
 Ports follow one rule from a base port B, so a facility can open them in a firewall and
 write them in a wiki once: PostgreSQL B, Redis B+1, the Tiled server B+2, the overview
 page B+3; rig i (1, 2, ...) serves Channel Access on B+10i (its repeater and beacons on
-B+10i+1), its RE Manager listens on B+10i+2 (control) and B+10i+3 (info), and its
-bluesky-httpserver on B+10i+4.
+B+10i+1), its RE Manager listens on B+10i+2 (control) and B+10i+3 (info), its
+bluesky-httpserver on B+10i+4, and the instruments of an emulated rig on B+10i+5 and up.
 
 Keys are made once and kept in ``DIR/keys`` (readable by the owner only), so a client
 configured with them keeps working across ``ssb lab down`` and ``up``.
@@ -43,6 +43,11 @@ class RigPlaces:
     http_port: int
 
     @property
+    def instrument_ports(self) -> range:
+        """Ports for an emulated rig's instruments (Modbus, BTS): B+10i+5 to B+10i+9."""
+        return range(self.ca_port + 5, self.ca_port + 10)
+
+    @property
     def name(self) -> str:
         return f"rig{self.number}"
 
@@ -68,6 +73,7 @@ class Layout:
     directory: Path
     rigs: int
     base_port: int = DEFAULT_BASE_PORT
+    emulated: bool = False  # instruments behind wire protocols (ssb-emulate), not the sim
 
     def __post_init__(self) -> None:
         if not 1 <= self.rigs <= MAX_RIGS:
@@ -121,6 +127,9 @@ class Layout:
             ports[rig.zmq_control] = f"{rig.name} RE Manager"
             ports[rig.zmq_info] = f"{rig.name} RE Manager (info)"
             ports[rig.http_port] = f"{rig.name} HTTP server"
+            if self.emulated:
+                for port in rig.instrument_ports:
+                    ports[port] = f"{rig.name} emulated instruments"
         return ports
 
     def busy_ports(self) -> list[str]:

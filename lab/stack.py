@@ -61,7 +61,7 @@ def read_state(directory: Path) -> dict | None:
 
 
 def layout_of(directory: Path, state: dict) -> Layout:
-    return Layout(directory, state["rigs"], state["base_port"])
+    return Layout(directory, state["rigs"], state["base_port"], bool(state.get("emulate")))
 
 
 def parts_of(state: dict) -> list[Part]:
@@ -71,8 +71,9 @@ def parts_of(state: dict) -> list[Part]:
 class _Recorder:
     """The state file, rewritten after every part started."""
 
-    def __init__(self, layout: Layout, options: dict):
+    def __init__(self, layout: Layout, options: dict, progress: Callable[[str], None]):
         self.layout = layout
+        self.progress = progress
         self.state = {
             "rigs": layout.rigs,
             "base_port": layout.base_port,
@@ -203,9 +204,12 @@ def up(
     base_port: int | None = None,
     speed: float = 1.0,
     cell: str = "si-nmc",
+    emulate: Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> Layout:
-    """Start a lab of ``rigs`` rigs in ``directory``; returns once every part answers."""
+    """Start a lab of ``rigs`` rigs in ``directory``; returns once every part answers.
+    ``emulate``: a rig file (``rigs/emulated.toml``): each rig is then ``ssb-emulate``'s
+    instruments behind their wire protocols, driven by ``ssb-ioc --rig``."""
     from .layout import DEFAULT_BASE_PORT
 
     directory = directory.expanduser().resolve()
@@ -218,7 +222,15 @@ def up(
                 f"running: {', '.join(alive)}): `ssb lab status` shows it, `ssb lab down` "
                 "stops it"
             )
-    layout = Layout(directory, rigs, base_port or DEFAULT_BASE_PORT)
+    if emulate is not None:
+        from ssb_ioc.backends import RigFileError, load_rig_file
+
+        emulate = Path(emulate).expanduser().resolve()
+        try:
+            load_rig_file(emulate)
+        except (RigFileError, OSError) as ex:
+            raise LabError(f"--emulate {emulate}: {ex}") from None
+    layout = Layout(directory, rigs, base_port or DEFAULT_BASE_PORT, emulated=emulate is not None)
     busy = layout.busy_ports()
     if busy:
         raise LabError(
@@ -226,12 +238,13 @@ def up(
             f"--base-port (the lab needs {layout.base_port}..{layout.base_port + 10 * rigs + 4})"
         )
     redis_server = _redis_server()
-    pg_bin = postgres.binaries()
+    postgres.binaries()  # refuses now, with how to install it, if PostgreSQL is missing
     directory.mkdir(parents=True, exist_ok=True)
     layout.logs.mkdir(exist_ok=True)
-    recorder = _Recorder(layout, {"speed": speed, "cell": cell, "pg_bin": str(pg_bin)})
+    options = {"speed": speed, "cell": cell, "emulate": str(emulate) if emulate else None}
+    recorder = _Recorder(layout, options, progress)
     try:
-        _bring_up(recorder, redis_server, speed, cell, progress)
+        _bring_up(recorder, redis_server, speed, cell, emulate, progress)
     except BaseException:
         progress("starting failed: stopping what was started")
         down(directory, progress=lambda _: None)
@@ -239,7 +252,7 @@ def up(
     return layout
 
 
-def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, progress) -> None:
+def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, emulate, progress) -> None:
     layout = recorder.layout
     password = layout.key("postgres-password")
     tiled_key = layout.key("tiled-api-key")
@@ -302,27 +315,20 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, progress) -> 
     for rig in layout.all_rigs():
         rig_dir = layout.rig_dir(rig)
         rig_dir.mkdir(exist_ok=True)
+        serves = ["--cell", cell]
+        if emulate is not None:
+            serves = ["--rig", _start_emulator(recorder, rig, emulate, speed)]
         _start(
             recorder,
             f"{rig.name}-ioc",
             f"{rig.prefix} CA 127.0.0.1:{rig.ca_port}",
             [
-                sys.executable,
-                "-m",
-                "ssb_ioc.cli",
-                "--prefix",
-                rig.prefix,
-                "--cell",
-                cell,
-                "--speed",
-                str(speed),
-                "--seed",
-                str(rig.number),
-                "--autosave",
-                str(rig_dir / "autosave"),
+                sys.executable, "-m", "ssb_ioc.cli",
+                "--prefix", rig.prefix, *serves, "--speed", str(speed),
+                "--seed", str(rig.number), "--autosave", str(rig_dir / "autosave"),
             ],
             env=loopback_ca_env(rig.ca_port),
-        )
+        )  # fmt: skip
     _wait(recorder, "tiled", lambda: _http_ok(f"http://127.0.0.1:{layout.tiled_port}/healthz"))
     progress(f"Tiled        {layout.tiled_uri} (PostgreSQL catalog)")
     for rig in layout.all_rigs():
@@ -415,6 +421,26 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, progress) -> 
     )
     _wait(recorder, "overview", lambda: _http_ok(f"{layout.overview_uri}/healthz"))
     progress(f"overview     {layout.overview_uri}")
+
+
+def _start_emulator(recorder: _Recorder, rig: RigPlaces, template: Path, speed: float) -> str:
+    """``ssb-emulate`` for ``rig`` on its instrument ports; returns its rig file."""
+    from ssb_ioc.launch import rig_file_on_free_ports
+
+    rig_dir = recorder.layout.rig_dir(rig)
+    rig_file = rig_file_on_free_ports(template, rig_dir, iter(rig.instrument_ports))
+    name = f"{rig.name}-emulator"
+    _start(
+        recorder,
+        name,
+        f"127.0.0.1:{rig.instrument_ports.start}+",
+        [sys.executable, "-m", "ssb_ioc.emulate.emulator", rig_file, "--speed", str(speed),
+         "--seed", str(rig.number)],
+    )  # fmt: skip
+    log = recorder.layout.logs / f"{name}.log"
+    _wait(recorder, name, lambda: "ready" in log.read_text(errors="replace"))
+    recorder.progress(f"{rig.name} instruments emulated from {template.name}: {rig_file}")
+    return rig_file
 
 
 def _environment_open(api) -> bool:
