@@ -19,6 +19,10 @@ from pathlib import Path
 
 import psutil
 
+# The Popen objects of the processes started here: a service outlives the Popen, but Python
+# warns about a Popen collected while its process runs, and reaps only through it.
+_STARTED: dict[int, subprocess.Popen] = {}
+
 
 @dataclass
 class Started:
@@ -64,6 +68,7 @@ def start(
             start_new_session=True,  # neither Ctrl-C nor the shell's exit reaches it
             user=user,
         )
+    _STARTED[process.pid] = process
     return Started(process.pid, psutil.Process(process.pid).create_time())
 
 
@@ -113,4 +118,7 @@ def stop(
         with contextlib.suppress(psutil.Error):
             member.kill()
     psutil.wait_procs(alive, timeout=5)
+    popen = _STARTED.pop(started.pid, None)
+    if popen is not None:
+        popen.wait(timeout=5)  # reaped: no zombie left in a long-lived starter
     return True
