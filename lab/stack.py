@@ -235,7 +235,7 @@ def up(
     if busy:
         raise LabError(
             f"ports in use: {', '.join(busy)}; stop what holds them or choose another "
-            f"--base-port (the lab needs {layout.base_port}..{layout.base_port + 10 * rigs + 4})"
+            f"--base-port (the lab needs {layout.base_port}..{max(layout.ports())})"
         )
     redis_server = _redis_server()
     postgres.binaries()  # refuses now, with how to install it, if PostgreSQL is missing
@@ -246,8 +246,9 @@ def up(
     try:
         _bring_up(recorder, redis_server, speed, cell, emulate, progress)
     except BaseException:
-        progress("starting failed: stopping what was started")
-        down(directory, progress=lambda _: None)
+        if layout.state_file.exists():
+            progress("starting failed: stopping what was started")
+            down(directory, progress=lambda _: None)
         raise
     return layout
 
