@@ -4,12 +4,14 @@ Tiled keeps two databases in it, as in its reference deployment: ``catalog`` (th
 of runs and their metadata) and ``tables`` (the event tables). The cluster is made the
 first time (``initdb``), with a superuser ``ssb`` whose password lies in the lab's keys.
 PostgreSQL refuses to run as root; run as root, the lab runs it as the system's
-``postgres`` user, which must then be able to reach the lab directory.
+``postgres`` user, with the cluster in the lab directory if that user can reach it, else in
+that user's home (Debian: /var/lib/postgresql/ssb-lab/...), where ``DIR/postgres`` points.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -59,20 +61,46 @@ def run_as() -> str | None:
     return "postgres"
 
 
+def _reachable(path: Path, user: str) -> bool:
+    """Whether ``user`` may enter every directory down to ``path``."""
+    entry = pwd.getpwnam(user)
+    for parent in [*reversed(path.resolve().parents), path]:
+        if not parent.exists():
+            break
+        info = os.stat(parent)
+        if not (info.st_mode & 0o001 or (info.st_uid == entry.pw_uid and info.st_mode & 0o100)):
+            return False
+    return True
+
+
+def data_directory(lab: Path) -> Path:
+    """Where the lab's cluster lives: ``lab/postgres``, or, when PostgreSQL must run as
+    ``postgres`` and that user cannot reach ``lab`` (root's home is closed), a directory
+    of the lab's own in that user's home, linked from ``lab/postgres``."""
+    inside = lab / "postgres"
+    user = run_as()
+    if user is None or inside.is_symlink() or _reachable(lab, user):
+        return inside.resolve() if inside.is_symlink() else inside
+    tag = hashlib.sha1(str(lab.resolve()).encode()).hexdigest()[:12]
+    home = Path(pwd.getpwnam(user).pw_dir) / "ssb-lab" / tag
+    home.parent.mkdir(parents=True, exist_ok=True)
+    _hand_over(home.parent, user)
+    inside.symlink_to(home)
+    return home
+
+
 def _hand_over(path: Path, user: str | None) -> None:
-    """Give ``path`` to ``user`` and check that every directory above it lets them in."""
+    """Give ``path`` to ``user``, who must be able to reach it."""
     if user is None:
         return
     entry = pwd.getpwnam(user)
     os.chown(path, entry.pw_uid, entry.pw_gid)
-    for parent in path.resolve().parents:
-        info = os.stat(parent)
-        if not (info.st_mode & 0o001 or (info.st_uid == entry.pw_uid and info.st_mode & 0o100)):
-            raise PostgresError(
-                f"PostgreSQL runs as `{user}` (not as root), and `{user}` cannot enter "
-                f"{parent}: choose a lab directory it can reach (`ssb lab up --dir "
-                "/srv/ssb-lab`, say) or `chmod o+x` that directory"
-            )
+    if not _reachable(path.parent, user):
+        raise PostgresError(
+            f"PostgreSQL runs as `{user}` (not as root), and `{user}` cannot reach "
+            f"{path.parent}: choose a lab directory it can reach (`ssb lab up --dir "
+            "/srv/ssb-lab`, say)"
+        )
 
 
 def initialise(data: Path, password: str) -> bool:

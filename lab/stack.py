@@ -259,7 +259,7 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, emulate, prog
     tiled_key = layout.key("tiled-api-key")
     http_key = layout.key("http-api-key")
 
-    data = layout.directory / "postgres"
+    data = postgres.data_directory(layout.directory)
     if postgres.initialise(data, password):
         progress(f"PostgreSQL: made a cluster in {data}")
     _start(
