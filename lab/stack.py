@@ -530,6 +530,16 @@ def down(directory: Path, progress: Callable[[str], None] = print) -> int:
     state = read_state(directory)
     if state is None:
         raise LabError(f"no lab in {directory}: nothing to stop")
+    layout = layout_of(directory, state)
+    for part in parts_of(state):
+        if part.name.endswith("-manager") and part.started.alive():
+            rig = layout.rig(int(part.name[3:].split("-")[0]))
+            if _queue_detail(rig).startswith(("executing", "paused")):
+                progress(
+                    f"{rig.name} was running a plan: its run is left without a stop document "
+                    "and the IOC keeps the protocol (Held); after `ssb lab up`, queue "
+                    "`attach` to go on"
+                )
     stopped = 0
     for part in reversed(parts_of(state)):
         if part.name == "postgres":  # fast shutdown: the postmaster stops its backends
