@@ -140,7 +140,24 @@ class SampleLatency:
         return np.array([self.visible[s] - self.appeared[s] for s in common[1:]])
 
 
-def measure_lab(rigs: int, window: float, workdir: Path) -> dict:
+def screenshot(url: str, path: str) -> None:
+    """The overview as a browser shows it (Debian's Chromium, driven by Playwright)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(url)
+        page.wait_for_selector(".tile")
+        page.wait_for_timeout(2000)
+        page.screenshot(path=path, full_page=True)
+        browser.close()
+
+
+def measure_lab(rigs: int, window: float, workdir: Path, shot: str | None = None) -> dict:
     from bluesky_queueserver_api import BPlan
 
     from ssb_lab import connect, lab_catalog
@@ -185,6 +202,8 @@ def measure_lab(rigs: int, window: float, workdir: Path) -> dict:
             ages.append(max(time.time() - r["updated"] for r in view))
             time.sleep(0.25)
         elapsed = time.monotonic() - t0
+        if shot:
+            screenshot(layout.overview_uri, shot)
         result["cpu_percent"] = {
             g: 100 * (cpu_seconds(ps) - cpu0[g]) / elapsed for g, ps in groups.items()
         }
@@ -364,6 +383,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20_000, help="per writer")
     parser.add_argument("--page", type=int, default=500, help="rows per event page")
     parser.add_argument("--figure")
+    parser.add_argument("--screenshot", help="the overview of the largest lab, as a PNG")
     parser.add_argument("--json", help="write the numbers here too")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ssb-lab-bench-"))
@@ -371,7 +391,8 @@ def main() -> int:
     try:
         labs = []
         for rigs in args.rigs:
-            r = measure_lab(rigs, args.window, workdir)
+            shot = args.screenshot if rigs == max(args.rigs) else None
+            r = measure_lab(rigs, args.window, workdir, shot)
             labs.append(r)
             cpu, rss = r["cpu_percent"], r["rss_mb"]
             per_rig = {g: (cpu.get(g, 0) / rigs, rss.get(g, 0) / rigs) for g in PER_RIG}

@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
         "--base-port",
         type=int,
         default=DEFAULT_BASE_PORT,
-        help=f"first of the lab's ports (default {DEFAULT_BASE_PORT}; see docs: ports)",
+        help=f"first of the lab's ports (default {DEFAULT_BASE_PORT}): PostgreSQL B, Redis B+1, "
+        "Tiled B+2, overview B+3, rig i from B+10i",
     )
     up.add_argument("--speed", type=float, default=1.0, help="simulated clock (default 1x)")
     up.add_argument("--cell", default="si-nmc", help="cell preset or file of every rig")
