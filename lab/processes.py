@@ -97,28 +97,52 @@ def tail(log: Path, lines: int = 15) -> str:
         return f"(no log at {log})"
 
 
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def stop_all(
+    parts: list[tuple[Started, signal.Signals, bool]], timeout: float = 15.0
+) -> list[bool]:
+    """Stop several processes at once. Each ``(started, sig, children)``: send ``sig`` to
+    the process (and, with ``children``, to its children too); SIGKILL whatever of the
+    families is left after ``timeout``. A server that shuts its own workers down
+    (PostgreSQL, queueserver's watchdog) gets ``children=False``. Returns, for each,
+    whether it was running."""
+    families: list[list[psutil.Process] | None] = []
+    for started, sig, children in parts:
+        process = started.process()
+        if process is None:
+            families.append(None)
+            continue
+        family = [process, *process.children(recursive=True)]
+        for member in family if children else [process]:
+            with contextlib.suppress(psutil.Error):
+                member.send_signal(sig)
+        families.append(family)
+    members = [m for family in families if family for m in family]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(_gone(m) for m in members):
+        time.sleep(0.05)
+    for member in members:
+        if not _gone(member):
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+    for started, _, _ in parts:
+        popen = _STARTED.pop(started.pid, None)
+        if popen is not None:
+            popen.wait(timeout=5)  # reaped: no zombie left in a long-lived starter
+    return [family is not None for family in families]
+
+
 def stop(
     started: Started,
     timeout: float = 15.0,
     sig: signal.Signals = signal.SIGTERM,
     children: bool = True,
 ) -> bool:
-    """Send ``sig`` to the process (and, with ``children``, to its children too), SIGKILL
-    what is left after ``timeout``. False if it was already gone. A server that shuts its
-    own workers down (PostgreSQL) gets ``children=False``."""
-    process = started.process()
-    if process is None:
-        return False
-    family = [process, *process.children(recursive=True)]
-    for member in family if children else [process]:
-        with contextlib.suppress(psutil.Error):
-            member.send_signal(sig)
-    _, alive = psutil.wait_procs(family, timeout=timeout)
-    for member in alive:
-        with contextlib.suppress(psutil.Error):
-            member.kill()
-    psutil.wait_procs(alive, timeout=5)
-    popen = _STARTED.pop(started.pid, None)
-    if popen is not None:
-        popen.wait(timeout=5)  # reaped: no zombie left in a long-lived starter
-    return True
+    """:func:`stop_all` of one process; False if it was already gone."""
+    return stop_all([(started, sig, children)], timeout)[0]

@@ -524,6 +524,23 @@ def format_status(rows: list[PartStatus]) -> str:
     )
 
 
+STOP_ORDER = [  # clients first, stores last
+    {"overview", "http", "supervisor"},
+    {"manager"},
+    {"ioc", "emulator"},
+    {"tiled"},
+    {"redis", "postgres"},
+]
+STOP_SIGNAL = {  # (signal, to the children too)
+    "postgres": (signal.SIGINT, False),  # fast shutdown: the postmaster stops its backends
+    "manager": (signal.SIGTERM, False),  # queueserver's watchdog stops its manager and worker
+}
+
+
+def _kind(name: str) -> str:
+    return name.rsplit("-", 1)[-1]
+
+
 def down(directory: Path, progress: Callable[[str], None] = print) -> int:
     """Stop every recorded part, newest first; returns how many were running."""
     directory = directory.expanduser().resolve()
@@ -541,12 +558,16 @@ def down(directory: Path, progress: Callable[[str], None] = print) -> int:
                     "`attach` to go on"
                 )
     stopped = 0
-    for part in reversed(parts_of(state)):
-        if part.name == "postgres":  # fast shutdown: the postmaster stops its backends
-            ran = processes.stop(part.started, sig=signal.SIGINT, children=False)
-        else:
-            ran = processes.stop(part.started)
-        stopped += ran
-        progress(f"{part.name}: {'stopped' if ran else 'was not running'}")
+    parts = parts_of(state)
+    for tier in STOP_ORDER:  # each tier at once, the tiers one after the other
+        chosen = [p for p in parts if _kind(p.name) in tier]
+        if not chosen:
+            continue
+        ran = processes.stop_all([(p.started, *STOP_SIGNAL.get(_kind(p.name),
+                                                                (signal.SIGTERM, True)))
+                                  for p in chosen])  # fmt: skip
+        for part, was in zip(chosen, ran, strict=True):
+            progress(f"{part.name}: {'stopped' if was else 'was not running'}")
+        stopped += sum(ran)
     (directory / "lab.json").unlink()
     return stopped

@@ -84,6 +84,28 @@ class Lab:
             time.sleep(0.1)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}: {view}")
 
+    def wait_stored(self, match: tuple[str, str], stream: str, rows: int, timeout: float):
+        """Until the newest run with ``match`` (key, value) holds ``rows`` rows of
+        ``stream`` in the catalog."""
+        from tiled.queries import Key
+
+        catalog = self.catalog()
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                found = catalog.search(Key(match[0]) == match[1])
+                run = found.values().last() if len(found) else None
+                if (
+                    run is not None
+                    and stream in run
+                    and run[stream].read().sizes.get("time", 0) >= rows
+                ):
+                    return
+                time.sleep(0.2)
+            raise AssertionError(f"no {rows} rows of {stream} stored for {match} in {timeout} s")
+        finally:
+            catalog.context.close()
+
     def caput(self, number: int, name: str, value) -> None:
         """A put with caproto's synchronous client, independent of the suite's devices (on
         the lab's port for that rig, without a repeater)."""
@@ -301,6 +323,7 @@ def test_a_dead_worker_is_reported_and_the_queue_continues(lab):
         api.item_add(plan("set_pressure", "rig", 22.0, md=md("R2-KILL", "worker")))
         api.queue_start()
         lab.wait_view(2, lambda v: v["step"] == 2 and v["current"] > 0, 60, "the charge")
+        lab.wait_stored(("cell_id", "R2-KILL"), "samples", 3, timeout=30)  # in mid-run
         os.kill(lab.worker_pid(2), signal.SIGKILL)
         # reported: red while the worker is gone, then the lab's event on the tile
         lab.wait_view(2, lambda v: v["level"] == "fault", 30, "a red tile")

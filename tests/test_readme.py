@@ -49,7 +49,7 @@ def test_every_python_block_of_the_readme_runs_verbatim_in_order(tmp_path):
         "SSB_CATALOG": "",
         "MPLBACKEND": "Agg",
     }
-    with IOCProcess("SSB:", env=CA_ENV, speed=5000.0, seed=1):
+    with IOCProcess("SSB:", env=CA_ENV, speed=20000.0, seed=1):
         done = subprocess.run(
             [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900
         )
