@@ -337,6 +337,7 @@ def measure_ingest(workdir: Path, counts: list[int], events: int, page: int) -> 
 
 def figure(labs: list[dict], ingest_results: dict, path: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -370,6 +371,7 @@ def figure(labs: list[dict], ingest_results: dict, path: str) -> None:
         xscale="log",
     )
     axes[2].set_xticks(counts, [str(c) for c in counts])
+    axes[2].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -385,7 +387,13 @@ def main() -> int:
     parser.add_argument("--figure")
     parser.add_argument("--screenshot", help="the overview of the largest lab, as a PNG")
     parser.add_argument("--json", help="write the numbers here too")
+    parser.add_argument("--replot", metavar="JSON", help="only draw --figure from a --json")
     args = parser.parse_args()
+    if args.replot:
+        saved = json.loads(Path(args.replot).read_text())
+        ingested = {k: {int(n): v for n, v in d.items()} for k, d in saved["ingest"].items()}
+        figure(saved["labs"], ingested, args.figure)
+        return 0
     workdir = Path(tempfile.mkdtemp(prefix="ssb-lab-bench-"))
     os.chmod(workdir, 0o755)  # PostgreSQL runs as `postgres` when we are root
     try:
