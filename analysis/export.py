@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .runs import in_instrument_order
 from .timebase import clock_rate, run_origin
 
 FORMATS = ("bdf", "csv", "parquet")
@@ -78,7 +79,7 @@ def bdf_frame(run) -> pd.DataFrame:
     for field, unit in EXPECTED_UNITS.items():
         if keys[field].get("units") != unit:
             raise ExportError(f"samples.{field} is in {keys[field].get('units')!r}, not {unit}")
-    data = run["samples"].read()
+    data = in_instrument_order(run["samples"].read())
     values = {field: data[field].values.astype(float) for field in BDF_COLUMNS}
     t0, unix0 = run_origin(run)
     rate = clock_rate(run)

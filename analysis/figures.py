@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from .runs import in_instrument_order
 from .timebase import hours_since_start
 
 
 def samples(run) -> dict[str, np.ndarray]:
     """The run's logged samples as arrays (``hours``: experiment time from the run's
     start, :mod:`ssb_analysis.timebase`)."""
-    data = run["samples"].read()
+    data = in_instrument_order(run["samples"].read())
     out = {name: data[name].values for name in data.data_vars}
     out["hours"] = hours_since_start(run, out["test_time"])
     return out

@@ -57,6 +57,20 @@ def chain_of(catalog, run) -> list:
     return sorted((found[uid] for uid in list(found)), key=lambda r: r.start["time"])
 
 
+def in_instrument_order(data):
+    """A samples table in the order the instrument logged it (by ``seq``). Writers store
+    pages as they collect them; a continuation run catching up on a backlog while it
+    follows the live protocol stores some pages out of that order."""
+    import numpy as np
+
+    if "seq" not in data or data.sizes.get("time", 0) < 2:
+        return data
+    seq = data["seq"].values
+    if (np.diff(seq) >= 0).all():
+        return data
+    return data.isel(time=np.argsort(seq, kind="stable"))
+
+
 class _ChainStream:
     def __init__(self, parts: list):
         self.parts = parts

@@ -24,6 +24,8 @@ import psutil
 import pytest
 
 from ssb_analysis.catalog import open_catalog
+from ssb_analysis.figures import samples
+from ssb_analysis.runs import Chain
 from ssb_ioc.launch import loopback_ca_env
 from ssb_lab.layout import Layout
 from ssb_plans.demo import DEMO_CELL
@@ -359,11 +361,16 @@ def test_a_dead_worker_is_reported_and_the_queue_continues(lab):
         steps = continued["steps"].read()
         assert 3 in steps["step_step"].values  # the rest, after the charge, was recorded
         # the protocol went on on the instrument, and no sample was lost or taken twice:
-        # the continuation's samples start where the lost run's stored ones stop
+        # the continuation's samples start where the lost run's stored ones stop (the
+        # catch-up and the live pages are stored as collected; readers order them by seq)
         before = lost["samples"].read()["seq"].values.astype(int)
         after = continued["samples"].read()["seq"].values.astype(int)
         assert after.min() == before.max() + 1
-        assert (np.diff(np.concatenate([before, after])) == 1).all()
+        seq = np.concatenate([before, after])
+        assert len(np.unique(seq)) == len(seq)  # none twice
+        assert seq.max() - seq.min() + 1 == len(seq)  # none missing
+        ordered = samples(Chain([lost, continued]))["seq"]
+        assert (np.diff(ordered) == 1).all()  # as the instrument logged them
     finally:
         catalog.context.close()
 
