@@ -116,12 +116,29 @@ class RigSupervisor:
         except Exception:
             return "unknown (IOC not answering)"
 
+    def _wait_orphaned(self, timeout: float = 60.0) -> None:
+        """Until the rig's newest run no longer looks alive (its heartbeat stopped)."""
+        from tiled.queries import Key
+
+        from ssb_analysis.catalog import open_catalog
+        from ssb_analysis.runs import status
+
+        catalog = open_catalog(self.layout.tiled_uri, api_key=self.layout.key("tiled-api-key"))
+        try:
+            deadline = time.monotonic() + max(timeout, 3 * HEARTBEAT)
+            while time.monotonic() < deadline:
+                found = catalog.search(Key("rig") == self.rig.name)
+                if not len(found) or status(found.values().last()) != "running":
+                    return
+                time.sleep(0.5)
+        finally:
+            catalog.context.close()
+
     def recover(self, status: dict[str, Any]) -> None:
         from bluesky_queueserver_api import BPlan
 
         directory, name = self.layout.directory, self.rig.name
         was_running = status["manager_state"] in ("executing_queue", "paused")
-        died_at = time.time()
         record_event(directory, name, "worker died", f"while {status['manager_state']}")
         self.api.environment_destroy()
         self.api.wait_for_idle(timeout=60)
@@ -137,10 +154,7 @@ class RigSupervisor:
         self.api.environment_open()
         self.api.wait_for_idle(timeout=120)
         if was_running and self.api.queue_get()["items"]:
-            from ssb_analysis.runs import MISSED_BEATS
-
-            orphaned_at = died_at + MISSED_BEATS * HEARTBEAT + 1.5
-            time.sleep(max(0.0, orphaned_at - time.time()))  # until readers see it orphaned
+            self._wait_orphaned()  # attach refuses a run whose writer still looks alive
             self.api.queue_start()
             detail += "; queue started again"
         record_event(directory, name, "worker restarted", detail)
