@@ -206,3 +206,11 @@ def test_a_started_process_outlives_its_starter_and_is_known_again(tmp_path):
     finally:
         if started.alive():
             os.kill(started.pid, 9)
+
+
+def test_a_missing_redis_is_refused_with_how_to_install_it(tmp_path, monkeypatch):
+    base = next(b for b in range(12000, 32000, 170) if not Layout(tmp_path, 1, b).busy_ports())
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server anywhere
+    with pytest.raises(LabError, match="apt-get install redis-server"):
+        up(tmp_path / "lab", 1, base_port=base, progress=lambda _: None)
+    assert not (tmp_path / "lab").exists()
