@@ -83,7 +83,9 @@ class RunningIOC(IOCProcess):
         data = self.pv(name).read(timeout=5.0).data
         return bytes(data).rstrip(b"\0").decode()
 
-    def put(self, name: str, value, wait: bool = True, timeout: float = 10.0):
+    def put(self, name: str, value, wait: bool = True, timeout: float = 30.0):
+        """Write and (by default) wait for put-completion. The timeout is a safety net
+        for a loaded CI machine (a 10 s one once ran out with the IOC healthy)."""
         kind = ChannelType.STRING if isinstance(value, str) else None
         return self.pv(name).write([value], wait=wait, timeout=timeout, data_type=kind)
 
