@@ -17,6 +17,7 @@ from .server import RigContext, RigIOC
 from .server.access import AccessFileError, AccessRules, load_access_file
 from .server.autosave import AutosaveFile, default_directory
 from .server.context import beacon_addresses, is_loopback
+from .server.detector import DetectorIOC
 from .sim import CellFileError, Rig, load_cell_file, preset_names
 
 
@@ -77,6 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-autosave", action="store_true", help="neither restore nor save settings"
     )
+    parser.add_argument(
+        "--xrd",
+        action="store_true",
+        help="serve a simulated diffraction detector (areaDetector names, cam1: and image1:) "
+        "instead of a rig; its sample is the cell of the rig given by --sample",
+    )
+    parser.add_argument(
+        "--sample",
+        metavar="PREFIX",
+        default="SSB:",
+        help="with --xrd: PV prefix of the rig whose cell is in the beam (default: SSB:); "
+        "found through EPICS_CA_ADDR_LIST like any PV",
+    )
     parser.add_argument("--list-pvs", action="store_true", help="print the PV names at startup")
     parser.add_argument("--no-tcp-nodelay", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -89,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def serve(
-    ioc: RigIOC, interfaces: list[str], nodelay: bool = True, lifeline: bool = False
+    ioc: RigIOC | DetectorIOC, interfaces: list[str], nodelay: bool = True, lifeline: bool = False
 ) -> None:
     """Run the server until cancelled, SIGINT or SIGTERM (or, with ``lifeline``, until
     stdin closes: the process that started us is gone); then shut down cleanly."""
@@ -121,8 +135,40 @@ def _exposure_refusal(
     )
 
 
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("caproto").setLevel(logging.INFO if verbose else logging.WARNING)
+    # caproto logs every refused put with a traceback; the reason is on Rig:Msg-RB.
+    logging.getLogger("caproto.circ").setLevel(logging.CRITICAL)
+    # Beacons to a host without a CA repeater fail harmlessly; do not flood the log.
+    logging.getLogger("caproto.ctx").addFilter(
+        lambda record: "Failed to send beacon" not in record.getMessage()
+    )
+
+
+def serve_detector(args: argparse.Namespace) -> int:
+    """``ssb-ioc --xrd``: the simulated diffraction detector, in its own process."""
+    _logging(args.verbose)
+    ioc = DetectorIOC(prefix=args.prefix, sample=args.sample, seed=args.seed)
+    if args.list_pvs:
+        print("\n".join(ioc.pvdb), flush=True)
+    print(
+        f"ssb-ioc: serving a diffraction detector, {len(ioc.pvdb)} PVs with prefix "
+        f"{args.prefix!r} on {', '.join(args.interfaces)}; sample: the rig {args.sample!r}",
+        flush=True,
+    )
+    asyncio.run(serve(ioc, args.interfaces, not args.no_tcp_nodelay, args.lifeline))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    refusal = _exposure_refusal(args.interfaces, None, args.allow_anyone)
+    if args.xrd:
+        if refusal:  # a detector has no access rules of its own: loopback or --allow-anyone
+            print(f"ssb-ioc: {refusal}", file=sys.stderr)
+            return 2
+        return serve_detector(args)
     if not 0 < args.speed <= 1e5:
         print(f"ssb-ioc: --speed must be in (0, 100000], got {args.speed}", file=sys.stderr)
         return 2
@@ -155,14 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if refusal:
         print(f"ssb-ioc: {refusal}", file=sys.stderr)
         return 2
-    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    logging.getLogger("caproto").setLevel(logging.INFO if args.verbose else logging.WARNING)
-    # caproto logs every refused put with a traceback; the reason is on Rig:Msg-RB.
-    logging.getLogger("caproto.circ").setLevel(logging.CRITICAL)
-    # Beacons to a host without a CA repeater fail harmlessly; do not flood the log.
-    logging.getLogger("caproto.ctx").addFilter(
-        lambda record: "Failed to send beacon" not in record.getMessage()
-    )
+    _logging(args.verbose)
     os.environ.setdefault("EPICS_CAS_INTF_ADDR_LIST", " ".join(args.interfaces))
     if "EPICS_CAS_BEACON_ADDR_LIST" not in os.environ:  # beacons only where we serve
         os.environ["EPICS_CAS_BEACON_ADDR_LIST"] = " ".join(beacon_addresses(args.interfaces))

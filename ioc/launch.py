@@ -19,7 +19,9 @@ from collections.abc import Iterator, Sequence
 
 
 def free_port_pair(host: str = "127.0.0.1") -> int:
-    """A port free for TCP and UDP whose successor is free for UDP (the repeater/beacons)."""
+    """A port free for TCP and UDP whose successor is free for UDP (the repeater/beacons),
+    and whose next one is free for TCP and UDP (a detector IOC beside the rig: see
+    :func:`detector_ca_env`)."""
     for _ in range(200):
         with socket.socket() as s:
             s.bind((host, 0))
@@ -27,9 +29,11 @@ def free_port_pair(host: str = "127.0.0.1") -> int:
         if port > 65000:
             continue
         try:
-            for p in (port, port + 1):
+            for p in (port, port + 1, port + 2):
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                     u.bind((host, p))
+            with socket.socket() as t:
+                t.bind((host, port + 2))
         except OSError:
             continue
         return port
@@ -37,9 +41,10 @@ def free_port_pair(host: str = "127.0.0.1") -> int:
 
 
 def loopback_ca_env(port: int) -> dict[str, str]:
-    """EPICS environment for client and server: loopback only, on ``port``."""
+    """EPICS environment for client and server: loopback only, on ``port``; clients also
+    search ``port + 2``, where a detector IOC beside the rig serves."""
     return {
-        "EPICS_CA_ADDR_LIST": "127.0.0.1",
+        "EPICS_CA_ADDR_LIST": f"127.0.0.1 127.0.0.1:{port + 2}",
         "EPICS_CA_AUTO_ADDR_LIST": "NO",
         "EPICS_CA_SERVER_PORT": str(port),
         "EPICS_CA_REPEATER_PORT": str(port + 1),
@@ -47,6 +52,16 @@ def loopback_ca_env(port: int) -> dict[str, str]:
         "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
         "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
         "EPICS_CAS_BEACON_PORT": str(port + 1),
+    }
+
+
+def detector_ca_env(port: int) -> dict[str, str]:
+    """EPICS environment of a detector IOC beside the rig served on ``port``: it serves on
+    ``port + 2`` (two servers cannot share a UDP search port on one host), beacons to the
+    same repeater port, and finds the rig, its sample, on ``port``."""
+    return loopback_ca_env(port) | {
+        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
+        "EPICS_CA_SERVER_PORT": str(port + 2),
     }
 
 
@@ -174,6 +189,19 @@ def rig_file_on_free_ports(
     path = Path(directory) / Path(template).name
     path.write_text(text)
     return str(path)
+
+
+class DetectorProcess(IOCProcess):
+    """``ssb-ioc --xrd`` as a subprocess: the diffraction detector whose sample is the
+    rig ``sample`` served on CA port ``port`` (the detector serves on ``port + 2``)."""
+
+    def __init__(self, sample: str, port: int, *, seed: int | None = None, prefix: str = ""):
+        super().__init__(prefix or random_prefix("X"), env=detector_ca_env(port), seed=seed)
+        self.command = [
+            sys.executable, "-m", "ssb_ioc.cli", "--xrd", "--prefix", self.prefix,
+            "--sample", sample, "--lifeline",
+            *(["--seed", str(seed)] if seed is not None else []),
+        ]  # fmt: skip
 
 
 class EmulatorProcess(IOCProcess):

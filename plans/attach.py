@@ -185,7 +185,9 @@ def attach(
     """Continue the acquisition of the protocol running on ``rig``'s instrument in a new
     run of ``catalog`` (default: :func:`~ssb_analysis.catalog.open_catalog`'s; see the
     module's docstring); returns the new run's uid. ``reactions`` default to those of
-    the original run; ``found``: :func:`lost_acquisition`'s answer, if already asked."""
+    the original run, and so do the detectors' schedule (``detector_period``, the steps
+    read, open-circuit reads) for the ``detectors`` given again; ``found``:
+    :func:`lost_acquisition`'s answer, if already asked."""
     if catalog is None:
         from ssb_analysis.catalog import open_catalog
 
@@ -203,7 +205,13 @@ def attach(
     watch = EventWatch(reactions if reactions is not None else args.get("reactions", {}),
                        tuple(limits))  # fmt: skip
     fast = args.get("fast_steps", ())
-    acq = Acquisition(detectors, detector_period, poll, watch, fast, resume_from=resume)
+    if detector_period is None and detectors:  # the detectors are read as they were
+        detector_period = args.get("detector_period")
+    acq = Acquisition(
+        detectors, detector_period, poll, watch, fast, resume_from=resume,
+        detector_steps=args.get("detector_steps", "all"),
+        open_circuit_reads=bool(args.get("open_circuit_reads", False)),
+    )  # fmt: skip
     acq.origin = run_origin(chain[0])[0]  # times from the acquisition's start
     follow = Follower({step.index: step for step in planned}, next_result=next_result)
     follow.keep([rows])

@@ -11,8 +11,11 @@ Streams of the run:
   charge/discharge capacity and energy, mean and range of pressure and gap, and any
   interruption;
 * ``impedance``: each spectrum, one event per frequency;
-* ``primary``: the rig and the ``detectors``, read at step boundaries and every
-  ``detector_period`` s of experiment time;
+* ``primary``: the rig and the ``detectors``, read at the start of the run and of every
+  step (or of the ``detector_steps`` chosen), every ``detector_period`` s of experiment
+  time and at the end; a detector's exposure may hold the cell at open circuit
+  (``open_circuit_reads``): the step is paused for it, the press holding, and resumed
+  after;
 * ``safe_state``: one reading when the run ends, however it ends, with a note of the state
   the cell was left in;
 * ``events``: events the IOC detected and plan-side :class:`~ssb_plans.events.Limit`
@@ -214,6 +217,8 @@ class Acquisition:
     poll: float = 0.5  # s of wall time between collects
     watch: EventWatch = field(default_factory=EventWatch)
     fast_steps: Sequence[int] | Literal["all"] = ()  # steps with full-rate load-cell data
+    detector_steps: Sequence[int] | Literal["all"] = "all"  # steps whose start is read
+    open_circuit_reads: bool = False  # pause a current-carrying step while detectors read
     resume_from: dict[str, int] = field(default_factory=dict)  # flyer name -> first row
     origin: float | None = None  # the rig's clock at the run's start
     next_reading: float = math.inf
@@ -227,15 +232,22 @@ class Acquisition:
             raise ValueError(
                 f"detector_period: expected seconds > 0, got {self.detector_period!r}"
             )
-        if self.fast_steps != "all" and not all(
-            isinstance(k, int) and k >= 1 for k in self.fast_steps
-        ):
-            raise ValueError(
-                f"fast_steps: expected step numbers (1, 2, ...) or 'all', got {self.fast_steps!r}"
-            )
+        for name in ("fast_steps", "detector_steps"):
+            steps = getattr(self, name)
+            if isinstance(steps, str) and steps == "all":
+                continue
+            if isinstance(steps, str) or not all(
+                isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in steps
+            ):
+                raise ValueError(
+                    f"{name}: expected step numbers (1, 2, ...) or 'all', got {steps!r}"
+                )
 
     def fast(self, step: int) -> bool:
         return self.fast_steps == "all" or step in self.fast_steps
+
+    def reads_at(self, step: int) -> bool:
+        return self.detector_steps == "all" or step in self.detector_steps
 
 
 def table_node(planned: PlannedStep) -> dict[str, Any]:
@@ -410,10 +422,11 @@ def follow_sequence(
         now = yield from bps.rd(rig.clock.time, default_value=0.0)
         if step and step != follow.step_seen:  # a boundary: the rig and the detectors
             follow.step_seen = step
-            yield from bps.trigger_and_read([rig, *acq.detectors])
-            acq.next_reading = now + (acq.detector_period or math.inf)
+            if acq.reads_at(step):
+                yield from read_detectors(rig, acq)
+                acq.next_reading = now + (acq.detector_period or math.inf)
         elif acq.detector_period and now >= acq.next_reading:
-            yield from bps.trigger_and_read([rig, *acq.detectors])
+            yield from read_detectors(rig, acq)
             acq.next_reading = now + acq.detector_period
         yield from bps.checkpoint()
         if done:
@@ -425,6 +438,36 @@ def follow_sequence(
         raise StepRejected(f"protocol failed on the instrument: {reason}")
     if state != "Done":
         raise SequenceEnded(f"protocol {state.lower()} on the instrument: {reason}")
+
+
+def read_detectors(rig: Rig, acq: Acquisition) -> MsgGenerator[None]:
+    """One event of ``primary``: the rig and the detectors, triggered together (an
+    exposure takes the detector's time; the rig's values are those at its end). With
+    ``open_circuit_reads`` a step carrying current is paused for it (circuit open, press
+    holding), so the frame sees one state of charge at rest, and resumed after."""
+    paused = False
+    if acq.open_circuit_reads and acq.detectors:
+        state = yield from bps.rd(rig.sequencer.state, default_value="")
+        current = yield from bps.rd(rig.cycler.current, default_value=0.0)
+        if state == "Running" and current:
+            paused = yield from sequencer_command(rig, rig.sequencer.pause_cmd, "Paused")
+    yield from bps.trigger_and_read([rig, *acq.detectors])
+    if paused:
+        yield from sequencer_command(rig, rig.sequencer.resume_cmd, "Running")
+
+
+def sequencer_command(rig: Rig, command: Signal, wanted: str) -> MsgGenerator[bool]:
+    """Put 1 to a sequencer command and wait for it; False if the IOC did not take it
+    because the sequence had moved on (ended meanwhile), an error if it is silent."""
+    group = f"ssb-{command.attr_name}-{uuid.uuid4()}"
+    yield from bps.abs_set(command, 1, group=group)
+    done = yield from bps.wait(group=group, timeout=10.0, error_on_timeout=False)
+    if done:
+        return True
+    state = yield from bps.rd(rig.sequencer.state, default_value="")
+    if state in (wanted, "Done", "Aborted", "Failed"):
+        return state == wanted
+    raise SequenceEnded(f"{command.pvname} not taken by the IOC (sequence {state!r})")
 
 
 class SequenceEnded(RuntimeError):
@@ -555,6 +598,8 @@ def run_protocol(
     reactions: dict[str, str] | None = None,
     limits: Sequence[Limit] = (),
     fast_steps: Sequence[int] | Literal["all"] = (),
+    detector_steps: Sequence[int] | Literal["all"] = "all",
+    open_circuit_reads: bool = False,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Run ``protocol`` (text or :class:`Protocol`) in one run; returns its uid.
@@ -566,13 +611,19 @@ def run_protocol(
     (``pressure_spike``, ``pressure_drop``, ``soft_short``, ``resistance_jump`` or a
     ``limits`` rule's kind) to ``log``, ``read``, ``pause`` or ``end``
     (:mod:`ssb_plans.events`); ``fast_steps``: step numbers (1-based, as in the
-    ``steps`` stream) or ``"all"``, during which every load-cell sample is stored. The
-    protocol is checked against the rig's limits before anything moves.
+    ``steps`` stream) or ``"all"``, during which every load-cell sample is stored.
+    ``detector_steps``: the steps at whose start the detectors are read (default all);
+    ``open_circuit_reads``: hold the cell at open circuit while the detectors read (a
+    diffraction pattern of one state of charge; the step resumes after). The protocol is
+    checked against the rig's limits before anything moves.
     """
     protocol, planned = prepare(rig, protocol, capacity)
     capacity = planned_capacity(rig, capacity)
     watch = EventWatch(reactions or {}, tuple(limits))
-    acq = Acquisition(detectors, detector_period, poll, watch, fast_steps)
+    acq = Acquisition(
+        detectors, detector_period, poll, watch, fast_steps, detector_steps=detector_steps,
+        open_circuit_reads=open_circuit_reads,
+    )  # fmt: skip
     args = {
         "protocol": str(protocol),
         "capacity": capacity,
@@ -580,6 +631,8 @@ def run_protocol(
         "reactions": {k: v.value for k, v in watch.reactions.items()},
         "limits": [repr(limit) for limit in limits],
         "fast_steps": fast_steps if fast_steps == "all" else sorted(fast_steps),
+        "detector_steps": detector_steps if detector_steps == "all" else sorted(detector_steps),
+        "open_circuit_reads": open_circuit_reads,
     }
     return (yield from protocol_run(rig, "run_protocol", args, protocol, planned, md, acq))
 

@@ -7,6 +7,7 @@ PV naming: ``{prefix}{Group}:{Name}-{Suffix}`` with ``-SP`` for a value you set,
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import ClassVar
 
@@ -272,6 +273,8 @@ class RigIOC(RigPVGroup):
     Area-RB            cm^2  cell area (pressure = force / area)
     Cell-RB                  cell file or preset in use
     CellVoltage-RB     V     cell terminal voltage
+    CellSOC-RB               state of charge of the simulated cell (the simulation's truth,
+                             what a simulated detector in the beam sees; NaN for instruments)
     CellCurrent-SP     A     manual constant current through the cell, + = charge (0 = rest);
                              refused while a protocol sequence owns the cycler
     Status-RB                one-line state of the rig
@@ -301,6 +304,7 @@ class RigIOC(RigPVGroup):
     area_rb = reading("Rig:Area-RB", "cm^2", 0.0, 100.0, "Cell area", precision=4)
     cell_rb = text("Rig:Cell-RB", "Cell file or preset")
     voltage_rb = reading("Rig:CellVoltage-RB", "V", -10.0, 10.0, "Cell voltage", precision=4)
+    soc_rb = reading("Rig:CellSOC-RB", "", -1.0, 2.0, "Simulated cell's state of charge", 4)
     current_sp = setting(
         "Rig:CellCurrent-SP", "A", -1.0, 1.0, "Cell current, + = charge", precision=6
     )
@@ -365,6 +369,7 @@ class RigIOC(RigPVGroup):
         rig, p, press = self.backend, self.backend.params, self.press
         if isinstance(rig, HardwareRig):  # ready means the instruments have been asked once
             await self._exchange()
+            await self.soc_rb.write(math.nan)  # no simulated cell: nothing to tell a detector
         lc = p.load_cell
         capacity_mpa = lc.capacity * 1e3 / (p.cell.area * 100)
         await press.pressure_sp.write_metadata(**limits(0.0, rig.max_setpoint))
@@ -622,6 +627,7 @@ class RigIOC(RigPVGroup):
             self.time_rb: rig.time,
             self.actual_speed_rb: self._actual_speed,
             self.voltage_rb: rig.cell.voltage,
+            self.soc_rb: getattr(rig.cell, "soc", math.nan),
             pg.pressure_rb: press.pressure,
             pg.demand_rb: press.setpoint,
             pg.force_rb: force_kn,
