@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import diffraction
 from .figures import (
     breathing_figure,
     capacity_figure,
@@ -135,6 +136,10 @@ def write_report(run, directory: str | Path) -> Path:
         )
     if _has_events(run, "impedance"):
         figures.append(("impedance", "impedance.png", impedance_figure(run)))
+    if diffraction.detector_of(run) and _has_events(run, "samples"):
+        lines += _table(["operando diffraction", "value"], diffraction.key_numbers(run))
+        figures.append(("operando diffraction", "operando.png", diffraction.operando_figure(run)))
+        figures.append(("lattice against charge", "lattice.png", diffraction.lattice_figure(run)))
     if _has_events(run, "fit"):
         fit = run["fit"].read()
         lines += [

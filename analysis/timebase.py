@@ -14,9 +14,9 @@ from __future__ import annotations
 
 def _first(run, stream: str, field: str) -> tuple[float, float] | None:
     """(value of ``field``, Unix time) of the stream's first event, if any."""
-    if stream not in run:
+    if stream not in run or field not in run[stream]:
         return None
-    data = run[stream].read()
+    data = run[stream].read(variables=[field, "time"])  # not the frames of a detector
     if not data.sizes.get("time", 0) or field not in data:
         return None
     return float(data[field].values[0]), float(data["time"].values[0])
@@ -24,9 +24,9 @@ def _first(run, stream: str, field: str) -> tuple[float, float] | None:
 
 def clock_rate(run) -> float:
     """Experiment seconds per wall second over the run's readings (1 if unknown)."""
-    if "primary" not in run:
+    if "primary" not in run or "rig_clock_time" not in run["primary"]:
         return 1.0
-    data = run["primary"].read()
+    data = run["primary"].read(variables=["rig_clock_time", "time"])
     if data.sizes.get("time", 0) < 2 or "rig_clock_time" not in data:
         return 1.0
     clock, unix = data["rig_clock_time"].values, data["time"].values

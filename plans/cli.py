@@ -1,6 +1,7 @@
 """``ssb``: the demo, protocols, and the catalog from the shell.
 
 ssb demo                 run an accelerated experiment on the simulated rig
+ssb demo --operando      the cell in the beam of a simulated diffraction detector
 ssb run PROTOCOL_FILE    run a protocol against a running IOC (--cell, --prefix)
 ssb runs [--cell-id ID]  list (and search) runs in the catalog
 ssb show RUN             a run's metadata and streams (RUN: scan id, uid or -1)
@@ -28,7 +29,16 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="accelerated experiment on the simulated rig")
     demo.add_argument("--catalog", help=catalog_help)
     demo.add_argument(
-        "--speed", type=float, default=5000.0, help="simulation speed factor (default 5000)"
+        "--speed",
+        type=float,
+        default=None,
+        help="simulation speed factor (default 5000; 2000 with --operando)",
+    )
+    demo.add_argument(
+        "--operando",
+        action="store_true",
+        help="the cell in the beam of a simulated diffraction detector (its own IOC): one "
+        "charge and discharge with a pattern every 5 minutes, operando figures",
     )
     demo.add_argument("--cell", default="si-nmc", help="cell preset or file")
     demo.add_argument(
@@ -89,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
+        if args.speed is None:
+            args.speed = 2000.0 if args.operando else 5000.0
         if not 0 < args.speed <= 1e5:
             print(f"ssb demo: --speed must be in (0, 100000], got {args.speed}", file=sys.stderr)
             return 2
@@ -96,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ssb demo: --cycles must be in 1..10000, got {args.cycles}", file=sys.stderr)
             return 2
         try:
+            if args.operando:
+                from .operando import run_operando_demo
+
+                return run_operando_demo(speed=args.speed, catalog=args.catalog)
             return run_demo(
                 speed=args.speed, catalog=args.catalog, cell=args.cell, cycles=args.cycles
             )

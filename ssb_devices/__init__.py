@@ -19,6 +19,7 @@ from .cycler import (
     StepStatus,
     Termination,
 )
+from .diffraction import DetectorFailed, DiffractionDetector
 from .events import EVENT_KINDS, EventDetection, EventLog, FastLog, FaultInjector
 from .press import MODES, Press, PressureRejected, RigDisconnected
 from .rig import ExperimentClock, LoadCell, Rig
@@ -31,6 +32,8 @@ __all__ = [
     "MODES",
     "Cycler",
     "CyclerStep",
+    "DetectorFailed",
+    "DiffractionDetector",
     "EventDetection",
     "EventLog",
     "ExperimentClock",
