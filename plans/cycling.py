@@ -423,10 +423,10 @@ def follow_sequence(
         if step and step != follow.step_seen:  # a boundary: the rig and the detectors
             follow.step_seen = step
             if acq.reads_at(step):
-                yield from read_detectors(rig, acq)
+                yield from read_detectors(rig, acq, follow.planned)
                 acq.next_reading = now + (acq.detector_period or math.inf)
         elif acq.detector_period and now >= acq.next_reading:
-            yield from read_detectors(rig, acq)
+            yield from read_detectors(rig, acq, follow.planned)
             acq.next_reading = now + acq.detector_period
         yield from bps.checkpoint()
         if done:
@@ -440,16 +440,21 @@ def follow_sequence(
         raise SequenceEnded(f"protocol {state.lower()} on the instrument: {reason}")
 
 
-def read_detectors(rig: Rig, acq: Acquisition) -> MsgGenerator[None]:
+def read_detectors(
+    rig: Rig, acq: Acquisition, planned: dict[int, PlannedStep] | None = None
+) -> MsgGenerator[None]:
     """One event of ``primary``: the rig and the detectors, triggered together (an
     exposure takes the detector's time; the rig's values are those at its end). With
-    ``open_circuit_reads`` a step carrying current is paused for it (circuit open, press
-    holding), so the frame sees one state of charge at rest, and resumed after."""
+    ``open_circuit_reads`` a running sequence is paused for it (circuit open, press
+    holding; an impedance sweep is left to finish), so that the frame sees one state of
+    charge at rest even if a step would have ended meanwhile, and resumed after."""
     paused = False
     if acq.open_circuit_reads and acq.detectors:
         state = yield from bps.rd(rig.sequencer.state, default_value="")
-        current = yield from bps.rd(rig.cycler.current, default_value=0.0)
-        if state == "Running" and current:
+        index = int((yield from bps.rd(rig.sequencer.step, default_value=0)))
+        step = (planned or {}).get(index)
+        sweeping = step is not None and step.cycler is not None and step.cycler.kind == "PEIS"
+        if state == "Running" and not sweeping:
             paused = yield from sequencer_command(rig, rig.sequencer.pause_cmd, "Paused")
     yield from bps.trigger_and_read([rig, *acq.detectors])
     if paused:
@@ -613,8 +618,9 @@ def run_protocol(
     (:mod:`ssb_plans.events`); ``fast_steps``: step numbers (1-based, as in the
     ``steps`` stream) or ``"all"``, during which every load-cell sample is stored.
     ``detector_steps``: the steps at whose start the detectors are read (default all);
-    ``open_circuit_reads``: hold the cell at open circuit while the detectors read (a
-    diffraction pattern of one state of charge; the step resumes after). The protocol is
+    ``open_circuit_reads``: pause the sequence while the detectors read, the cell at
+    open circuit and the press holding (a diffraction pattern of one state of charge;
+    the step resumes after). The protocol is
     checked against the rig's limits before anything moves.
     """
     protocol, planned = prepare(rig, protocol, capacity)

@@ -51,18 +51,18 @@ def hostile_values(kind: str, states: int) -> list[tuple[list, ChannelType, str]
 
 
 class Messages:
-    """Rig:Msg-RB as a queue of the texts posted after subscribing."""
+    """The IOC's message PV (Rig:Msg-RB) as a queue of the texts posted after subscribing."""
 
-    def __init__(self, ioc):
+    def __init__(self, ioc, name: str = "Rig:Msg-RB"):
         self.queue: queue.Queue[str] = queue.Queue()
-        self.sub = ioc.pv("Rig:Msg-RB").subscribe()
+        self.sub = ioc.pv(name).subscribe()
 
         def on_update(sub, response):
             self.queue.put(bytes(response.data).rstrip(b"\0").decode())
 
         self.callback = on_update  # caproto holds callbacks by weak reference
         self.sub.add_callback(on_update)
-        if ioc.text("Rig:Msg-RB"):  # caproto's client drops the first update if empty
+        if ioc.text(name):  # caproto's client drops the first update if empty
             self.queue.get(timeout=5)
 
     def next(self) -> str:

@@ -18,6 +18,7 @@ import asyncio
 import math
 
 import numpy as np
+from caproto import ChannelType
 
 from ..sim.diffraction import Beamline, Exposure, lithium_content
 from .pvs import (
@@ -135,8 +136,10 @@ class DetectorIOC(RigPVGroup):
     state = choice("cam1:DetectorState_RBV", DETECTOR_STATES, "Detector state", read_only=True)
     status_message = text("cam1:StatusMessage_RBV", "Last event or refusal")
     time_remaining = reading("cam1:TimeRemaining_RBV", "s", 0.0, 1e7, "Exposure left")
-    manufacturer = text("cam1:Manufacturer_RBV", "Manufacturer")
-    model = text("cam1:Model_RBV", "Model")
+    # areaDetector serves these as plain strings (stringin), not long strings
+    manufacturer = _pv("cam1:Manufacturer_RBV", "Manufacturer", value="", dtype=ChannelType.STRING,
+                       read_only=True)  # fmt: skip
+    model = _pv("cam1:Model_RBV", "Model", value="", dtype=ChannelType.STRING, read_only=True)
     max_size_x = counter("cam1:MaxSizeX_RBV", "Strips")
     size_x = counter("cam1:ArraySizeX_RBV", "Strips read out")
     wavelength = reading("cam1:Wavelength_RBV", "A", 0.0, 10.0, "X-ray wavelength", 5)

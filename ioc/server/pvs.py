@@ -116,6 +116,7 @@ _KINDS = {
     ChannelType.LONG: "int",
     ChannelType.DOUBLE: "float",
     ChannelType.ENUM: "enum",
+    ChannelType.STRING: "text",  # a plain (40-character) string, as areaDetector's names
 }
 
 
