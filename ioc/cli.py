@@ -147,14 +147,25 @@ def _logging(verbose: bool) -> None:
 
 
 def serve_detector(args: argparse.Namespace) -> int:
-    """``ssb-ioc --xrd``: the simulated diffraction detector, in its own process."""
+    """``ssb-ioc --xrd``: the simulated diffraction detector, in its own process.
+
+    Two servers on one host cannot share a UDP search port, so unless told otherwise
+    (``EPICS_CA_SERVER_PORT``, ``EPICS_CA_ADDR_LIST``) the detector serves on 5066 and finds
+    its sample, the rig, on 127.0.0.1:5064 (``ssb-ioc``'s default)."""
     _logging(args.verbose)
+    if "EPICS_CA_SERVER_PORT" not in os.environ:
+        os.environ.update(
+            EPICS_CA_SERVER_PORT="5066",
+            EPICS_CA_ADDR_LIST=os.environ.get("EPICS_CA_ADDR_LIST", "127.0.0.1:5064"),
+            EPICS_CA_AUTO_ADDR_LIST="NO",
+        )
     ioc = DetectorIOC(prefix=args.prefix, sample=args.sample, seed=args.seed)
     if args.list_pvs:
         print("\n".join(ioc.pvdb), flush=True)
     print(
         f"ssb-ioc: serving a diffraction detector, {len(ioc.pvdb)} PVs with prefix "
-        f"{args.prefix!r} on {', '.join(args.interfaces)}; sample: the rig {args.sample!r}",
+        f"{args.prefix!r} on {', '.join(args.interfaces)}:{os.environ['EPICS_CA_SERVER_PORT']}; "
+        f"sample: the rig {args.sample!r} (found through {os.environ.get('EPICS_CA_ADDR_LIST')})",
         flush=True,
     )
     asyncio.run(serve(ioc, args.interfaces, not args.no_tcp_nodelay, args.lifeline))

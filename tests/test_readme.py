@@ -38,7 +38,7 @@ def test_every_python_block_of_the_readme_runs_verbatim_in_order(tmp_path):
 
     from conftest import CA_ENV
 
-    from ssb_ioc.launch import IOCProcess
+    from ssb_ioc.launch import DetectorProcess, IOCProcess
 
     script = tmp_path / "readme.py"
     script.write_text("\n".join(readme_python_blocks()))
@@ -49,7 +49,11 @@ def test_every_python_block_of_the_readme_runs_verbatim_in_order(tmp_path):
         "SSB_CATALOG": "",
         "MPLBACKEND": "Agg",
     }
-    with IOCProcess("SSB:", env=CA_ENV, speed=20000.0, seed=1):
+    port = int(CA_ENV["EPICS_CA_SERVER_PORT"])
+    with (
+        IOCProcess("SSB:", env=CA_ENV, speed=20000.0, seed=1),
+        DetectorProcess("SSB:", port, prefix="XRD:", seed=1),  # its own port: port + 2
+    ):
         done = subprocess.run(
             [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900
         )
