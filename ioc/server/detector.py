@@ -24,13 +24,13 @@ from ..sim.diffraction import Beamline, Exposure, lithium_content
 from .pvs import (
     ARRAY_BACKLOG,
     RigPVGroup,
+    _numeric,
     _pv,
     choice,
     counter,
     limits,
     publish,
     reading,
-    setting,
     text,
 )
 
@@ -84,6 +84,16 @@ class SampleLink:
             await self._context.disconnect()
 
 
+def _shown_on(readback: str):
+    """A putter that shows an accepted setting on its ``_RBV`` twin, as areaDetector does."""
+
+    async def put(group, instance, value):
+        await getattr(group, readback).write(value)
+        return value
+
+    return put
+
+
 class DetectorIOC(RigPVGroup):
     """Simulated strip detector (1280 strips) for operando diffraction of a rig's cell.
 
@@ -117,20 +127,22 @@ class DetectorIOC(RigPVGroup):
 
     acquire = choice("cam1:Acquire", ["Done", "Acquire"], "Start (and wait) or stop")
     acquire_rbv = choice("cam1:Acquire_RBV", ["Done", "Acquire"], "Acquiring", read_only=True)
-    acquire_time = setting("cam1:AcquireTime", "s", 0.001, 86400.0, "Exposure per frame")
+    acquire_time = _numeric("cam1:AcquireTime", "s", 0.001, 86400.0, "Exposure per frame", 3,
+                            put=_shown_on("acquire_time_rbv"))  # fmt: skip
     acquire_time_rbv = reading("cam1:AcquireTime_RBV", "s", 0.0, 86400.0, "Exposure per frame")
-    acquire_period = setting("cam1:AcquirePeriod", "s", 0.0, 864000.0, "Frame start to start")
+    acquire_period = _numeric("cam1:AcquirePeriod", "s", 0.0, 864000.0, "Frame start to start",
+                              3, put=_shown_on("acquire_period_rbv"))  # fmt: skip
     acquire_period_rbv = reading("cam1:AcquirePeriod_RBV", "s", 0.0, 864000.0, "Frame period")
-    image_mode = choice("cam1:ImageMode", IMAGE_MODES, "Frames per acquisition")
+    image_mode = choice("cam1:ImageMode", IMAGE_MODES, "Frames per acquisition",
+                        put=_shown_on("image_mode_rbv"))  # fmt: skip
     image_mode_rbv = choice("cam1:ImageMode_RBV", IMAGE_MODES, "Image mode", read_only=True)
-    num_images = _pv(
-        "cam1:NumImages", "Frames in Multiple mode", value=1, dtype=int, **limits(1, 100000)
-    )
+    num_images = _pv("cam1:NumImages", "Frames in Multiple mode", value=1, dtype=int,
+                     put=_shown_on("num_images_rbv"), **limits(1, 100000))  # fmt: skip
     num_images_rbv = counter("cam1:NumImages_RBV", "Frames in Multiple mode")
     num_images_counter = counter("cam1:NumImagesCounter_RBV", "Frames taken in this acquisition")
     array_counter = _pv(
         "cam1:ArrayCounter", "Frames taken (write to reset)", value=0, dtype=int,
-        **limits(0, 2**31 - 1),
+        put=_shown_on("array_counter_rbv"), **limits(0, 2**31 - 1),
     )  # fmt: skip
     array_counter_rbv = counter("cam1:ArrayCounter_RBV", "Frames taken")
     state = choice("cam1:DetectorState_RBV", DETECTOR_STATES, "Detector state", read_only=True)
@@ -225,32 +237,6 @@ class DetectorIOC(RigPVGroup):
                 f"frame lost: {self.link.error}; start the rig's IOC, then acquire again"
             )
         return self.link.time
-
-    # --- settings ---------------------------------------------------------------------
-    @acquire_time.putter
-    async def acquire_time(self, instance, value):
-        await self.acquire_time_rbv.write(value)
-        return value
-
-    @acquire_period.putter
-    async def acquire_period(self, instance, value):
-        await self.acquire_period_rbv.write(value)
-        return value
-
-    @image_mode.putter
-    async def image_mode(self, instance, value):
-        await self.image_mode_rbv.write(value)
-        return value
-
-    @num_images.putter
-    async def num_images(self, instance, value):
-        await self.num_images_rbv.write(value)
-        return value
-
-    @array_counter.putter
-    async def array_counter(self, instance, value):
-        await self.array_counter_rbv.write(value)
-        return value
 
     # --- acquisition ------------------------------------------------------------------
     @acquire.putter
