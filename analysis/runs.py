@@ -79,6 +79,14 @@ class _ChainStream:
     def descriptors(self) -> list:
         return [d for part in self.parts for d in part.descriptors]
 
+    @property
+    def metadata(self):
+        """The newest part's: its descriptors' configuration (a detector's axis)."""
+        return self.parts[-1].metadata
+
+    def __contains__(self, key: str) -> bool:
+        return any(key in part for part in self.parts)
+
     def read(self, *args, **kwargs):
         import xarray as xr
 

@@ -53,6 +53,9 @@ def run_operando_demo(*, speed: float = 2000.0, catalog: str | None = None) -> i
         IOCProcess(env=env, speed=speed, seed=0) as rig_ioc,
         DetectorProcess(rig_ioc.prefix, port, seed=0) as detector_ioc,
     ):
+        print(f"ssb demo --operando: IOC pid {rig_ioc.process.pid}, detector pid "
+              f"{detector_ioc.process.pid}, prefixes {rig_ioc.prefix} and "
+              f"{detector_ioc.prefix}", flush=True)  # fmt: skip
         session = start_session(catalog, progress=False)
         print(f"ssb demo --operando: catalog {session.location}", flush=True)
         session.describe_experiment(

@@ -85,3 +85,24 @@ def test_ctrl_c_aborts_the_run_keeps_its_data_and_stops_the_ioc(tmp_path):
     assert run.stop["exit_status"] == "abort"
     assert len(run["samples"].read()["seq"]) >= 10
     assert run["safe_state"].read()["rig_cycler_current"].values[0] == 0.0
+
+
+def test_operando_demo_stores_frames_and_writes_the_operando_figures(tmp_path):
+    process = demo(tmp_path / "catalog", "--operando")
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err
+    for noise in ("Traceback", "Warning", "cannot schedule new futures"):
+        assert noise not in out + err, err
+    frames = int(re.search(r"(\d+) patterns of 60 s \(xrd, 1280 strips", out).group(1))
+    assert frames >= 30  # one every 5 minutes of a ~4 h charge and discharge, and more
+    top = re.search(r"largest (\d+\.\d+) Å after (\d+\.\d+) mAh", out)
+    assert abs(float(top.group(1)) - 14.47) < 0.01  # the law's maximum, near Li0.5
+    assert 1.0 < float(top.group(2)) < 1.4  # ~0.6 of 2 mAh: x = 0.95 - 0.72 x 0.6
+    page = Path(re.search(r"report (\S+report\.md)", out).group(1))
+    text = page.read_text()
+    for name in ("operando", "lattice"):
+        assert f"({name}.png)" in text and (page.parent / f"{name}.png").stat().st_size > 20_000
+    pids = re.search(r"IOC pid (\d+), detector pid (\d+)", out)
+    assert gone(int(pids.group(1))) and gone(int(pids.group(2)))
+    run = open_catalog(tmp_path / "catalog")[-1]
+    assert run["primary"]["xrd_image"].shape == (frames, 1280)

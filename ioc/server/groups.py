@@ -369,7 +369,7 @@ class RigIOC(RigPVGroup):
         rig, p, press = self.backend, self.backend.params, self.press
         if isinstance(rig, HardwareRig):  # ready means the instruments have been asked once
             await self._exchange()
-            await self.soc_rb.write(math.nan)  # no simulated cell: nothing to tell a detector
+            await self.soc_rb.write(math.nan, verify_value=False)  # no simulated cell
         lc = p.load_cell
         capacity_mpa = lc.capacity * 1e3 / (p.cell.area * 100)
         await press.pressure_sp.write_metadata(**limits(0.0, rig.max_setpoint))
