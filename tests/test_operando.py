@@ -173,7 +173,7 @@ def test_ophyds_own_areadetector_cam_drives_it(beamline):
         cam.destroy()
 
 
-def test_operando_run_stores_frames_and_recovers_the_lattice_law(beamline, session, tmp_path):
+def test_operando_run_stores_frames_and_recovers_the_lattice_law(beamline, session):
     """run_protocol with the detector, a pattern every 5 minutes and at each step's start,
     the cell at open circuit during each exposure: the frames land as one Tiled array with
     their axis and units, each with the rig's state; the fitted c and a, against the
@@ -218,14 +218,6 @@ def test_operando_run_stores_frames_and_recovers_the_lattice_law(beamline, sessi
     assert np.median(np.abs(z_a)) < 1.5 and np.max(np.abs(z_a)) < 5, z_a
     assert np.ptp(fit.c) > 0.2  # the law's swing is there, not a flat line
     assert fit.c_sigma.max() < 0.002 and fit.a_sigma.max() < 0.001
-
-    from ssb_analysis.report import write_report
-
-    page = write_report(run, tmp_path)
-    text = page.read_text()
-    assert "diffraction frames" in text and "c range (fitted)" in text
-    for name in ("operando", "lattice"):
-        assert (page.parent / f"{name}.png").stat().st_size > 20_000, name
 
 
 def test_detector_steps_choose_the_boundaries(beamline, session):
