@@ -321,6 +321,60 @@ def test_cycler_link_faults_alarm_and_lose_no_sample(cycling, fault, options, sa
     assert ioc.enum("Cyc:Running-RB") == "Yes"
 
 
+def channel(emulator):
+    """(running, latest test id) on the emulated BTS channel itself."""
+    bts = emulator.emulator.devices["cycler"]
+    return emulator.call(lambda: (bts.rig.cycler.running, bts.test))
+
+
+def test_a_stop_sent_while_the_link_is_down_reaches_the_channel(cycling):
+    """A stop (a client's, an interlock's) is owed to the channel until it hears it: a
+    channel left charging by a lost stop would be a cell nobody follows."""
+    ioc, emulator = cycling
+    emulator.fault("cycler", "drop")
+    ioc.wait_for(lambda: severity(ioc, "Cyc:Voltage-RB")[0] == AlarmSeverity.INVALID_ALARM,
+                 15, "the alarm")  # fmt: skip
+    ioc.put("Cyc:Stop-Cmd", 1)
+    assert ioc.enum("Cyc:Running-RB") == "No"
+    assert channel(emulator)[0]  # the channel cannot know yet
+    emulator.fault("cycler", "")
+
+    def reason() -> str:
+        return emulator.call(lambda: emulator.emulator.sim.cycler.reason)
+
+    assert reason() != "stopped by the BTS client"
+    ioc.wait_for(lambda: reason() == "stopped by the BTS client", 20, "the owed stop")
+    ioc.wait_for(lambda: severity(ioc, "Cyc:Voltage-RB")[0] == 0, 20, "recovery")
+    assert ioc.enum("Rig:Interlock-RB") == "OK" and ioc.enum("Press:Mode-RB") == "Pressure"
+    rows = samples(ioc)
+    assert np.all(np.diff(rows[:, 0]) == 1)
+
+
+def test_a_start_whose_reply_is_lost_is_followed_not_sent_twice(cycling):
+    """The start reaches the channel but its reply is late: the IOC finds the new test on
+    the channel once the link answers, follows it, and stores its points."""
+    ioc, emulator = cycling
+    ioc.put("Rig:CellCurrent-SP", 0.0)
+    ioc.wait_for(lambda: not channel(emulator)[0], 10, "the channel at rest")
+    _, before = channel(emulator)
+    first = ioc.get("Cyc:Buf:NextSeq-RB")
+    emulator.fault("cycler", "slow", delay=3.0, command="start")
+    ioc.put("Rig:CellCurrent-SP", 1e-3, wait=False)
+    ioc.wait_for(lambda: channel(emulator)[0], 20, "the start to reach the channel")
+    started = emulator.call(lambda: emulator.emulator.sim.time)
+    ioc.wait_for(lambda: "no reply to start" in ioc.text("Rig:Msg-RB"), 15, "the lost reply")
+    emulator.fault("cycler", "")
+    ioc.wait_for(lambda: severity(ioc, "Cyc:Voltage-RB")[0] == 0, 20, "recovery")
+    ioc.wait_for(lambda: ioc.get("Cyc:Buf:NextSeq-RB") > first + 20, 20, "the new test's points")
+    assert ioc.get("Cyc:Current-RB") == pytest.approx(1e-3)
+    assert channel(emulator) == (True, before + 1)  # one start, not two
+    rows = samples(ioc)
+    assert np.all(np.diff(rows[:, 0]) == 1)
+    new = rows[rows[:, 0] >= first]
+    charging = new[new[:, SAMPLE_FIELDS.index("current")] > 0, 1]
+    assert charging.size >= 10 and charging[0] <= started + 15.0  # from its start on
+
+
 def test_a_step_the_channel_refuses_fails_the_protocol_with_the_reason(tmp_path, ca_context,
                                                                       session):  # fmt: skip
     from conftest import connected_rig

@@ -57,7 +57,12 @@ class BtsChannel(Cycler):
         self.client = BtsClient(config.host, config.port, config.timeout)
         self.channel = Channel.parse(config.channel, config.host)
         self.status: dict[str, str] = {}
-        self._pending = ""  # "start" or "stop", sent at the next scan
+        # "start": to send at the next scan; "confirm": sent, not yet seen on the channel (a
+        # reply lost on the way back must neither hang the step nor start it twice)
+        self._pending = ""
+        self._stop_owed = False  # a stop the channel has not acknowledged: sent until it has
+        self._before = 0  # the channel's latest test id before our start
+        self._sent_at = 0.0  # rig time at which the start was sent
         self._test: int | None = None  # the channel's test id of the running step
         self._stored = 0  # points of that test already stored
         self._step_start = 0.0  # rig time at which the step started on the channel
@@ -86,8 +91,12 @@ class BtsChannel(Cycler):
 
     def stop(self, reason: str = "stopped") -> None:
         if self.running:
-            self._pending = "stop"
+            self._owe_stop()
         super().stop(reason)
+
+    def _owe_stop(self) -> None:
+        """Stop the channel at the next scan that reaches it, however long that takes."""
+        self._pending, self._stop_owed = "", True
 
     def account(self, *args, **kwargs) -> None:  # pragma: no cover - see sync()
         raise CyclerError("a BTS channel is followed with sync(), not simulated")
@@ -101,18 +110,20 @@ class BtsChannel(Cycler):
         c = self.counters
         if interlock and self.running:
             self.tripped = f"press interlock ({interlock})"
-            self._pending = "stop"
+            self._owe_stop()
             self._end_here(f"safety: {self.tripped}")
         if self.running:
             c.step_time += max(now - c.test_time, 0.0)
         c.test_time = now
         self._mechanics = mechanics
         try:  # a CommError leaves the step running: the channel runs on, its points wait
+            if self._stop_owed:
+                await self.client.stop(self.channel)
+                self._stop_owed = False
             if self._pending == "start":
                 await self._start(now)
-            elif self._pending == "stop":
-                self._pending = ""
-                await self.client.stop(self.channel)
+            elif self._pending == "confirm":
+                await self._confirm(sent=False)
             self.status = await self.client.inquire(self.channel)
             if self.running and self._test is not None:
                 await self._download()
@@ -132,12 +143,22 @@ class BtsChannel(Cycler):
         name = f"ssb-step-{self.counters.cycle}-{self.counters.step}-{self._files}.xml"
         (folder / name).write_text(step_file(self.step, self.log_period, self.limits))
         remote = f"{self.config.remote_step_dir.rstrip('/')}/{name}"
-        self._pending = ""
+        self._before, _ = await self.client.download(self.channel, 0, 0)
+        self._pending, self._sent_at = "confirm", now
         if not await self.client.start(self.channel, remote, f"ssb-{self.counters.step}"):
+            self._pending = ""
             self._end_here(REFUSED)
             return
-        self._step_start = now
-        self._test, _ = await self.client.download(self.channel, 0, 0)
+        await self._confirm(sent=True)
+
+    async def _confirm(self, sent: bool) -> None:
+        """Follow the test our start began; if its reply was lost, the channel's latest
+        test tells whether the start arrived (a new test) or must be sent again."""
+        test, _ = await self.client.download(self.channel, 0, 0)
+        if test == self._before and not sent:
+            self._pending = "start"
+            return
+        self._pending, self._test, self._step_start = "", test, self._sent_at
 
     async def _download(self) -> None:
         while True:
@@ -210,5 +231,5 @@ class BtsChannel(Cycler):
         v, lim = self.cell.voltage, self.limits
         if math.isfinite(v) and not lim.v_min <= v <= lim.v_max:
             self.tripped = f"voltage {v:.3f} V outside {lim.v_min:g}..{lim.v_max:g} V"
-            self._pending = "stop"
+            self._owe_stop()
             self._end_here(f"safety: {self.tripped}")

@@ -9,7 +9,9 @@ energy in Wh.
 
 Faults: ``drop`` (close connections, refuse new ones), ``slow`` (reply after ``delay``
 s), ``malformed`` (a reply that is not XML) and ``refuse`` (the channel answers ``false``
-to ``start``, as a channel in use or in alarm does).
+to ``start``, as a channel in use or in alarm does). ``slow`` and ``malformed`` may be
+limited to one ``command``'s replies: the command is carried out, its reply is what fails
+(a start whose answer is lost on the way back).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class BtsServer:
         self.channel = Channel.parse(config.channel, config.host)
         self.fault = ""
         self.delay = 3.0
+        self.command = ""  # the only command the fault hits ("" = every one)
         self.test = 0  # id of the latest test
         self._first = 0  # sequence number of its first sample
         self._start_time = 0.0
@@ -66,10 +69,10 @@ class BtsServer:
                 await self.server.wait_closed()
         self.server = None
 
-    async def set_fault(self, kind: str = "", delay: float = 3.0) -> None:
+    async def set_fault(self, kind: str = "", delay: float = 3.0, command: str = "") -> None:
         if kind and kind not in FAULTS:
             raise ValueError(f"fault {kind!r}: expected one of {', '.join(FAULTS)}")
-        was, self.fault, self.delay = self.fault, kind, delay
+        was, self.fault, self.delay, self.command = self.fault, kind, delay, command
         if kind == "drop" and was != "drop":
             await self.stop()
         elif was == "drop" and kind != "drop":
@@ -81,9 +84,10 @@ class BtsServer:
             while True:
                 frame = await reader.readuntil(TERMINATOR)
                 reply = self.respond(frame[: -len(TERMINATOR)].decode("utf-8", "replace"))
-                if self.fault == "slow":
+                hit = not self.command or f"<cmd>{self.command}</cmd>" in frame.decode()
+                if self.fault == "slow" and hit:
                     await asyncio.sleep(self.delay)
-                if self.fault == "malformed":
+                if self.fault == "malformed" and hit:
                     reply = "<bts version='1.0'><cmd>inquire_resp</cmd><list count=<<garbage"
                 writer.write(reply.encode() + TERMINATOR)
                 await writer.drain()
