@@ -14,8 +14,9 @@ import pytest
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from conftest import RunningIOC, run_cli
 
-from ssb_ioc.backends import RigFileError, load_rig_file
-from ssb_ioc.backends.modbus import decode, encode
+from ssb_ioc.backends import RigFileError, link, load_rig_file
+from ssb_ioc.backends.link import CommError, Link
+from ssb_ioc.backends.modbus import decode, encode, garbled
 from ssb_ioc.backends.rigfile import Register, parse_rig
 from ssb_ioc.emulate import EmulatorThread
 from ssb_ioc.launch import rig_file_on_free_ports
@@ -53,6 +54,45 @@ def test_codec_refuses_what_does_not_fit():
         encode(Register("command", 0, type="int16", scale=0.01), 400.0)
     with pytest.raises(ValueError, match="not a finite number"):
         encode(Register("setpoint", 0), math.nan)
+
+
+def test_garbled_frames_are_told_from_replies():
+    reply = bytes([0, 7, 0, 0, 0, 7, 1, 4, 4, 0, 1, 0, 2])  # read input: 2 registers
+    assert garbled(reply) == ""
+    assert garbled(reply[:7] + bytes([0x84, 2])[:1] + reply[8:]) == ""  # exception reply
+    assert "function code 0x7b" in garbled(reply[:7] + bytes([0x7B]) + reply[8:])
+    assert "does not frame" in garbled(reply[:-1])
+    assert "shorter than a header" in garbled(reply[:5])
+
+
+def test_a_failing_link_backs_off_doubling_to_five_seconds_and_an_answer_resets_it(
+    monkeypatch,
+):
+    """A dead instrument is asked again after 0.25, 0.5, 1, 2, 4, 5, 5 ... s, not every
+    scan; until then the attempt fails at once with the reason and the wait left."""
+    now = [100.0]
+    monkeypatch.setattr(link.time, "monotonic", lambda: now[0])
+    press = Link("press at 127.0.0.1:502")
+    waits = []
+    for _ in range(8):
+        with pytest.raises(CommError, match="no connection"):
+            press.fail("no connection")
+        start = now[0]
+        while True:
+            try:
+                press.may_retry()
+                break
+            except CommError as ex:
+                assert "no connection (retrying in" in str(ex)
+                now[0] += 0.05
+        waits.append(round(now[0] - start, 2))
+    assert waits == pytest.approx([0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0], abs=0.06)
+    press.ok()
+    with pytest.raises(CommError):
+        press.fail("no connection")
+    now[0] += 0.25
+    press.may_retry()  # back to the first wait
+    assert press.error == "no connection"
 
 
 # --- rig files -------------------------------------------------------------------------------
@@ -155,12 +195,30 @@ def test_pressure_move_completes_when_the_instrument_settles(emulated):
     assert severity(ioc, "Press:Pressure-RB")[0] == 0
 
 
+MEASURED = ("Press:Pressure-RB", "Press:Force-RB", "Press:Settled-RB", "LC:Force-RB",
+            "LC:Signal-RB", "LC:Overload-RB")  # fmt: skip
+# What each lost instrument leaves unknown, alarmed INVALID/COMM; everything else is fresh.
+STALE = {
+    "controller": (*MEASURED, "Press:Position-RB", "Press:Gap-RB"),
+    "drive": ("Press:Position-RB", "Press:Gap-RB", "Press:Output-RB"),
+    "amplifier": (*MEASURED, "Press:Error-RB", "Press:Output-RB"),
+}
+FRESH = ("Press:Mode-RB", "Rig:Time-RB", "Rig:Interlock-RB", "Press:Pressure-SP")
+CYCLER_STALE = ("Cyc:Voltage-RB", "Cyc:Current-RB", "Rig:CellVoltage-RB", "Cyc:StepCharge-RB",
+                "Cyc:StepDischarge-RB", "Cyc:ChargeCapacity-RB", "Cyc:DischargeCapacity-RB",
+                "Cyc:ChargeEnergy-RB", "Cyc:DischargeEnergy-RB")  # fmt: skip
+
+
+def alarms(ioc, names) -> dict[str, tuple[int, int]]:
+    return {name: severity(ioc, name)[:2] for name in names}
+
+
 @pytest.mark.parametrize(
     ("template", "role", "stale", "unmeasured"),
     [
-        ("emulated.toml", "press", "Press:Position-RB", "gap"),
-        ("emulated-ioc-loop.toml", "press", "Press:Position-RB", "gap"),
-        ("emulated-ioc-loop.toml", "load_cell", "Press:Pressure-RB", "pressure"),
+        ("emulated.toml", "press", STALE["controller"], "gap"),
+        ("emulated-ioc-loop.toml", "press", STALE["drive"], "gap"),
+        ("emulated-ioc-loop.toml", "load_cell", STALE["amplifier"], "pressure"),
     ],
     ids=["controller", "drive", "amplifier"],
 )
@@ -187,9 +245,10 @@ def lost_link(ioc, emulator, role, stale, unmeasured, controller):
     reason = ioc.text("Rig:InterlockReason-RB")
     assert "communication lost" in reason
     assert f"{role.replace('_', ' ')} at 127.0.0.1" in reason
-    sev, status, stamp = severity(ioc, stale)
-    assert (sev, status) == (AlarmSeverity.INVALID_ALARM, AlarmStatus.COMM)
-    assert stamp <= lost_at  # the last good value keeps its own time
+    invalid = (AlarmSeverity.INVALID_ALARM, AlarmStatus.COMM)
+    assert alarms(ioc, stale) == dict.fromkeys(stale, invalid)
+    assert invalid not in alarms(ioc, FRESH).values()
+    assert severity(ioc, stale[0])[2] <= lost_at  # the last good value keeps its own time
     assert ioc.enum("Press:Mode-RB") == "Gap"  # piston locked, nothing released
     if not controller and role == "load_cell":  # the drive is told to hold still
         ioc.wait_for(lambda: emulator.call(lambda: sim.press.pid.command) == 0, 5, "a stop")
@@ -203,7 +262,8 @@ def lost_link(ioc, emulator, role, stale, unmeasured, controller):
     ioc.wait_for(lambda: ioc.get("Rig:Time-RB") > tripped_at + 2.0, 10.0, "time going on")
     assert emulator.call(lambda: sim.press.pressure) > 10.0  # the cell is still pressed
     emulator.fault(role, "")
-    ioc.wait_for(lambda: severity(ioc, stale)[0] == 0, 15.0, "recovery")
+    ioc.wait_for(lambda: severity(ioc, stale[0])[0] == 0, 15.0, "recovery")
+    assert invalid not in alarms(ioc, stale).values()
     # the instrument was told the safe state once it could hear it: a position hold, or
     # a running drive with its valve closed
     assert int(emulator.call(lambda: sim.press.mode)) == (2 if controller else 1)
@@ -224,24 +284,34 @@ def lost_link(ioc, emulator, role, stale, unmeasured, controller):
     [
         ("slow", {"delay": 2.0}, "no reply"),
         ("exception", {"code": 4}, "Modbus exception 4 (server device failure)"),
-        ("malformed", {}, "press at"),
+        ("malformed", {}, "malformed reply to reading holding 0..2 (a header that does not frame"),
     ],
 )
 def test_emulator_faults_trip_with_the_reason(fault, options, says, tmp_path, ca_context):
+    """Each fault: its own words in the trip's reason, the alarms, the piston locked, the
+    record whole (the samples while the press was silent say NaN), and recovery."""
     path = rig_file_on_free_ports(RIGS / "emulated.toml", tmp_path)
     with EmulatorThread(load_rig_file(path), seed=1) as emulator:
         ioc = RunningIOC(ca_context, extra_args=["--rig", path]).start()
         try:
+            ioc.put("Cyc:LogPeriod-SP", 0.5)
             press_to(ioc, 12.0)
             emulator.fault("press", fault, **options)
             ioc.wait_for(lambda: ioc.enum("Rig:Interlock-RB") == "Tripped", 10.0, "the trip")
             assert says in ioc.text("Rig:InterlockReason-RB")
-            assert severity(ioc, "Press:Pressure-RB")[0] == AlarmSeverity.INVALID_ALARM
+            invalid = (AlarmSeverity.INVALID_ALARM, AlarmStatus.COMM)
+            assert alarms(ioc, STALE["controller"]) == dict.fromkeys(STALE["controller"], invalid)
             assert ioc.enum("Press:Mode-RB") == "Gap"
+            tripped_at = ioc.get("Rig:Time-RB")
+            ioc.wait_for(lambda: ioc.get("Rig:Time-RB") > tripped_at + 2.0, 10.0, "time")
             emulator.fault("press", "")
             ioc.wait_for(lambda: severity(ioc, "Press:Pressure-RB")[0] == 0, 15.0, "recovery")
             ioc.put("Rig:InterlockReset-Cmd", 1)
             press_to(ioc, 12.0)
+            rows = samples(ioc)
+            pressure = rows[:, SAMPLE_FIELDS.index("pressure")]
+            assert np.all(np.diff(rows[:, 0]) == 1)
+            assert np.isnan(pressure).sum() >= 2 and np.isfinite(pressure[-1])
         finally:
             assert ioc.stop() == 0, ioc.stderr
 
@@ -303,12 +373,15 @@ def test_cycler_link_faults_alarm_and_lose_no_sample(cycling, fault, options, sa
     ioc.wait_for(lambda: severity(ioc, "Cyc:Voltage-RB")[0] == AlarmSeverity.INVALID_ALARM,
                  15, "the alarm")  # fmt: skip
     assert says in ioc.text("Rig:Msg-RB")
+    invalid = (AlarmSeverity.INVALID_ALARM, AlarmStatus.COMM)
+    assert alarms(ioc, CYCLER_STALE) == dict.fromkeys(CYCLER_STALE, invalid)
     assert ioc.enum("Rig:Interlock-RB") == "OK"  # the press holds; the cell is not released
     lost_at = emulator.call(lambda: emulator.emulator.sim.time)
     ioc.wait_for(lambda: emulator.call(lambda: emulator.emulator.sim.time) > lost_at + 500,
                  10, "the channel logging on its own")  # fmt: skip
     emulator.fault("cycler", "")
     ioc.wait_for(lambda: severity(ioc, "Cyc:Voltage-RB")[0] == 0, 20, "recovery")
+    assert invalid not in alarms(ioc, CYCLER_STALE).values()
     ioc.wait_for(lambda: ioc.get("Cyc:StepTime-RB") > lost_at + 600 - 300, 20, "catching up")
     rows = samples(ioc)
     seq, test_time = rows[:, 0], rows[:, 1]

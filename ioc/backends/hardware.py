@@ -36,11 +36,16 @@ from .modbus import ModbusInstrument
 from .rigfile import RigFile
 
 NAN = math.nan
-# The readbacks that come from each instrument (PV names without the prefix).
+# The readbacks that come from each instrument (PV names without the prefix). The modes,
+# setpoints and the step's state are the IOC's own; the rest is measured, or made of what
+# was measured (the settle state, the loop's error and output, the channel's capacities).
 PRESS_PVS = ("Press:Pressure-RB", "Press:Force-RB", "Press:Position-RB", "Press:Gap-RB",
-             "Press:Mode-RB", "Press:Settled-RB")  # fmt: skip
+             "Press:Settled-RB")  # fmt: skip
 LOAD_CELL_PVS = ("LC:Force-RB", "LC:Signal-RB", "LC:Overload-RB")
-CYCLER_PVS = ("Cyc:Voltage-RB", "Cyc:Current-RB", "Rig:CellVoltage-RB")
+LOOP_PVS = ("Press:Error-RB", "Press:Output-RB")  # the IOC's loop on the amplifier's force
+CYCLER_PVS = ("Cyc:Voltage-RB", "Cyc:Current-RB", "Rig:CellVoltage-RB", "Cyc:StepCharge-RB",
+              "Cyc:StepDischarge-RB", "Cyc:ChargeCapacity-RB", "Cyc:DischargeCapacity-RB",
+              "Cyc:ChargeEnergy-RB", "Cyc:DischargeEnergy-RB")  # fmt: skip
 MECHANICAL = ("press", "load_cell")  # a lost link to these trips the interlock
 # What the drive's mode register means in each topology (our Mode -> register value).
 CONTROLLER_MODES = {Mode.OFF: 0, Mode.PRESSURE: 1, Mode.GAP: 2}
@@ -154,8 +159,8 @@ class HardwareRig(Rig):
         sources = {"press": PRESS_PVS, "load_cell": LOAD_CELL_PVS, "cycler": CYCLER_PVS}
         if self.topology == "ioc":  # pressure and force come from the amplifier
             sources = {
-                "press": ("Press:Position-RB", "Press:Gap-RB"),
-                "load_cell": (*LOAD_CELL_PVS, *PRESS_PVS[:2], "Press:Settled-RB"),
+                "press": ("Press:Position-RB", "Press:Gap-RB", "Press:Output-RB"),
+                "load_cell": (*LOAD_CELL_PVS, *PRESS_PVS[:2], "Press:Settled-RB", *LOOP_PVS),
                 "cycler": CYCLER_PVS,
             }
         elif "load_cell" not in self.instruments:

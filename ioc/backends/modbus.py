@@ -33,6 +33,22 @@ EXCEPTION_CODES = {
 }
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # failures are reported, with context
 MAX_SPAN = 120  # registers read in one request (Modbus allows 125)
+# Function codes of the replies the rig asks for: read holding/input, write one/many, and
+# their exception replies (code + 0x80).
+REPLY_CODES = {3, 4, 6, 16} | {code | 0x80 for code in (3, 4, 6, 16)}
+
+
+def garbled(frame: bytes) -> str:
+    """Why a received Modbus TCP frame is malformed ("" if it looks like a reply): pymodbus
+    drops such a frame silently, so that without this a garbled reply reads as none."""
+    if len(frame) < 8:
+        return f"{len(frame)} bytes, shorter than a header"
+    length = int.from_bytes(frame[4:6], "big")
+    if frame[2:4] != b"\x00\x00" or length != len(frame) - 6:
+        return f"a header that does not frame its {len(frame)} bytes"
+    if frame[7] not in REPLY_CODES:
+        return f"function code 0x{frame[7]:02x}"
+    return ""
 
 
 def _swap_bytes(registers: list[int]) -> list[int]:
@@ -89,6 +105,7 @@ class ModbusInstrument(Link):
         self.raw: dict[str, float] = {}
         self.values: dict[str, float] = {}
         self._requests = spans(list(device.registers.values()))
+        self._garbled = ""  # why the last frame received was malformed
 
     @property
     def client(self) -> AsyncModbusTcpClient:
@@ -96,9 +113,14 @@ class ModbusInstrument(Link):
             device = self.device
             self._client = AsyncModbusTcpClient(
                 device.host, port=device.port, timeout=device.timeout, retries=0,
-                reconnect_delay=0, name=device.role,
+                reconnect_delay=0, name=device.role, trace_packet=self._trace,
             )  # fmt: skip
         return self._client
+
+    def _trace(self, sending: bool, frame: bytes) -> bytes:
+        if not sending:
+            self._garbled = garbled(frame) or self._garbled
+        return frame
 
     async def _ensure_connected(self) -> None:
         if self.client.connected:
@@ -113,10 +135,13 @@ class ModbusInstrument(Link):
             self.fail("no connection")
 
     async def _call(self, what: str, request) -> object:
+        self._garbled = ""
         try:
             async with asyncio.timeout(self.device.timeout):
                 reply = await request
         except TimeoutError:
+            if self._garbled:
+                self.fail(f"malformed reply to {what} ({self._garbled})")
             self.fail(f"no reply to {what} within {self.device.timeout:g} s")
         except (ModbusException, OSError, ValueError, struct_error) as ex:
             self.fail(f"{what} failed: {ex}")
