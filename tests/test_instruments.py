@@ -126,6 +126,11 @@ def _rig(**press) -> dict:
         (lambda d: d["press"].update(timeout=math.nan), "not a finite number"),
         (lambda d: d["rig"].update(clock="press"), "no 'clock' register"),
         (lambda d: d.update(extra={}), "unknown keys extra"),
+        (lambda d: d.update(rig=5), r"rig: expected a table \(\[rig\]\), not 5"),
+        (lambda d: d["press"].update(loop=5), r"press.loop: expected a table"),
+        (lambda d: d.update(emulator={"speed": "fast"}), "emulator.speed: 'fast' is not a number"),
+        (lambda d: d.update(emulator={"speed": -1}), r"emulator.speed: -1 outside"),
+        (lambda d: d.update(emulator={"sped": 2}), "unknown keys sped"),
     ],
 )
 def test_rig_file_refusals_name_the_key(change, message):
@@ -514,13 +519,24 @@ def test_a_restarted_ioc_takes_the_press_over_as_it_finds_it(tmp_path, ca_contex
             assert second.stop() == 0, second.stderr
 
 
+def test_check_names_values_read_in_the_wrong_order():
+    from ssb_ioc.backends.check import implausible
+
+    assert implausible("clock", "float64", 1234.5, 1234.5) == ""
+    assert implausible("clock", "float64", 0.0, 0.0) == ""
+    assert "word and byte order" in implausible("clock", "float64", 1.6e-101, 1.6e-101)
+    assert "implausible" in implausible("pressure", "float32", 3e25, 3e25)
+    assert implausible("force", "int32", 1.0, 1e-3) == ""  # a count, scaled
+    assert "expected 0..500" in implausible("setpoint", "float32", 900.0, 900.0)
+
+
 def test_check_reads_the_cycler_channel_and_names_a_wrong_one(tmp_path):
     path = rig_file_on_free_ports(RIGS / "emulated.toml", tmp_path)
     with EmulatorThread(load_rig_file(path), seed=1):
         up = run_cli("ssb_ioc.cli", "--rig", path, "--check")
         assert up.returncode == 0, up.stdout
         rows = {line.split()[1]: line for line in up.stdout.splitlines() if "BTS" in line}
-        assert rows["channel"].split()[4] == "finish" and rows["voltage"].endswith("ok")
+        assert rows["channel"].split()[6] == "finish" and rows["voltage"].endswith("ok")
         wrong = Path(path).read_text().replace('"27-1-1-1"', '"27-9-9-9"')
         Path(path).write_text(wrong)
         down = run_cli("ssb_ioc.cli", "--rig", path, "--check")

@@ -30,7 +30,24 @@ PLAUSIBLE = {  # name -> (low, high) in the rig file's units: outside is suspici
     "gap": (0.0, 1e5),
     "mode": (0, 2),
     "clock": (0.0, 1e10),
+    "setpoint": (0.0, 500.0),
+    "command": (-1e4, 1e4),
+    "signal": (-10.0, 10.0),
 }
+EXTREME = (1e-20, 1e20)  # a float read in the wrong word or byte order lands out here
+
+
+def implausible(name: str, kind: str, raw: float, value: float) -> str:
+    """Why a value read is suspicious ("" if it is not)."""
+    low, high = PLAUSIBLE.get(name, (-math.inf, math.inf))
+    in_range = math.isfinite(value) and low <= value <= high
+    ordered = not kind.startswith("float") or raw == 0 or EXTREME[0] <= abs(raw) <= EXTREME[1]
+    if in_range and ordered:
+        return ""
+    return (
+        f"{value:g} is implausible (expected {low:g}..{high:g}): check scale, type, word "
+        "and byte order"
+    )
 
 
 @dataclass
@@ -43,6 +60,7 @@ class Line:
     value: float
     unit: str
     problem: str
+    text: str = ""  # shown instead of the scaled value (a channel's state)
 
     @property
     def ok(self) -> bool:
@@ -65,13 +83,7 @@ async def check_device(device: ModbusDevice) -> list[Line]:
         try:
             await instrument.read()
             raw, value = instrument.raw[reg.name], instrument.values[reg.name]
-            problem = ""
-            low, high = PLAUSIBLE.get(reg.name, (-math.inf, math.inf))
-            if not (math.isfinite(value) and low <= value <= high):
-                problem = (
-                    f"{value:g} is implausible (expected {low:g}..{high:g}): check scale, "
-                    "type, word and byte order"
-                )
+            problem = implausible(reg.name, reg.type, raw, value)
         except CommError as ex:
             problem = _hint(str(ex).split(": ", 1)[-1])
         finally:
@@ -110,8 +122,8 @@ async def check_cycler(config: BtsCycler) -> list[Line]:
         return [Line("cycler", "channel", where, "bts", math.nan, math.nan, "", problem)]
     finally:
         client.close()
-    lines = [Line("cycler", "channel", where, status.get("workstatus", "?"), math.nan,
-                  math.nan, "", "")]  # fmt: skip
+    state = status.get("workstatus", "?")
+    lines = [Line("cycler", "channel", where, "bts", math.nan, math.nan, "", "", state)]
     for name, unit, (low, high) in (("voltage", "V", (-1.0, 6.0)), ("current", "A", (-1, 1))):
         try:
             value = float(status.get(name, "nan"))
@@ -140,7 +152,7 @@ def table(lines: list[Line]) -> str:
                 line.where,
                 line.type,
                 "-" if math.isnan(line.raw) else f"{line.raw:g}",
-                "-" if math.isnan(line.value) else f"{line.value:.6g}",
+                line.text or ("-" if math.isnan(line.value) else f"{line.value:.6g}"),
                 line.unit,
                 "ok" if line.ok else "NO",
             )

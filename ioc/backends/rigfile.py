@@ -155,7 +155,8 @@ def _take(table: dict, key: str, where: str, kind: type, default: Any = ...) -> 
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
-        raise RigFileError(f"{where}.{key}: {value!r} is not a {kind.__name__}")
+        spelled = {float: "number", int: "whole number", str: "string", bool: "true or false"}
+        raise RigFileError(f"{where}.{key}: {value!r} is not a {spelled.get(kind, kind.__name__)}")
     if kind is float and not math.isfinite(value):
         raise RigFileError(f"{where}.{key}: {value} is not a finite number")
     return value
@@ -166,6 +167,15 @@ def _choice(table: dict, key: str, where: str, choices: tuple[str, ...], default
     if value not in choices:
         raise RigFileError(f"{where}.{key}: {value!r} is not one of {', '.join(choices)}")
     return value
+
+
+def _table(value: Any, where: str) -> dict:
+    """A copy of a TOML table (absent = empty); anything else is refused."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RigFileError(f"{where}: expected a table ([{where}]), not {value!r}")
+    return dict(value)
 
 
 def _no_more(table: dict, where: str) -> None:
@@ -235,7 +245,7 @@ def _device(role: str, raw: Any, where: str, needed: dict, optional: dict) -> Mo
         "word_order": _choice(raw, "word_order", where, ORDERS, "big"),
         "byte_order": _choice(raw, "byte_order", where, ORDERS, "big"),
     }
-    loop = dict(raw.pop("loop", None) or {})
+    loop = _table(raw.pop("loop", None), f"{where}.loop")
     gains = {k: _take(loop, k, f"{where}.loop", float) for k in ("kp", "ki", "kd") if k in loop}
     _no_more(loop, f"{where}.loop")
     if any(g < 0 for g in gains.values()):
@@ -279,7 +289,7 @@ def _overlaps(registers: dict[str, Register], where: str) -> None:
 def parse_rig(data: dict, source: str = "") -> RigFile:
     """Validate a parsed rig file."""
     data = dict(data)
-    rig = dict(data.pop("rig", None) or {})
+    rig = _table(data.pop("rig", None), "rig")
     name = _take(rig, "name", "rig", str)
     cell = _take(rig, "cell", "rig", str, "si-nmc")
     clock = _choice(rig, "clock", "rig", ("wall", "press", "load_cell"), "wall")
@@ -301,9 +311,12 @@ def parse_rig(data: dict, source: str = "") -> RigFile:
         if device is None or "clock" not in device.registers:
             raise RigFileError(f"rig.clock: {clock!r} has no 'clock' register mapped")
     cycler = _cycler(data.pop("cycler", None) or {"driver": "none"})
-    emulator = data.pop("emulator", {})
-    if not isinstance(emulator, dict):
-        raise RigFileError("emulator: expected a table")
+    emulator = _table(data.pop("emulator", None), "emulator")
+    speed = _take(emulator, "speed", "emulator", float, 1.0)
+    if not 0 < speed <= 1e4:
+        raise RigFileError(f"emulator.speed: {speed:g} outside (0, 10000]")
+    _no_more(emulator, "emulator")
+    emulator = {"speed": speed}
     _no_more(data, "rig file")
     return RigFile(name, cell, press, load_cell, clock, cycler, source, emulator)
 
