@@ -195,3 +195,21 @@ def test_events_are_detected_above_the_boundary(kind, ca_context, tmp_path):
         assert "soft_short" in ioc.text("Evt:Last-RB")
     finally:
         made.close()
+
+
+def test_the_simulation_and_the_instruments_serve_one_interface():
+    """The PV layer asks a RigBackend only; both implementations give every member of it,
+    and differ where they must: who keeps the time, what can be out of reach."""
+    from ssb_ioc.backends import HardwareRig
+    from ssb_ioc.backends.interface import RigBackend
+    from ssb_ioc.sim import Rig, load_cell_file
+
+    rig_file = load_rig_file(Path(__file__).parent.parent / "rigs" / "emulated.toml")
+    params = load_cell_file(rig_file.cell)
+    simulation, instruments = Rig(params), HardwareRig(params, rig_file)
+    assert isinstance(simulation, RigBackend) and isinstance(instruments, RigBackend)
+    assert not simulation.keeps_own_time and instruments.keeps_own_time
+    assert simulation.stale_pvs() == {}
+    stale = instruments.stale_pvs()  # nothing asked yet: nothing is known
+    assert {"Press:Pressure-RB", "Cyc:Voltage-RB"} <= set(stale)
+    assert all(why == "not connected yet" for why, _ in stale.values())

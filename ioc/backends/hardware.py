@@ -117,6 +117,8 @@ class DrivenPress(Press):
 class HardwareRig(Rig):
     """The rig's control over the instruments of a rig file."""
 
+    keeps_own_time = True  # experiment time is the wall's or an instrument's clock
+
     def __init__(self, params: RigParams, rig: RigFile):
         super().__init__(params)
         self.rigfile = rig
@@ -143,7 +145,6 @@ class HardwareRig(Rig):
             self.set_gains(**rig.press.loop)
         self._written: dict[str, float] = {}  # what each output register holds now
         self._trend: list[tuple[float, float, float, int]] = []  # points voltage events see
-        self.news: list[str] = []  # what the IOC should tell its clients (Rig:Msg-RB)
         self._adopted = False  # the press's state as found has been taken over
         self._wall0 = time.monotonic()
         self._clock_offset = 0.0

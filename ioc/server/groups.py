@@ -14,8 +14,8 @@ from typing import ClassVar
 from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import SubGroup
 
-from ssb_ioc.backends.hardware import HardwareRig
-from ssb_ioc.sim import Mode, Rig, RigError
+from ssb_ioc.backends.interface import RigBackend
+from ssb_ioc.sim import Mode, RigError
 
 from .access import AccessRules
 from .autosave import SAVED_PVS, STATE_PERIOD, AutosaveFile, finite_number
@@ -328,7 +328,7 @@ class RigIOC(RigPVGroup):
     def __init__(
         self,
         *args,
-        backend: Rig,
+        backend: RigBackend,
         speed: float = 1.0,
         source: str = "",
         access_rules: AccessRules | None = None,
@@ -367,7 +367,7 @@ class RigIOC(RigPVGroup):
     async def configure(self) -> None:
         """Load limits and settings from the cell file into the PVs."""
         rig, p, press = self.backend, self.backend.params, self.press
-        if isinstance(rig, HardwareRig):  # ready means the instruments have been asked once
+        if rig.keeps_own_time:  # ready means the instruments have been asked once
             await self._exchange()
             await self.soc_rb.write(math.nan, verify_value=False)  # no simulated cell
         lc = p.load_cell
@@ -513,7 +513,7 @@ class RigIOC(RigPVGroup):
         """
         now = time.monotonic()
         elapsed, self._last_wall = now - self._last_wall, now
-        if isinstance(self.backend, HardwareRig):  # the instruments keep their own time
+        if self.backend.keeps_own_time:  # instruments: one exchange per scan
             before = self.backend.time
             await self._exchange()
             if elapsed > 0:
@@ -668,10 +668,7 @@ class RigIOC(RigPVGroup):
     async def _mark_stale(self) -> None:
         """An instrument that does not answer: its readbacks keep their last value and
         time with an INVALID/COMM alarm, so that no client takes them for fresh."""
-        stale_pvs = getattr(self.backend, "stale_pvs", None)
-        if stale_pvs is None:
-            return
-        stale = stale_pvs()
+        stale = self.backend.stale_pvs()
         for name in self._stale | set(stale):
             pv = self.pvdb[self.prefix + name]
             if name in stale:
@@ -698,7 +695,7 @@ class RigIOC(RigPVGroup):
     # --- rig-level settings -------------------------------------------------------------
     @speed_sp.putter
     async def speed_sp(self, instance, value):
-        if isinstance(self.backend, HardwareRig):
+        if self.backend.keeps_own_time:
             raise RigError("Rig:Speed-SP refused: real instruments keep their own time")
         self.speed = value
         return value

@@ -47,7 +47,10 @@ def _finite(name: str, value: float) -> float:
 
 
 class Rig:
-    """Cell + press + load cell stepped on the simulated clock."""
+    """Cell + press + load cell stepped on the simulated clock: the control and safety of
+    the rig over its physics (a :class:`~ssb_ioc.backends.interface.RigBackend`)."""
+
+    keeps_own_time = False  # the IOC advances the simulation at its speed factor
 
     def __init__(self, params: RigParams, seed: int | None = None):
         self.params = params
@@ -82,6 +85,7 @@ class Rig:
         self.event_actions = dict.fromkeys(EVENT_KINDS, "log")  # or "open_circuit"
         self._events_acted = 0  # events whose action was taken
         self.sequencer = Sequencer(self)  # the protocol, run on the instrument
+        self.news: list[str] = []  # what the IOC should tell its clients (Rig:Msg-RB)
 
     # --- clock ----------------------------------------------------------------------
     @property
@@ -104,6 +108,13 @@ class Rig:
     def resume_clock(self, at: float) -> None:
         """Start the clock at ``at`` s (a restarted IOC goes on from where it stopped)."""
         self.press.steps = round(_finite("clock", at) / self.press.period)
+
+    def stale_pvs(self) -> dict[str, tuple[str, float]]:
+        """Nothing of a simulation is ever out of reach."""
+        return {}
+
+    async def exchange(self) -> None:  # pragma: no cover - the simulation is advanced
+        raise RigError("the simulation runs on its own clock: call advance(dt)")
 
     def advance(self, dt: float) -> None:
         """Simulate ``dt`` seconds of experiment time."""
