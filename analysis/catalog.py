@@ -45,12 +45,41 @@ def open_catalog(location: str | os.PathLike | None = None, api_key: str | None 
     return _open_local(Path(location).expanduser())
 
 
+def structure_clients():
+    """tiled's structure clients for one catalog, copied whole when copied.
+
+    bluesky-tiled-plugins' ``catalog.v1``, ``.v2`` and ``run.v2`` set the run class on a
+    ``copy.copy`` of this map, and ``copy.copy`` of tiled's map shares its entries: one
+    ``catalog.v1[uid]`` anywhere in a process would turn every later run of every catalog
+    into the v2 layout (``stream["data"]["xrd_image"]`` instead of ``stream["xrd_image"]``).
+    """
+    from bluesky_tiled_plugins import BlueskyRun
+    from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH, Container
+    from tiled.utils import OneShotCachedMap
+
+    class StructureClients(OneShotCachedMap):
+        __slots__ = ()
+
+        def __copy__(self) -> StructureClients:
+            twin = StructureClients()
+            twin._OneShotCachedMap__mapping = dict(self._OneShotCachedMap__mapping)
+            return twin
+
+    Container.discover_clients_from_entrypoints()
+    clients = StructureClients()
+    clients._OneShotCachedMap__mapping = dict(
+        DEFAULT_STRUCTURE_CLIENT_DISPATCH["numpy"]._OneShotCachedMap__mapping
+    )
+    clients.set("BlueskyRun", lambda: BlueskyRun)  # v3 runs as v3, whatever came before
+    return clients
+
+
 def _open_server(url: str, api_key: str | None):
     from tiled.client import Context, from_context
 
     context, path = Context.from_any_uri(url, api_key=api_key)
     try:
-        return from_context(context, node_path_parts=path)
+        return from_context(context, structure_clients(), node_path_parts=path)
     except Exception:  # e.g. a wrong API key: do not leave the connection open
         context.close()
         raise
@@ -73,4 +102,4 @@ def _open_local(directory: Path):
     )
     with warnings.catch_warnings():  # tiled's in-process transport; not the user's concern
         warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
-        return from_context(Context.from_app(build_app(adapter)))
+        return from_context(Context.from_app(build_app(adapter)), structure_clients())

@@ -10,6 +10,7 @@ processes (each known by pid and start time) and nothing else, even after a fail
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -246,9 +247,10 @@ def up(
     try:
         _bring_up(recorder, redis_server, speed, cell, emulate, progress)
     except BaseException:
-        if layout.state_file.exists():
-            progress("starting failed: stopping what was started")
+        if layout.state_file.exists():  # stop first: saying so may fail (a closed pipe)
             down(directory, progress=lambda _: None)
+            with contextlib.suppress(Exception):
+                progress("starting failed: stopped what was started")
         raise
     return layout
 

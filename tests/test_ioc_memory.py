@@ -35,14 +35,14 @@ def test_resident_memory_is_flat_after_warm_up_under_monitoring_clients(fast_ioc
         for k in range(CLIENTS):
             context = Context()
             contexts.append(context)
-            pvs = context.get_pvs(*names, timeout=10)
+            pvs = context.get_pvs(*names, timeout=30)
 
             def count(sub, response, k=k):
                 received[k] += 1
 
             keep.append(count)  # caproto holds callbacks by weak reference
             for pv in pvs:
-                pv.wait_for_connection(timeout=10)
+                pv.wait_for_connection(timeout=30)  # 400 searches on a loaded machine
                 sub = pv.subscribe(data_type=ChannelType.TIME_DOUBLE)
                 if pv.channel.native_data_type in (ChannelType.CHAR, ChannelType.ENUM):
                     sub = pv.subscribe()

@@ -239,12 +239,9 @@ def test_two_rigs_run_remote_protocols_at_once_into_postgresql(lab):
         apis[1].item_add(plan("run_protocol", "rig", charge.format(p=20), md=md("R1-B", "monday")))
         for api in apis.values():
             api.queue_start()
-        both = False
-        deadline = time.monotonic() + 60
-        while not both and time.monotonic() < deadline:
-            states = [api.status()["manager_state"] for api in apis.values()]
-            both = states == ["executing_queue", "executing_queue"]
-        assert both, "the two rigs never ran at the same time"
+        lab.wait_view(2, lambda _: all(api.status()["manager_state"] == "executing_queue"
+                                       for api in apis.values()),
+                      60, "the two rigs running at the same time")  # fmt: skip
         for api in apis.values():
             api.wait_for_idle(timeout=120)
             result = api.history_get()["items"][-1]["result"]
@@ -422,8 +419,19 @@ def test_the_overview_in_headless_chromium(lab, tmp_path):
                 arg=first,
                 timeout=15000,
             )
+            # and the measured values: the tile's numbers change on screen, not only in
+            # the page's text
+            values = "[...document.querySelectorAll('.tile[data-rig=rig1] .big span')]" \
+                ".map(e => e.textContent).join(' ')"  # fmt: skip
             page.screenshot(path=tmp_path / "ok.png")
-            assert _border_colour(tmp_path / "ok.png", page, "rig1") != "red"
+            shown = page.evaluate(values)
+            page.wait_for_function(f"t => {values} !== t", arg=shown, timeout=15000)
+            page.screenshot(path=tmp_path / "later.png")
+            big = page.locator(".tile[data-rig=rig1] .big").bounding_box()
+            assert _region(tmp_path / "ok.png", big) != _region(tmp_path / "later.png", big)
+            for rig in ("rig1", "rig2"):  # every tile drawn, none in fault
+                assert _border_colour(tmp_path / "ok.png", page, rig) in ("green", "amber")
+            assert page.locator(".tile[data-rig=rig1] [data-f=alarms]").inner_text()
             # a fault injected at the IOC: a 300 um swelling against a locked gap
             lab.caput(1, "Rig:InterlockReset-Cmd", 1)
             lab.caput(1, "Press:Mode-SP", "Pressure")
@@ -456,6 +464,14 @@ def test_the_overview_in_headless_chromium(lab, tmp_path):
             browser.close()
     lab.caput(1, "Rig:InterlockReset-Cmd", 1)
     Image.open(tmp_path / "run.png").verify()
+
+
+def _region(screenshot: Path, box: dict) -> bytes:
+    """The pixels of a page region in a screenshot."""
+    from PIL import Image
+
+    corners = (box["x"], box["y"], box["x"] + box["width"], box["y"] + box["height"])
+    return Image.open(screenshot).convert("RGB").crop(tuple(map(int, corners))).tobytes()
 
 
 def _border_colour(screenshot: Path, page, rig: str) -> str:

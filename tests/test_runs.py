@@ -86,6 +86,15 @@ def test_reading_back_the_databroker_way(session, rig):
     assert list(found) == [uid]
     table = catalog.v1[uid].table()
     assert "rig_press_readback" in table.columns and len(table) == 2
+    # the legacy view leaves the catalog's own (and any other catalog's) runs as they were:
+    # bluesky-tiled-plugins sets it on a shared map, which open_catalog keeps apart
+    from ssb_analysis.catalog import open_catalog
+
+    other = open_catalog(session.location)
+    for run in (catalog[uid], other[uid]):
+        assert type(run).__name__ == "BlueskyRunV3"
+        assert run["primary"]["rig_press_readback"].read().shape == (2,)
+    other.context.close()
 
 
 def test_a_run_without_a_cell_description_is_refused_before_anything_moves(catalog_dir, rig):

@@ -56,6 +56,7 @@ function show(rig) {
     mode: `${rig.mode || "—"}` + (typeof rig.pressure_sp === "number" ? `, set ${fixed(rig.pressure_sp, 1)} MPa` : ""),
     capacity: `${fixed(rig.charge, 4)} / ${fixed(rig.discharge, 4)} mAh`,
     interlock: rig.interlock === "Tripped" ? `TRIPPED: ${rig.interlock_reason}` : (rig.interlock || "—"),
+    alarms: rig.alarms && rig.alarms.length ? rig.alarms.join(", ") : "none",
     last_event: rig.last_event || "none",
     queue: queueText(rig.queue),
     lab_event: rig.lab_event || "—",
