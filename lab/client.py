@@ -1,6 +1,7 @@
 """A client's two doors into a running lab, with its addresses and keys read from the lab
 directory (``$SSB_LAB``, else ~/.local/share/ssb-bluesky/lab): on the lab machine, or on
-any machine that has a copy of ``lab.json`` and ``keys/``.
+one with a copy of ``lab.json`` and ``keys/`` and an SSH tunnel to the ports (the lab
+listens on 127.0.0.1 only).
 
     from ssb_lab import connect, lab_catalog
     rig2 = connect(2)          # bluesky-queueserver-api over HTTP, with the API key

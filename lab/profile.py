@@ -12,16 +12,17 @@ With ``SSB_LAB_LISTING=1`` (set while ``existing_plans_and_devices.yaml`` is gen
 no catalog is opened: the list needs the names and signatures, not a server.
 """
 
-# ruff: noqa: E402 (imports after keeping `sparse` out, below)
 import functools
 import inspect
 import os
 import sys
 
 # dask registers `sparse` arrays when it can import them, and `sparse` pulls in numba: 60 MB
-# in every worker for arrays the suite never writes. A profile that needs sparse imports
-# it before this module.
-sys.modules.setdefault("sparse", None)
+# in every worker for arrays the suite never writes. Only with a Tiled server for the
+# catalog: an embedded catalog (a directory) runs tiled's server here, which imports it. A
+# profile that needs sparse imports it before this module.
+if os.environ.get("SSB_CATALOG", "").startswith(("http://", "https://")):
+    sys.modules.setdefault("sparse", None)
 
 from bluesky.plan_stubs import mv  # raw device writes: operators only (user groups)
 from bluesky.plans import count  # a reading, harmless: observers too

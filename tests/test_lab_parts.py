@@ -214,3 +214,35 @@ def test_a_missing_redis_is_refused_with_how_to_install_it(tmp_path, monkeypatch
     with pytest.raises(LabError, match="apt-get install redis-server"):
         up(tmp_path / "lab", 1, base_port=base, progress=lambda _: None)
     assert not (tmp_path / "lab").exists()
+
+
+@pytest.mark.parametrize("catalog", ["server", "directory"])
+def test_a_beamline_profile_imports_the_rigs_devices_and_plans(catalog, tmp_path):
+    """The README's recipe for a beamline's own startup script: ``from ssb_lab.profile
+    import *`` with the lab's variables gives the rig's device, the suite's plans and a
+    RunEngine that stores into the catalog, each run labelled with the rig."""
+    script = (
+        "from ssb_lab.profile import *\n"
+        "from ssb_lab.profile import RIG_NAME\n"
+        "import json, sys\n"
+        "print(json.dumps({'prefix': rig.prefix, 'rig': RE.md.get('rig', RIG_NAME),\n"
+        "    'plans': sorted(n for n in dir() if not n.startswith('_')),\n"
+        "    'sparse': sys.modules.get('sparse', 'absent') is None}))\n"
+    )
+    env = {
+        **os.environ,
+        "SSB_LAB_RIG": "bl7-press",
+        "SSB_LAB_PREFIX": "BL7:",
+        "SSB_LAB_MD": str(tmp_path / "md"),
+    }
+    if catalog == "server":  # the listing mode: the names, no server to reach
+        env.update(SSB_CATALOG="http://127.0.0.1:1/api", SSB_LAB_LISTING="1")
+    else:  # a beamline's own catalog in a directory: the embedded server needs sparse
+        env.update(SSB_CATALOG=str(tmp_path / "catalog"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["prefix"] == "BL7:" and found["rig"] == "bl7-press"
+    assert {"RE", "rig", "run_protocol", "attach", "set_pressure", "count"} <= set(found["plans"])
+    assert found["sparse"] is (catalog == "server")  # kept out where it can be
