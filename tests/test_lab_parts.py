@@ -14,13 +14,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from ssb_ioc.launch import rig_file_on_free_ports
 from ssb_lab import connect, lab_catalog, processes
 from ssb_lab.layout import Layout
 from ssb_lab.overview.monitor import level
-from ssb_lab.permissions import GROUPS, SUITE_PLANS
+from ssb_lab.permissions import SUITE_PLANS, write_permissions
 from ssb_lab.stack import LabError, down, status, up
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,13 +172,33 @@ def test_what_turns_a_tile_red_or_amber(view, severity, expected, why):
     assert got == expected and why in reason
 
 
-def test_observers_may_not_write_and_operators_may_run_the_suite():
-    groups = GROUPS["user_groups"]
-    assert set(SUITE_PLANS) | {"count", "mv"} == set(groups["primary"]["allowed_plans"])
-    assert groups["observer"]["allowed_plans"] == ["count"]
-    assert "mv" in groups["observer"]["forbidden_plans"]
-    assert set(SUITE_PLANS) <= set(groups["observer"]["forbidden_plans"])
-    yaml.safe_dump(GROUPS)  # what the RE Manager reads
+def test_observers_may_not_write_and_operators_may_run_the_suite(tmp_path):
+    """The two files `ssb lab up` writes, judged by queueserver's own rules: what the
+    startup module declares, and which group may queue what on which device."""
+    from bluesky_queueserver.manager.profile_ops import (
+        load_allowed_plans_and_devices,
+        validate_plan,
+    )
+
+    plans, groups = write_permissions(tmp_path)
+    allowed_plans, allowed_devices = load_allowed_plans_and_devices(
+        path_existing_plans_and_devices=str(plans), path_user_group_permissions=str(groups)
+    )
+    assert set(allowed_plans["primary"]) == {*SUITE_PLANS, "count", "mv"}
+    assert set(allowed_plans["observer"]) == {"count"}
+    assert "rig" in allowed_devices["observer"] and "rig" in allowed_devices["primary"]
+
+    def may(group: str, name: str, *args) -> bool:
+        plan = {"name": name, "args": list(args), "kwargs": {}, "user_group": group}
+        ok, _ = validate_plan(plan, allowed_plans=allowed_plans[group],
+                              allowed_devices=allowed_devices[group])  # fmt: skip
+        return ok
+
+    assert may("primary", "set_pressure", "rig", 20.0) and may("primary", "mv", "rig", 1)
+    assert may("observer", "count", ["rig"])
+    for name, args in (("mv", ("rig", 1)), ("set_pressure", ("rig", 20.0)),
+                       ("run_protocol", ("rig", "Rest for 1 s"))):  # fmt: skip
+        assert not may("observer", name, *args), name
 
 
 def test_emulated_rig_files_take_the_rigs_own_ports(tmp_path):
