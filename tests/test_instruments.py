@@ -537,11 +537,15 @@ def test_check_reads_the_cycler_channel_and_names_a_wrong_one(tmp_path):
         assert up.returncode == 0, up.stdout
         rows = {line.split()[1]: line for line in up.stdout.splitlines() if "BTS" in line}
         assert rows["channel"].split()[6] == "finish" and rows["voltage"].endswith("ok")
-        wrong = Path(path).read_text().replace('"27-1-1-1"', '"27-9-9-9"')
-        Path(path).write_text(wrong)
+        right = Path(path).read_text()
+        Path(path).write_text(right.replace('"27-1-1-1"', '"27-9-9-9"'))
         down = run_cli("ssb_ioc.cli", "--rig", path, "--check")
+        Path(path).write_text(right.replace("[cycler]\n", '[cycler]\npassword = "guess"\n'))
+        refused = run_cli("ssb_ioc.cli", "--rig", path, "--check")
     assert down.returncode == 1
     assert "channel 27-9-9-9 is not on this server (it has: 27-1-1-1)" in down.stdout
+    assert refused.returncode == 1
+    assert "the BTS server refused the login (cycler.username, cycler.password)" in refused.stdout
 
 
 def test_what_only_the_simulation_can_do_is_refused_on_instruments(tmp_path, ca_context):

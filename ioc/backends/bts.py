@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from xml.sax.saxutils import escape
 
 from .link import Link
+from .rigfile import BtsCycler
 
 HEAD = '<?xml version="1.0" encoding="UTF-8" ?><bts version="1.0">'
 TAIL = "</bts>"
@@ -52,10 +54,17 @@ class Channel:
 class BtsClient(Link):
     """One TCP connection to a BTS server, logged in on first use."""
 
-    def __init__(self, host: str, port: int, timeout: float = 2.0):
+    def __init__(self, host: str, port: int, timeout: float = 2.0,
+                 login: tuple[str, str] = ("admin", "neware")):  # fmt: skip
         super().__init__(f"cycler at {host}:{port}")
         self.host, self.port, self.timeout = host, port, timeout
+        self.login = login
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    @classmethod
+    def for_cycler(cls, config: BtsCycler) -> BtsClient:
+        """The client of a rig file's ``[cycler]``."""
+        return cls(config.host, config.port, config.timeout, (config.username, config.password))
 
     def close(self) -> None:
         if self._streams is not None:
@@ -69,11 +78,13 @@ class BtsClient(Link):
                 self._streams = await asyncio.open_connection(self.host, self.port)
         except (TimeoutError, OSError):
             self.fail("no connection")
+        user, password = (escape(part) for part in self.login)
         reply = await self._exchange(
-            "connect", "<username>admin</username><password>neware</password><type>bfgs</type>"
+            "connect",
+            f"<username>{user}</username><password>{password}</password><type>bfgs</type>",
         )
         if reply.findtext("result", "").strip() != "ok":
-            self.fail("the BTS server refused the login")
+            self.fail("the BTS server refused the login (cycler.username, cycler.password)")
 
     async def command(self, name: str, body: str = "") -> ET.Element:
         """Send ``<cmd>name</cmd>body``; the reply's root element."""

@@ -54,7 +54,7 @@ class BtsChannel(Cycler):
     def __init__(self, config: BtsCycler, limits: SafetyLimits, log_period: float, size: int):
         super().__init__(MeasuredCell(), limits, log_period=log_period, buffer_size=size)
         self.config = config
-        self.client = BtsClient(config.host, config.port, config.timeout)
+        self.client = BtsClient.for_cycler(config)
         self.channel = Channel.parse(config.channel, config.host)
         self.status: dict[str, str] = {}
         # "start": to send at the next scan; "confirm": sent, not yet seen on the channel (a

@@ -107,7 +107,7 @@ async def check_device(device: ModbusDevice) -> list[Line]:
 
 async def check_cycler(config: BtsCycler) -> list[Line]:
     """The BTS server: is the channel there, and what does it say."""
-    client = BtsClient(config.host, config.port, config.timeout)
+    client = BtsClient.for_cycler(config)
     channel = Channel.parse(config.channel, config.host)
     where = f"BTS {config.channel}"
     try:

@@ -115,6 +115,8 @@ class BtsCycler:
     step_dir: str  # where the IOC writes step files
     remote_step_dir: str  # the same folder as the BTS server sees it
     timeout: float = 2.0
+    username: str = "admin"  # the BTS API's login (its factory default)
+    password: str = "neware"
 
     @property
     def address(self) -> str:
@@ -142,8 +144,10 @@ def _cycler(raw: Any) -> BtsCycler | None:
     timeout = _take(raw, "timeout", "cycler", float, 2.0)
     if not 0 < timeout <= 30:
         raise RigFileError(f"cycler.timeout: {timeout:g} s outside (0, 30]")
+    username = _take(raw, "username", "cycler", str, "admin")
+    password = _take(raw, "password", "cycler", str, "neware")
     _no_more(raw, "cycler")
-    return BtsCycler(host, port, channel, step_dir, remote, timeout)
+    return BtsCycler(host, port, channel, step_dir, remote, timeout, username, password)
 
 
 def _take(table: dict, key: str, where: str, kind: type, default: Any = ...) -> Any:

@@ -119,7 +119,9 @@ class BtsServer:
         return f'ip="{self.channel.ip}" {self.channel.attributes}'
 
     def _on_connect(self, root: ET.Element) -> str:
-        return "<result>ok</result>"
+        given = (root.findtext("username", ""), root.findtext("password", ""))
+        ok = given == (self.config.username, self.config.password)
+        return f"<result>{'ok' if ok else 'fail'}</result>"
 
     def _on_getdevinfo(self, root: ET.Element) -> str:
         ch = self.channel
