@@ -598,3 +598,66 @@ def test_what_only_the_simulation_can_do_is_refused_on_instruments(tmp_path, ca_
             assert ioc.get("Rig:ActualSpeed-RB") < 5.0  # the emulator's clock, at 1x
         finally:
             assert ioc.stop() == 0, ioc.stderr
+
+
+def test_bts_client_speaks_the_wire_format_byte_for_byte():
+    """The BTS client against a peer written from the API's message formats (as the open
+    aurora-neware client sends and parses them), not from our emulator's code: the same
+    constants on both sides could hide a mistake in either."""
+    import asyncio
+
+    from ssb_ioc.backends.bts import BtsClient, Channel
+
+    end = b"\n\n#\r\n"
+    head = b'<?xml version="1.0" encoding="UTF-8" ?><bts version="1.0">'
+    replies = {
+        b"connect": b"<cmd>connect_resp</cmd><result>ok</result>",
+        b"inquire": b'<cmd>inquire_resp</cmd><list count="1"><inquire ip="127.0.0.1" '
+        b'devtype="27" devid="1" subdevid="1" chlid="1" workstatus="working" '
+        b'voltage="3.7012" current="0.0010">true</inquire></list>',
+        b"download": b'<cmd>donwload_resp</cmd><download testid="12" count="2"/><list count="2">'
+        b'<data seq="1" testtime="10000" volt="3.70" curr="0.001" cap="0.0000027" eng="0.00001"/>'
+        b'<data seq="2" testtime="20000" volt="3.71" curr="0.001" cap="0.0000055" eng="0.00002"/>'
+        b"</list>",
+    }
+    received: list[bytes] = []
+
+    async def peer(reader, writer):
+        while True:
+            try:
+                frame = await reader.readuntil(end)
+            except asyncio.IncompleteReadError:
+                break
+            received.append(frame)
+            command = frame.split(b"<cmd>")[1].split(b"</cmd>")[0]
+            writer.write(b'<?xml version="1.0" encoding="UTF-8"?><bts version="1.0">'
+                         + replies[command] + b"</bts>" + end)  # fmt: skip
+            await writer.drain()
+        writer.close()
+
+    async def exchange():
+        server = await asyncio.start_server(peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = BtsClient("127.0.0.1", port, 2.0)
+        channel = Channel.parse("27-1-1-1", "127.0.0.1")
+        try:
+            return await client.inquire(channel), await client.download(channel, 1, 1000)
+        finally:
+            client.close()
+            server.close()
+
+    status, (test, points) = asyncio.run(exchange())
+    assert received[0] == (
+        head + b"<cmd>connect</cmd><username>admin</username><password>neware</password>"
+        b"<type>bfgs</type></bts>" + end
+    )
+    assert received[1] == (
+        head + b'<cmd>inquire</cmd><list count="1"><inquire ip="127.0.0.1" devtype="27" '
+        b'devid="1" subdevid="1" chlid="1" aux="0" barcode="1">true</inquire></list></bts>' + end
+    )
+    assert received[2] == (
+        head + b'<cmd>download</cmd><download devtype="27" devid="1" subdevid="1" chlid="1" '
+        b'auxid="0" testid="0" startpos="1" count="1000"/></bts>' + end
+    )
+    assert status["workstatus"] == "working" and float(status["voltage"]) == 3.7012
+    assert test == 12 and [p["testtime"] for p in points] == ["10000", "20000"]
