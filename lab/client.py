@@ -4,7 +4,7 @@ one with a copy of ``lab.json`` and ``keys/`` and an SSH tunnel to the ports (th
 listens on 127.0.0.1 only).
 
     from ssb_lab import connect, lab_catalog
-    rig2 = connect(2)          # bluesky-queueserver-api over HTTP, with the API key
+    rig2 = connect(2)          # bluesky-queueserver-api over HTTP, with the operator's key
     catalog = lab_catalog()    # the Tiled server on PostgreSQL, with its API key
 """
 
@@ -26,15 +26,19 @@ def _layout(directory: str | os.PathLike | None) -> Layout:
     return layout_of(directory, state)
 
 
-def connect(rig: int, directory: str | os.PathLike | None = None):
-    """queueserver-api's HTTP client of rig number ``rig``, authorised with the lab's key."""
+def connect(rig: int, directory: str | os.PathLike | None = None, *, observer: bool = False):
+    """queueserver-api's HTTP client of rig number ``rig``, authorised with the lab's
+    operator key, or with the observer's (read only) when ``observer``."""
     from bluesky_queueserver_api.http import REManagerAPI
+
+    from .http_access import KEY_FILES
 
     layout = _layout(directory)
     if not 1 <= rig <= layout.rigs:
         raise ValueError(f"the lab has rigs 1 to {layout.rigs}, not {rig}")
     api = REManagerAPI(http_server_uri=layout.rig(rig).http_uri)
-    api.set_authorization_key(api_key=layout.key("http-api-key"))
+    name = KEY_FILES["observer" if observer else "operator"]
+    api.set_authorization_key(api_key=(layout.keys / name).read_text().strip())
     return api
 
 

@@ -176,3 +176,13 @@ class Layout:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(24))  # alphanumeric: httpserver requires it
         return path.read_text().strip()
+
+    def write_key(self, name: str, value: str) -> None:
+        """Keep the secret ``name`` (owner-only), replacing what was there."""
+        self.keys.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.keys, 0o700)
+        path = self.keys / name
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)

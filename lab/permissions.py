@@ -4,7 +4,7 @@ The list of plans and devices is generated from the startup module itself
 (``qserver-list-plans-devices``), so it never disagrees with what a worker loads. The
 groups:
 
-- ``primary`` (operators; the httpserver's API key is in it): every plan of the suite,
+- ``primary`` (operators; what the httpserver's accounts submit as): every plan of the suite,
   bluesky's ``count`` and the raw ``mv`` on any device.
 - ``observer``: ``count`` only (a reading changes nothing); every plan that writes to a
   device, ``mv`` above all, is refused by the RE Manager with the reason.

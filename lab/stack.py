@@ -24,7 +24,7 @@ import httpx
 
 from ssb_ioc.launch import loopback_ca_env
 
-from . import postgres, processes
+from . import http_access, postgres, processes
 from .layout import Layout, RigPlaces
 from .permissions import write_permissions
 
@@ -150,15 +150,22 @@ def _private_file(path: Path, text: str) -> Path:
     return path
 
 
-def _http_config(layout: Layout, rig: RigPlaces, key: str) -> Path:
+def _http_config(layout: Layout, rig: RigPlaces) -> Path:
     config = {
         "qserver_zmq_configuration": {
             "control_address": rig.zmq_control_addr,
             "info_address": rig.zmq_info_addr,
         },
-        "authentication": {"single_user_api_key": key, "allow_anonymous_access": False},
+        **http_access.config_sections(layout),
     }
     return _private_file(layout.rig_dir(rig) / "httpserver.yml", json.dumps(config, indent=1))
+
+
+def _start_http(recorder: _Recorder, rig: RigPlaces) -> None:
+    config = _http_config(recorder.layout, rig)
+    argv = [_executable("start-bluesky-httpserver"), "--host", "127.0.0.1",
+            "--port", str(rig.http_port), "--config_path", str(config)]  # fmt: skip
+    _start(recorder, f"{rig.name}-http", rig.http_uri, argv)
 
 
 def rig_client_env(layout: Layout, rig: RigPlaces) -> dict[str, str]:
@@ -259,7 +266,6 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, emulate, prog
     layout = recorder.layout
     password = layout.key("postgres-password")
     tiled_key = layout.key("tiled-api-key")
-    http_key = layout.key("http-api-key")
 
     data = postgres.data_directory(layout.directory)
     if postgres.initialise(data, password):
@@ -391,22 +397,13 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, emulate, prog
         env={"SSB_CATALOG_API_KEY": tiled_key},
     )
 
-    for rig in layout.all_rigs():
-        config = _http_config(layout, rig, http_key)
-        _start(
-            recorder,
-            f"{rig.name}-http",
-            rig.http_uri,
-            [
-                _executable("start-bluesky-httpserver"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(rig.http_port),
-                "--config_path",
-                str(config),
-            ],
-        )
+    first, *others = layout.all_rigs()  # the first makes the shared account database
+    _start_http(recorder, first)
+    _wait(recorder, f"{first.name}-http", lambda: http_access.can_log_in(first.http_uri, layout))
+    http_access.ensure_keys(first.http_uri, layout)
+    for rig in others:
+        _start_http(recorder, rig)
+    http_key = layout.key("http-api-key")
     for rig in layout.all_rigs():
         _wait(
             recorder,

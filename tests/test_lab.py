@@ -194,6 +194,20 @@ def test_a_wrong_api_key_and_an_observer_are_refused(lab):
     with pytest.raises(Exception, match=r"401|nvalid API key|Unauthorized"):
         intruder.status()
     intruder.close()
+    # the observer's key over HTTP, on every rig: it watches, and may write nothing
+    from ssb_lab import connect
+
+    for number in (1, 2):
+        watcher = connect(number, lab.directory, observer=True)
+        try:
+            assert watcher.status()["manager_state"] in ("idle", "executing_queue")
+            watcher.history_get()
+            for write, args in ((watcher.item_add, (plan("count", ["rig"]),)),
+                                (watcher.queue_start, ()), (watcher.re_pause, ())):  # fmt: skip
+                with pytest.raises(Exception, match="Not enough permissions"):
+                    write(*args)
+        finally:
+            watcher.close()
     # The observer group over 0MQ (queueserver-api), in a process of its own: its client
     # leaves 0MQ contexts for the garbage collector, which this test session turns into
     # errors.
