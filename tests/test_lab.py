@@ -317,12 +317,28 @@ def test_pause_resume_and_stop_through_the_queue_keep_their_meaning(lab):
         item = api.history_get()["items"][-1]
         assert item["result"]["exit_status"] == "stopped"
         assert api.queue_get()["items"] == []  # a stopped plan is not queued again
+        # an abort: the same safe state, the run marked aborted, its data kept
+        api.item_add(plan("run_protocol", "rig", protocol, md=md("R1-ABORT", "pauses")))
+        api.queue_start()
+        lab.wait_view(1, lambda v: v["step"] == 2 and v["current"] > 0, 60, "the charge")
+        api.re_pause(option="immediate")
+        api.wait_for_condition(lambda s: s["manager_state"] == "paused", timeout=30)
+        api.re_abort()
+        api.wait_for_idle(timeout=60)
+        aborted = lab.wait_view(1, lambda v: v["state"] == "Aborted", 15, "the sequence ended")
+        assert aborted["current"] == 0.0 and aborted["mode"] == "Pressure"
+        assert aborted["pressure"] == pytest.approx(25.0, abs=0.5)
+        abort_item = api.history_get()["items"][-1]
+        assert abort_item["result"]["exit_status"] == "aborted"
     finally:
         api.close()
     catalog = lab.catalog()
     try:
         run = catalog[item["result"]["run_uids"][0]]
         assert run.stop["exit_status"] == "success"  # a stop keeps its data as a success
+        assert run["samples"].read().sizes["time"] > 5
+        run = catalog[abort_item["result"]["run_uids"][0]]
+        assert run.stop["exit_status"] == "abort"
         assert run["samples"].read().sizes["time"] > 5
     finally:
         catalog.context.close()
