@@ -88,13 +88,13 @@ def test_ctrl_c_aborts_the_run_keeps_its_data_and_stops_the_ioc(tmp_path):
 
 
 def test_operando_demo_stores_frames_and_writes_the_operando_figures(tmp_path):
-    process = demo(tmp_path / "catalog", "--operando", "--speed", "5000")
+    process = demo(tmp_path / "catalog", "--operando")  # its default speed, as users run it
     out, err = process.communicate(timeout=240)
     assert process.returncode == 0, err
     for noise in ("Traceback", "Warning", "cannot schedule new futures"):
         assert noise not in out + err, err
     frames = int(re.search(r"(\d+) patterns of 60 s \(xrd, 1280 strips", out).group(1))
-    assert frames >= 12  # at x5000 a plan round trip (~500 s) outlasts the 5 min period
+    assert frames >= 12  # one every 5 min of 2 h, fewer when a plan round trip runs long
     top = re.search(r"largest (\d+\.\d+) Å after (\d+\.\d+) mAh", out)
     assert 14.40 < float(top.group(1)) <= 14.475  # the law's maximum is 14.47 A at Li0.5
     assert 0.8 < float(top.group(2)) < 1.6  # ~0.6 of 2 mAh: x = 0.95 - 0.72 x 0.6

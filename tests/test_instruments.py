@@ -622,20 +622,25 @@ def test_bts_client_speaks_the_wire_format_byte_for_byte():
     }
     received: list[bytes] = []
 
-    async def peer(reader, writer):
-        while True:
-            try:
-                frame = await reader.readuntil(end)
-            except asyncio.IncompleteReadError:
-                break
-            received.append(frame)
-            command = frame.split(b"<cmd>")[1].split(b"</cmd>")[0]
-            writer.write(b'<?xml version="1.0" encoding="UTF-8"?><bts version="1.0">'
-                         + replies[command] + b"</bts>" + end)  # fmt: skip
-            await writer.drain()
-        writer.close()
-
     async def exchange():
+        hung_up = asyncio.Event()
+
+        async def peer(reader, writer):
+            try:
+                while True:
+                    frame = await reader.readuntil(end)
+                    received.append(frame)
+                    command = frame.split(b"<cmd>")[1].split(b"</cmd>")[0]
+                    writer.write(b'<?xml version="1.0" encoding="UTF-8"?><bts version="1.0">'
+                                 + replies[command] + b"</bts>" + end)  # fmt: skip
+                    await writer.drain()
+            except asyncio.IncompleteReadError:
+                pass  # the client hung up
+            finally:
+                writer.close()
+                await writer.wait_closed()
+                hung_up.set()
+
         server = await asyncio.start_server(peer, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         client = BtsClient("127.0.0.1", port, 2.0)
@@ -644,7 +649,9 @@ def test_bts_client_speaks_the_wire_format_byte_for_byte():
             return await client.inquire(channel), await client.download(channel, 1, 1000)
         finally:
             client.close()
+            await asyncio.wait_for(hung_up.wait(), 5)
             server.close()
+            await server.wait_closed()
 
     status, (test, points) = asyncio.run(exchange())
     assert received[0] == (
