@@ -291,6 +291,21 @@ def test_two_rigs_run_remote_protocols_at_once_into_postgresql(lab):
     assert found.stdout.strip() == "1", found.stderr
 
 
+def end_while_paused(lab, api, end, status: str) -> dict:
+    """Pause rig 1's running plan, end it with ``end`` (stop or abort): the sequence ends
+    with the cell at open circuit and the press holding; the history says ``status``."""
+    api.re_pause(option="immediate")
+    api.wait_for_condition(lambda s: s["manager_state"] == "paused", timeout=30)
+    end()
+    api.wait_for_idle(timeout=60)
+    ended = lab.wait_view(1, lambda v: v["state"] == "Aborted", 15, "the sequence ended")
+    assert ended["current"] == 0.0 and ended["mode"] == "Pressure"
+    assert ended["pressure"] == pytest.approx(25.0, abs=0.5)
+    item = api.history_get()["items"][-1]
+    assert item["result"]["exit_status"] == status
+    return item
+
+
 def test_pause_resume_and_stop_through_the_queue_keep_their_meaning(lab):
     protocol = "Set pressure to 25 MPa\nCharge at C/2 for 2 hours\nRest for 10 minutes\n"
     api = lab.http(1)
@@ -307,29 +322,13 @@ def test_pause_resume_and_stop_through_the_queue_keep_their_meaning(lab):
         assert paused["level"] == "attention"
         api.re_resume()
         lab.wait_view(1, lambda v: v["state"] == "Running" and v["current"] > 0, 30, "resumed")
-        api.re_pause(option="immediate")
-        api.wait_for_condition(lambda s: s["manager_state"] == "paused", timeout=30)
-        api.re_stop()
-        api.wait_for_idle(timeout=60)
-        stopped = lab.wait_view(1, lambda v: v["state"] == "Aborted", 15, "the sequence ended")
-        assert stopped["current"] == 0.0 and stopped["mode"] == "Pressure"
-        assert stopped["pressure"] == pytest.approx(25.0, abs=0.5)
-        item = api.history_get()["items"][-1]
-        assert item["result"]["exit_status"] == "stopped"
+        item = end_while_paused(lab, api, api.re_stop, "stopped")
         assert api.queue_get()["items"] == []  # a stopped plan is not queued again
         # an abort: the same safe state, the run marked aborted, its data kept
         api.item_add(plan("run_protocol", "rig", protocol, md=md("R1-ABORT", "pauses")))
         api.queue_start()
         lab.wait_view(1, lambda v: v["step"] == 2 and v["current"] > 0, 60, "the charge")
-        api.re_pause(option="immediate")
-        api.wait_for_condition(lambda s: s["manager_state"] == "paused", timeout=30)
-        api.re_abort()
-        api.wait_for_idle(timeout=60)
-        aborted = lab.wait_view(1, lambda v: v["state"] == "Aborted", 15, "the sequence ended")
-        assert aborted["current"] == 0.0 and aborted["mode"] == "Pressure"
-        assert aborted["pressure"] == pytest.approx(25.0, abs=0.5)
-        abort_item = api.history_get()["items"][-1]
-        assert abort_item["result"]["exit_status"] == "aborted"
+        abort_item = end_while_paused(lab, api, api.re_abort, "aborted")
     finally:
         api.close()
     catalog = lab.catalog()
