@@ -170,15 +170,12 @@ class Layout:
         """The secret ``name`` (made on first use, owner-only), e.g. ``tiled-api-key``."""
         path = self.keys / name
         if not path.exists():
-            self.keys.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.keys, 0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(24))  # alphanumeric: httpserver requires it
+            self.write_key(name, secrets.token_hex(24))  # alphanumeric: httpserver needs it
         return path.read_text().strip()
 
     def write_key(self, name: str, value: str) -> None:
-        """Keep the secret ``name`` (owner-only), replacing what was there."""
+        """Keep the secret ``name`` (owner-only, never readable by others on the way),
+        replacing what was there."""
         self.keys.mkdir(parents=True, exist_ok=True)
         os.chmod(self.keys, 0o700)
         path = self.keys / name
