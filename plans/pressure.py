@@ -15,6 +15,7 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import FailedStatus, MsgGenerator
+from ophyd.utils.errors import DisconnectedError
 
 from ssb_devices import Rig, RigDisconnected
 
@@ -85,10 +86,9 @@ def raise_reasons(plan_function):
             if reason is None:
                 raise
             raise reason from failed
-        except TimeoutError as timeout:  # a read or a put that the IOC never answered
-            raise RigDisconnected(
-                f"no answer from the rig ({timeout}); is the IOC running?"
-            ) from timeout
+        except (TimeoutError, DisconnectedError) as lost:  # the IOC never answered, or went
+            why = f"no answer from the rig ({lost}); is the IOC running?"
+            raise RigDisconnected(why) from lost
 
     return wrapper
 

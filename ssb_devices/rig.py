@@ -96,6 +96,8 @@ class ExperimentClock(Device):
 
         self.time.subscribe(on_meta, event_type="meta", run=False)
         self.time.subscribe(on_time, run=True)
+        if not self.time.connected:  # lost before we subscribed: no meta event will come
+            on_meta(connected=False)
         return status
 
 
