@@ -74,7 +74,29 @@ def structure_clients():
     return clients
 
 
+class CatalogUnreachable(ConnectionError):
+    """The catalog's server does not answer; the message says where and what to check."""
+
+
+REACH_TIMEOUT = 5.0  # s: a catalog server on the lab's network answers well within this
+
+
+def check_reachable(url: str) -> None:
+    """One plain request, no retries: tiled's client retries a refused connection for
+    half a minute and then raises a page of traceback; say it in one line instead."""
+    import httpx
+
+    try:
+        httpx.get(url, timeout=REACH_TIMEOUT, follow_redirects=True)
+    except httpx.HTTPError as ex:
+        raise CatalogUnreachable(
+            f"no catalog server answers at {url} ({type(ex).__name__}: {ex}); is `tiled "
+            "serve` (or the lab's data host) running, and is the URL right?"
+        ) from None
+
+
 def _open_server(url: str, api_key: str | None):
+    check_reachable(url)  # before tiled is even imported
     from tiled.client import Context, from_context
 
     context, path = Context.from_any_uri(url, api_key=api_key)

@@ -33,7 +33,9 @@ MISSED_BEATS = 3  # a run whose writer missed this many heartbeats is orphaned
 
 def status(run, now: float | None = None) -> str:
     """The run's exit status; "running" while its writer's heartbeat is fresh,
-    "orphaned" when the writer is gone without a stop document (killed, crashed)."""
+    "orphaned" when the writer is gone without a stop document (killed, crashed): at
+    once if it wrote from this host and its process is gone, else after three missed
+    beats."""
     stop = stop_document(run)
     if stop is not None:
         return stop.get("exit_status", "unknown")
@@ -41,8 +43,34 @@ def status(run, now: float | None = None) -> str:
     last, interval = beat.get("last_seen"), beat.get("interval")
     if last is None or interval is None:
         return "unclosed"  # written before heartbeats: cannot tell
+    if writer_gone(beat):
+        return "orphaned"
     now = time.time() if now is None else now
     return "orphaned" if now - last > MISSED_BEATS * interval + 1.0 else "running"
+
+
+def writer_gone(beat: Mapping[str, Any]) -> bool:
+    """The heartbeat's writer ran on this host and that process no longer exists."""
+    import socket
+
+    import psutil
+
+    pid, started = beat.get("pid"), beat.get("started")
+    if beat.get("host") != socket.gethostname() or not isinstance(pid, int) or not started:
+        return False  # another host (or an older writer): only missed beats tell
+    try:
+        return abs(psutil.Process(pid).create_time() - float(started)) > 1.0  # pid reused
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def orphaned_in(run, now: float | None = None) -> float:
+    """Seconds until a running run counts as orphaned if its writer misses its beats."""
+    beat = run.metadata.get("heartbeat") or {}
+    now = time.time() if now is None else now
+    return max(0.0, beat["last_seen"] + MISSED_BEATS * beat["interval"] + 1.0 - now)
 
 
 def chain_of(catalog, run) -> list:

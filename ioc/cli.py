@@ -15,7 +15,7 @@ from .backends.check import run_check
 from .lifeline import watch_lifeline
 from .server import RigContext, RigIOC
 from .server.access import AccessFileError, AccessRules, load_access_file
-from .server.autosave import AutosaveFile, default_directory
+from .server.autosave import AutosaveFile, default_directory, identity
 from .server.context import beacon_addresses, is_loopback
 from .server.detector import DetectorIOC
 from .sim import CellFileError, Rig, load_cell_file, preset_names
@@ -220,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     rig = Rig(params, seed=args.seed) if rig_file is None else HardwareRig(params, rig_file)
     autosave = None
     if not args.no_autosave:
-        autosave = AutosaveFile(args.autosave or default_directory(), args.prefix)
+        autosave = AutosaveFile(
+            args.autosave or default_directory(),
+            args.prefix,
+            identity(args.cell, args.rig if rig_file is not None else None),
+        )
         try:
             autosave.lock()
             kept = rig.keep_buffers(autosave.directory, autosave.stem)
@@ -230,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as ex:
             print(f"ssb-ioc: cannot keep buffers in {autosave.directory}: {ex}", file=sys.stderr)
             return 2
-        print(f"ssb-ioc: buffers in {autosave.directory}: {'; '.join(kept)}", flush=True)
+        print(f"ssb-ioc: autosave {autosave.path}: buffers {'; '.join(kept)}", flush=True)
+        for other in autosave.older_files():
+            print(f"ssb-ioc: autosave: {other} was saved for another rig or cell (or before "
+                  "saves named theirs): left as it is, not restored", flush=True)  # fmt: skip
     ioc = RigIOC(
         prefix=args.prefix,
         backend=rig,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -134,10 +135,36 @@ def _clock_at(run, started: float) -> float:
     return float(clock[0]) - 1e-9 if len(clock) else -np.inf
 
 
-def lost_acquisition(rig: Rig, catalog) -> tuple[list, str, str]:
+def wait_for_writer_gone(catalog, run, say=print) -> tuple[Any, str]:
+    """A run whose writer may be gone (another host, or a beat not yet missed): wait,
+    saying how long, until it misses its beats (orphaned) or beats again (alive); returns
+    the run as read last and its status."""
+    from ssb_analysis.runs import orphaned_in, status
+
+    uid, beat = run.start["uid"], run.metadata["heartbeat"]
+    last_seen, wait = beat["last_seen"], orphaned_in(run)
+    say(
+        f"ssb attach: run {uid[:8]}'s writer (pid {beat.get('pid')} on "
+        f"{beat.get('host', 'another host')}) was last heard {time.time() - last_seen:.0f} s "
+        f"ago; waiting up to {wait:.0f} s for it to miss its heartbeats",
+        flush=True,
+    )
+    deadline = time.monotonic() + wait + 2.0
+    found = status(run)
+    while found == "running" and time.monotonic() < deadline:
+        threading.Event().wait(1.0)  # the catalog has no change notice: look once a second
+        run = catalog[uid]
+        found = status(run)
+        if found == "running" and run.metadata["heartbeat"]["last_seen"] > last_seen:
+            break  # it beat again: alive
+    return run, found
+
+
+def lost_acquisition(rig: Rig, catalog, wait: bool = False) -> tuple[list, str, str]:
     """The runs of the acquisition the instrument's protocol belongs to, the sequence's
     state and the newest run's status; refuses (:class:`AttachError`) when there is
-    nothing to attach to or its writer is still alive."""
+    nothing to attach to or its writer is still alive (``wait``: give a writer that may
+    be gone the time to miss its heartbeats first)."""
     owner = json.loads(rig.sequencer.owner.get(use_monitor=False) or "{}")
     sequence_id = owner.get("sequence_id")
     state = rig.sequencer.state.get(use_monitor=False)
@@ -156,11 +183,16 @@ def lost_acquisition(rig: Rig, catalog) -> tuple[list, str, str]:
 
     last = chain[-1]
     found = status(last)
+    if found == "running" and wait:
+        last, found = wait_for_writer_gone(catalog, last)
+        chain[-1] = last
     if found == "running":
-        beat = last.metadata["heartbeat"]["last_seen"]
+        beat = last.metadata["heartbeat"]
         raise AttachError(
-            f"run {last.start['uid'][:8]} is still being written (heartbeat "
-            f"{time.time() - beat:.0f} s ago): attach once its process is gone"
+            f"run {last.start['uid'][:8]} is still being written by pid {beat.get('pid')} "
+            f"on {beat.get('host', 'another host')} (heartbeat "
+            f"{time.time() - beat['last_seen']:.0f} s ago): stop that acquisition first, or "
+            "leave it be"
         )
     if state in ("Done", "Aborted", "Failed") and found not in ("orphaned", "unclosed"):
         raise AttachError(
@@ -274,7 +306,7 @@ def attach_cli(prefix: str, catalog: str | None, timeout: float = 10.0) -> int:
             flush=True,
         )
         try:  # refused before the RunEngine starts: no traceback, just the reason
-            found = lost_acquisition(rig, session.catalog)
+            found = lost_acquisition(rig, session.catalog, wait=True)
         except AttachError as ex:
             print(f"ssb attach: {ex}", file=sys.stderr)
             return 1

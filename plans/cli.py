@@ -16,9 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ssb_analysis import runs as run_listing
-from ssb_analysis.catalog import default_location, is_server, open_catalog
-from ssb_analysis.export import FORMATS, ExportError, export_run
+# Only what builds the parser: each command imports what it needs when it runs, so
+# `ssb --help` answers at once.
+from ssb_analysis.catalog import CatalogUnreachable, default_location, is_server
+from ssb_analysis.export import FORMATS
+from ssb_analysis.runs import SEARCH_KEYS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list and search runs")
     runs.add_argument("--catalog", help=catalog_help)
     runs.add_argument("--limit", type=int, default=20, help="newest N runs (default 20)")
-    for key in run_listing.SEARCH_KEYS:
+    for key in SEARCH_KEYS:
         runs.add_argument(f"--{key.replace('_', '-')}", dest=key, help=f"match {key}")
 
     show = sub.add_parser("show", help="a run's metadata and streams")
@@ -96,6 +98,14 @@ def _lookup(catalog, ref: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except CatalogUnreachable as ex:  # from any command that opens a catalog server
+        print(f"ssb {args.command}: {ex}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
@@ -146,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    from ssb_analysis import runs as run_listing
+    from ssb_analysis.catalog import open_catalog
+
     catalog = open_catalog(location)
     if args.command == "runs":
         criteria = {key: getattr(args, key) for key in run_listing.SEARCH_KEYS}
@@ -170,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(write_report(run, args.out))
         return 0
     if args.command == "export":
+        from ssb_analysis.export import ExportError, export_run
+
         try:
             for path in export_run(run, args.out, args.format):
                 print(path)

@@ -71,8 +71,10 @@ from .protocol import (
     parse,
 )
 from .results import ResultSignal, ResultStream
+from .schedule import Schedule, Shortfalls, honest_run
 
 SIGN = {"charge": 1.0, "discharge": -1.0}
+HOLD_NOW = 1e-9  # Rig:HoldAt-SP: a time already past holds the clock where it is
 DIRECTION = {">": "Rising", "<": "Falling", None: "Auto"}
 
 
@@ -221,17 +223,20 @@ class Acquisition:
     open_circuit_reads: bool = False  # pause a current-carrying step while detectors read
     resume_from: dict[str, int] = field(default_factory=dict)  # flyer name -> first row
     origin: float | None = None  # the rig's clock at the run's start
-    next_reading: float = math.inf
     kicked_off: bool = False
     spectra: list[dict] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     event_record: ResultStream = field(default_factory=event_stream)
+    simulated: bool = False  # the rig's clock can be held (found at the run's start)
+    shortfalls: Shortfalls = field(default_factory=Shortfalls)
 
     def __post_init__(self):
         if self.detector_period is not None and not self.detector_period > 0:
             raise ValueError(
                 f"detector_period: expected seconds > 0, got {self.detector_period!r}"
             )
+        if self.detectors:
+            self.shortfalls.schedule = Schedule(self.detector_period)
         for name in ("fast_steps", "detector_steps"):
             steps = getattr(self, name)
             if isinstance(steps, str) and steps == "all":
@@ -283,9 +288,11 @@ def sequence_table(
     planned: Sequence[PlannedStep],
     fast_steps: Sequence[int] | Literal["all"] = (),
     owner: dict[str, Any] | None = None,
+    hold_steps: Sequence[int] | Literal["all"] = (),
 ) -> str:
     """The protocol as the instrument's sequencer runs it: the planned steps, with
-    repeats kept as repeats (a million steps stay a few lines), as JSON."""
+    repeats kept as repeats (a million steps stay a few lines), as JSON; a simulated
+    rig's clock holds at the start of ``hold_steps`` until the plan has read there."""
     nodes = {}
     for step in planned:
         nodes.setdefault(id(step.source), table_node(step))
@@ -297,7 +304,9 @@ def sequence_table(
         ]
 
     fast = fast_steps if fast_steps == "all" else sorted(fast_steps)
-    doc = {"version": 1, "steps": tree(protocol.steps), "fast_steps": fast, "owner": owner or {}}
+    holds = hold_steps if hold_steps == "all" else sorted(hold_steps)
+    doc = {"version": 1, "steps": tree(protocol.steps), "fast_steps": fast, "owner": owner or {},
+           "hold_steps": holds}  # fmt: skip
     return json.dumps(doc)
 
 
@@ -405,11 +414,24 @@ def follow_sequence(
     follow it to its end: collect samples, handle events, read the detectors at step
     boundaries and every ``detector_period``, store each step's record."""
     group = "ssb-sequence"
-    yield from bps.abs_set(rig.sequencer, table, group=group)
+    sequence = yield from bps.abs_set(rig.sequencer, table, group=group)
     yield from bps.checkpoint()  # a rewind must not start the sequence twice
+    schedule = acq.shortfalls.schedule
+    holds = schedule is not None and schedule.holds
+    if acq.simulated and not holds:  # the run's start hold: the sequence runs from it
+        yield from bps.abs_set(rig.clock.hold_at, 0)
+    hold: Any = None  # the pending put of the plan's hold: done once the clock stands
     while True:
-        done = yield from bps.wait(group=group, timeout=acq.poll, error_on_timeout=False)
-        yield from bps.abs_set(rig.press.heartbeat, 1)  # alive, for the press's deadman
+        if holds:  # wake where the next reading is due, or at a step the sequencer holds
+            if hold is None or hold.done:
+                hold = yield from bps.abs_set(
+                    rig.clock.hold_at, schedule.hold_target(), group="ssb-hold"
+                )
+            yield from bps.wait(group="ssb-hold", timeout=acq.poll, error_on_timeout=False)
+            done = sequence is None or sequence.done
+        else:
+            done = yield from bps.wait(group=group, timeout=acq.poll, error_on_timeout=False)
+        yield from bps.abs_set(rig.press.heartbeat, 1)  # alive: the deadman, the hold
         completed = int((yield from bps.rd(rig.sequencer.completed, default_value=0)))
         new: list[dict] = []
         yield from collect_samples(rig, new, acq.spectra)  # every sample of those steps
@@ -421,13 +443,17 @@ def follow_sequence(
         step = int((yield from bps.rd(rig.sequencer.step, default_value=0)))
         now = yield from bps.rd(rig.clock.time, default_value=0.0)
         if step and step != follow.step_seen:  # a boundary: the rig and the detectors
+            if schedule is not None and follow.step_seen:
+                passed = range(follow.step_seen + 1, step)
+                schedule.steps_passed_unread([k for k in passed if acq.reads_at(k)], _names(acq))
             follow.step_seen = step
             if acq.reads_at(step):
+                if schedule is not None:
+                    schedule.read_at_step(now)
                 yield from read_detectors(rig, acq, follow.planned)
-                acq.next_reading = now + (acq.detector_period or math.inf)
-        elif acq.detector_period and now >= acq.next_reading:
+        elif schedule is not None and schedule.periodic_due(now):
+            schedule.read_periodic(now, _names(acq))
             yield from read_detectors(rig, acq, follow.planned)
-            acq.next_reading = now + acq.detector_period
         yield from bps.checkpoint()
         if done:
             break
@@ -438,6 +464,10 @@ def follow_sequence(
         raise StepRejected(f"protocol failed on the instrument: {reason}")
     if state != "Done":
         raise SequenceEnded(f"protocol {state.lower()} on the instrument: {reason}")
+
+
+def _names(acq: Acquisition) -> str:
+    return ", ".join(getattr(d, "name", str(d)) for d in acq.detectors)
 
 
 def read_detectors(
@@ -541,6 +571,13 @@ def execute(
             yield from bps.mv(getattr(rig.events, f"{kind}_action"), action)
 
     def body():
+        simulated = yield from bps.rd(rig.clock.simulated, default_value="No")
+        acq.simulated = simulated == "Yes"
+        schedule = acq.shortfalls.schedule
+        if acq.simulated:  # no experiment time passes while the run gets going
+            yield from bps.mv(rig.clock.hold_at, HOLD_NOW)
+            if schedule is not None:
+                schedule.holds = True
         yield from ioc_actions(end=True)
         for flyer in flyers:  # from the first row not stored yet (attaching), or from now
             flyer.resume_at = acq.resume_from.get(flyer.name)
@@ -548,17 +585,24 @@ def execute(
         acq.kicked_off = True
         now = yield from bps.rd(rig.clock.time, default_value=0.0)
         acq.origin = now if acq.origin is None else acq.origin
-        acq.next_reading = now + (acq.detector_period or math.inf)
+        if schedule is not None:
+            schedule.begin(now)
         yield from record(rig, acq.detectors)  # reading + checkpoint
-        table = None if attaching else sequence_table(protocol, planned, acq.fast_steps, owner)
+        holds = acq.detector_steps if acq.detectors and acq.simulated else ()
+        table = None
+        if not attaching:
+            table = sequence_table(protocol, planned, acq.fast_steps, owner, hold_steps=holds)
         yield from follow_sequence(rig, table, follow, record_, acq, outcome)
         yield from bps.trigger_and_read([rig, *acq.detectors])
         yield from bps.complete(rig.cycler.samples, wait=True)
         yield from collect_samples(rig, [], outcome.spectra)
 
     def cleanup():
+        acq.shortfalls.take_losses(flyers)
         if not rig.sequencer.state.connected:
             return  # the IOC is gone: nothing to command or collect (its data stays there)
+        if acq.simulated:
+            yield from bps.abs_set(rig.clock.hold_at, 0)  # the clock runs on its own again
         yield from safe_state(rig)
         yield from ioc_actions(end=False)
         if acq.kicked_off:
@@ -569,6 +613,7 @@ def execute(
             yield from handle_events(rig, quiet, pages, acq.event_record, (), acq.events)
             completed = yield from bps.rd(rig.sequencer.completed, default_value=0)
             yield from record_steps(rig, follow, int(completed), record_, outcome)
+            acq.shortfalls.take_losses(flyers)
 
     yield from bpp.finalize_wrapper(body(), cleanup())
     return outcome
@@ -661,8 +706,6 @@ def protocol_run(
     _md |= {"protocol": str(protocol), "steps_planned": len(planned)}
     _md.setdefault("sequence_id", str(uuid.uuid4()))  # names the run's table on the IOC
 
-    @bpp.stage_decorator([rig, *acq.detectors])
-    @bpp.run_decorator(md=_md)
     @raise_reasons
     def inner():
         owner = {"sequence_id": _md["sequence_id"], "plan": plan_name}
@@ -670,7 +713,8 @@ def protocol_run(
         if evaluate is not None:
             yield from evaluate(outcome)
 
-    return (yield from inner())
+    staged = bpp.stage_wrapper(honest_run(inner(), _md, acq.shortfalls), [rig, *acq.detectors])
+    return (yield from staged)
 
 
 def planned_capacity(rig: Rig, capacity: float | None) -> float:

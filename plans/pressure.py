@@ -93,10 +93,33 @@ def raise_reasons(plan_function):
     return wrapper
 
 
-def wait_until(rig: Rig, experiment_time: float) -> MsgGenerator:
-    """Wait until the rig's clock reads ``experiment_time`` seconds."""
+def wait_until(rig: Rig, experiment_time: float, hold: bool = False) -> MsgGenerator:
+    """Wait until the rig's clock reads ``experiment_time`` seconds; with ``hold`` (a
+    simulated rig, see :func:`on_held_clock`) the clock then stands still there until
+    the plan's next wait, so the plan acts at that time whatever the speed factor."""
+    if hold:
+        yield from bps.abs_set(rig.clock.hold_at, experiment_time, group="ssb-clock")
+        yield from wait_for_reason("ssb-clock")
+        now = yield from bps.rd(rig.clock.time, default_value=experiment_time)
+        if now >= experiment_time - 1e-6:
+            return  # else the hold lapsed or a pause released it: wait on the clock
     yield from bps.abs_set(rig.clock, experiment_time, group="ssb-clock")
     yield from wait_for_reason("ssb-clock")
+
+
+def on_held_clock(rig: Rig, body) -> MsgGenerator:
+    """Run the plan ``body(hold)``, ``hold`` True on a simulated rig: its waits hold the
+    clock where they end (:func:`wait_until`), so every reading is taken at its time even
+    when the plan's round trip is minutes of experiment time. The hold is released
+    however the plan ends."""
+    simulated = yield from bps.rd(rig.clock.simulated, default_value="No")
+    hold = simulated == "Yes"
+
+    def release():
+        if hold and rig.clock.hold_at.connected:
+            yield from bps.abs_set(rig.clock.hold_at, 0)
+
+    return (yield from bpp.finalize_wrapper(body(hold), release()))
 
 
 def regulate(rig: Rig) -> MsgGenerator:
@@ -107,7 +130,11 @@ def regulate(rig: Rig) -> MsgGenerator:
 
 
 def move_recording(
-    rig: Rig, pressure: float, interval: float, detectors: Sequence[Readable] = ()
+    rig: Rig,
+    pressure: float,
+    interval: float,
+    detectors: Sequence[Readable] = (),
+    hold: bool = False,
 ) -> MsgGenerator:
     """Move to ``pressure`` (at the press's ramp rate), recording every ``interval`` s of
     experiment time until the IOC reports the pressure settled."""
@@ -116,19 +143,23 @@ def move_recording(
     while status is not None and not status.done:  # None: a simulator, no RunEngine
         now = yield from bps.rd(rig.clock.time, default_value=0.0)
         yield from record(rig, detectors)
-        yield from wait_until(rig, now + interval)
+        yield from wait_until(rig, now + interval, hold)
     yield from wait_for_reason("ssb-move")  # raises if the IOC refused or the link died
     yield from record(rig, detectors)
 
 
 def hold_recording(
-    rig: Rig, duration: float, interval: float, detectors: Sequence[Readable] = ()
+    rig: Rig,
+    duration: float,
+    interval: float,
+    detectors: Sequence[Readable] = (),
+    hold: bool = False,
 ) -> MsgGenerator:
     """Let ``duration`` s of experiment time pass, recording every ``interval`` s."""
     start = yield from bps.rd(rig.clock.time, default_value=0.0)
     ticks = max(1, round(duration / interval))
     for k in range(1, ticks + 1):
-        yield from wait_until(rig, start + min(k * interval, duration))
+        yield from wait_until(rig, start + min(k * interval, duration), hold)
         yield from record(rig, detectors)
 
 
@@ -205,7 +236,11 @@ def ramp_pressure(
     @bpp.run_decorator(md=_md)
     @raise_reasons
     def inner():
-        yield from at_ramp_rate(rig, rate, move_recording(rig, pressure, interval, detectors))
+        def ramp(hold):
+            moving = move_recording(rig, pressure, interval, detectors, hold)
+            return at_ramp_rate(rig, rate, moving)
+
+        yield from on_held_clock(rig, ramp)
 
     return (yield from inner())
 
@@ -232,12 +267,15 @@ def hold_pressure(
     @bpp.run_decorator(md=_md)
     @raise_reasons
     def inner():
-        if pressure is None:
-            yield from regulate(rig)
-            yield from record(rig, detectors)
-        else:
-            yield from move_recording(rig, pressure, interval, detectors)
-        yield from hold_recording(rig, duration, interval, detectors)
+        def body(hold):
+            if pressure is None:
+                yield from regulate(rig)
+                yield from record(rig, detectors)
+            else:
+                yield from move_recording(rig, pressure, interval, detectors, hold)
+            yield from hold_recording(rig, duration, interval, detectors, hold)
+
+        yield from on_held_clock(rig, body)
 
     return (yield from inner())
 
@@ -270,11 +308,11 @@ def pressure_steps(
     @bpp.run_decorator(md=_md)
     @raise_reasons
     def inner():
-        def steps():
+        def steps(held):
             for p in pressures:
-                yield from move_recording(rig, p, interval, detectors)
-                yield from hold_recording(rig, hold, interval, detectors)
+                yield from move_recording(rig, p, interval, detectors, held)
+                yield from hold_recording(rig, hold, interval, detectors, held)
 
-        yield from at_ramp_rate(rig, rate or 0.0, steps())
+        yield from on_held_clock(rig, lambda held: at_ramp_rate(rig, rate or 0.0, steps(held)))
 
     return (yield from inner())

@@ -8,14 +8,18 @@ passed since the last write, so a reader sees a running experiment within about 
 long and a killed process loses at most that much.
 
 A run whose writer dies keeps no stop document. So that readers can tell such a run from
-one still being written, the writer refreshes ``heartbeat: {last_seen, interval}`` in the
-metadata of every open run every ``heartbeat`` seconds (wall time), from a thread that
-takes turns with the RunEngine's writes (one writer at a time, as SQLite wants it).
+one still being written, the writer refreshes ``heartbeat: {last_seen, interval, host,
+pid, started}`` in the metadata of every open run every ``heartbeat`` seconds (wall
+time), from a thread that takes turns with the RunEngine's writes (one writer at a time,
+as SQLite wants it). On the writer's own host a reader can tell at once that the process
+is gone (``ssb_analysis.runs.status``); elsewhere, once three beats are missed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 
@@ -55,8 +59,16 @@ class CatalogWriter(TiledWriter):
                 self.touch()
 
     def touch(self) -> None:
-        """Tell readers that the writer of every open run is alive."""
-        beat = {"heartbeat": {"last_seen": time.time(), "interval": self.heartbeat}}
+        """Tell readers that the writer of every open run is alive, and which it is."""
+        beat = {
+            "heartbeat": {
+                "last_seen": time.time(),
+                "interval": self.heartbeat,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": _process_started(),
+            }
+        }
         for uid, run in list(self._runs.items()):
             try:
                 run.root_node.update_metadata(metadata=beat, drop_revision=True)
@@ -95,3 +107,10 @@ class CatalogWriter(TiledWriter):
                     run._write_internal_data(rows, desc_node=run._desc_nodes[stream])
                     rows.clear()
         self._last_flush = time.monotonic()
+
+
+def _process_started() -> float:
+    """This process's start (Unix time): with the pid, it names the process uniquely."""
+    import psutil
+
+    return psutil.Process().create_time()

@@ -5,7 +5,10 @@ every row logged since the last collect, in pages, so a long run stores every sa
 without one RunEngine message per sample. The IOC side is
 :mod:`ssb_ioc.server.buffers`: put a sequence number to ``ReadFrom-SP``, read
 ``Count-RB`` rows from ``Rows-RB``. Rows the instrument overwrote before they were read
-are counted in :attr:`RowLog.lost` and logged as a warning.
+are counted in :attr:`RowLog.lost`, each run of them kept in :attr:`RowLog.gaps` (the
+sequence numbers and the times of the rows either side), and logged as a warning; the
+plan records them in the run. After each page the reader puts the next row it needs to
+``Keep-SP``: a simulated rig slows its clock rather than overwrite it.
 """
 
 from __future__ import annotations
@@ -54,12 +57,16 @@ class RowLog(Device):
     read_from = Cpt(EpicsSignal, "ReadFrom-SP", kind=Kind.omitted, put_complete=True)
     count = Cpt(EpicsSignalRO, "Count-RB", kind=Kind.omitted)
     rows = Cpt(EpicsSignalRO, "Rows-RB", kind=Kind.omitted, auto_monitor=False)
+    keep = Cpt(EpicsSignal, "Keep-SP", kind=Kind.omitted)
+    time_field: ClassVar[str] = "time"  # the column that dates a row
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._next: int | None = None
         self.resume_at: int | None = None  # where the next kickoff begins, if set
         self.lost = 0  # rows overwritten on the instrument before they were read
+        self.gaps: list[dict] = []  # each run of lost rows: seqs, and the times around it
+        self._last_time = float("nan")  # of the newest row read
 
     def kickoff(self, start: int | None = None) -> Status:
         """Begin at row ``start``, else :attr:`resume_at` (once; set by a process that
@@ -67,6 +74,7 @@ class RowLog(Device):
         start = self.resume_at if start is None else start
         self.resume_at = None
         self._next = int(self.next_seq.get(use_monitor=False)) if start is None else start
+        self.keep.put(self._next)
         return finished(self)
 
     def complete(self) -> Status:
@@ -108,15 +116,32 @@ class RowLog(Device):
             columns = {field: rows[:, i] for i, field in enumerate(self.fields)}
             first = int(columns["seq"][0])
             if first > self._next:
-                self.lost += first - self._next
-                logger.warning(
-                    "%s: %d rows were overwritten on the instrument before they were "
-                    "read (collect more often or enlarge the buffer)",
-                    self.name,
-                    first - self._next,
-                )
+                self._lost(first, float(columns[self.time_field][0]))
             self._next = int(columns["seq"][-1]) + 1
+            self._last_time = float(columns[self.time_field][-1])
+            self.keep.put(self._next)  # a simulated rig waits for us rather than overwrite
             yield columns
+
+    def _lost(self, first: int, time_after: float) -> None:
+        n = first - self._next
+        self.lost += n
+        self.gaps.append(
+            {
+                "first_seq": self._next,
+                "last_seq": first - 1,
+                "rows": n,
+                "time_before": self._last_time,  # the newest row read before the gap
+                "time_after": time_after,  # the first row read after it
+            }
+        )
+        logger.warning(
+            "%s: %d rows (seq %d..%d) were overwritten on the instrument before they were "
+            "read; the run records the loss (collect more often or enlarge the buffer)",
+            self.name,
+            n,
+            self._next,
+            first - 1,
+        )
 
     def collect_pages(self):
         for columns in self.read_pages():

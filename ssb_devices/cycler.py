@@ -147,6 +147,7 @@ class SampleLog(RowLog):
     fields = SAMPLE_FIELDS
     integer_fields = INTEGER_FIELDS
     stream = "samples"
+    time_field = "test_time"
 
     buf_seq = Cpt(EpicsSignalRO, "Seq-RB", kind=Kind.omitted, auto_monitor=False)
     buf_test_time = Cpt(EpicsSignalRO, "TestTime-RB", kind=Kind.omitted, auto_monitor=False)
@@ -209,6 +210,8 @@ class ImpedanceLog(Device):
         super().__init__(*args, **kwargs)
         self._seen: int | None = None
         self.resume_at: int | None = None  # where the next kickoff begins, if set
+        self.lost = 0  # spectra the instrument no longer held when they were read
+        self.gaps: list[dict] = []
 
     def kickoff(self, start: int | None = None) -> Status:
         """Begin after spectrum number ``start``, else :attr:`resume_at` (once), else the
@@ -243,6 +246,14 @@ class ImpedanceLog(Device):
             self.read_from.set(self._seen + 1).wait(timeout=10)
             row = np.asarray(self.spectrum.get(use_monitor=False), dtype=float)
             number, pressure, test_time, n = row[0], row[1], row[2], int(row[3])
+            if n and int(number) > self._seen + 1:  # older ones were let go on the instrument
+                missed = int(number) - self._seen - 1
+                self.lost += missed
+                self.gaps.append({"first_seq": self._seen + 1, "last_seq": int(number) - 1,
+                                  "rows": missed, "time_before": float("nan"),
+                                  "time_after": float(test_time)})  # fmt: skip
+                logger.warning("%s: %d spectra were no longer held on the instrument when "
+                               "read; the run records the loss", self.name, missed)  # fmt: skip
             self._seen = max(int(number), self._seen + 1)
             if n == 0:
                 continue

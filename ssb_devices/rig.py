@@ -51,18 +51,64 @@ class ClockStatus(DeviceStatus):
                     target=self.target, unit="s")  # fmt: skip
 
 
+class ClockHold(EpicsSignal):
+    """``Rig:HoldAt-SP``: where a simulated rig's clock stands still (0 = nowhere). A put
+    completes once the clock stands at a hold. While the RunEngine pauses or suspends,
+    time goes on: the hold is released (the plan holds again when it runs again)."""
+
+    def set(self, value, **kwargs) -> DeviceStatus:
+        """Put ``value``; the status completes once the clock stands still, and fails if
+        the IOC goes away first (its put-completion would never come)."""
+        status = DeviceStatus(self, call_stop_on_failure=False)
+        lock = threading.Lock()
+
+        def finish(exc: Exception | None = None) -> None:
+            with lock:
+                if status.done:
+                    return
+                self.clear_sub(on_meta, event_type="meta")
+                if exc is None:
+                    status.set_finished()
+                else:
+                    status.set_exception(exc)
+
+        def on_meta(connected=True, **kw):
+            if not connected:
+                finish(RigDisconnected(f"{self.name}: lost {self.pvname} while the rig's "
+                                       "clock was held; is the IOC running?"))  # fmt: skip
+
+        self.subscribe(on_meta, event_type="meta", run=False)
+        if not self.connected:
+            on_meta(connected=False)
+            return status
+        put = super().set(value, **kwargs)
+        put.add_callback(lambda st: finish(None if st.success else st.exception()))
+        return status
+
+    def pause(self) -> None:
+        if self.connected:
+            self.put(0.0)
+
+
 class ExperimentClock(Device):
     """The rig's clock: experiment time in seconds, owned by the IOC.
 
     ``set(t)`` does not change the time: its status completes once the rig's clock has
     reached ``t`` (so ``bps.abs_set(rig.clock, t, wait=True)`` waits on experiment time,
     whatever the speed factor). Waits resolve to the IOC's update period times the
-    speed factor.
+    speed factor. A simulated rig's clock can also be held at a time (``hold_at``), so
+    that a plan acts exactly there whatever the speed factor.
     """
 
     time = Cpt(EpicsSignalRO, "Rig:Time-RB", kind=Kind.normal, auto_monitor=True)
     speed = Cpt(EpicsSignal, "Rig:Speed-SP", kind=Kind.config)
     actual_speed = Cpt(EpicsSignalRO, "Rig:ActualSpeed-RB", kind=Kind.omitted)
+    # simulation only: hold the clock at a time (0 = none); the put completes once it
+    # stands still there (or at a hold of the sequencer's). Lapses after 10 s of wall time
+    # unless put again or a heartbeat (Press:Heartbeat-Cmd) renews it.
+    hold_at = Cpt(ClockHold, "Rig:HoldAt-SP", kind=Kind.omitted, put_complete=True)
+    held = Cpt(EpicsSignalRO, "Rig:Held-RB", string=True, kind=Kind.omitted)
+    simulated = Cpt(EpicsSignalRO, "Rig:Simulated-RB", string=True, kind=Kind.config)
 
     def set(self, target: float) -> ClockStatus:
         status = ClockStatus(self, target)

@@ -31,10 +31,10 @@ Discharge at C/2 for 20 minutes
 """
 
 
-def acquire(catalog_dir, tmp_path, prefix, *mode) -> subprocess.Popen:
+def acquire(catalog_dir, tmp_path, prefix, *mode, heartbeat=HEARTBEAT) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "acquire_protocol.py"), str(catalog_dir),
-         str(tmp_path / "md"), prefix, str(HEARTBEAT), *mode],
+         str(tmp_path / "md"), prefix, str(heartbeat), *mode],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     ready, _, _ = select.select([proc.stdout], [], [], 60)
@@ -194,3 +194,26 @@ def test_attach_refuses_an_acquisition_of_another_catalog(rig, tmp_path):
         rig.sequencer.stop()
         status.wait(10)
         session.close()
+
+
+def test_ssb_attach_right_after_a_crash_takes_over_at_once(slow_ioc, tmp_path):
+    """On the host that wrote it, a run whose writer's process is gone is orphaned at
+    once, however fresh its last heartbeat: no guessing how long to wait."""
+    from conftest import run_cli
+
+    ioc, catalog_dir = slow_ioc, tmp_path / "catalog"
+    protocol = tmp_path / "protocol.txt"
+    protocol.write_text("Set pressure to 30 MPa\nRest for 10 minutes\n")
+    proc = acquire(catalog_dir, tmp_path, ioc.prefix, "run", str(protocol), heartbeat=600)
+    ioc.wait_for(lambda: ioc.get("Seq:Step-RB") == 2, timeout=60, what="the rest")
+    kill(proc)
+    assert newest_status(catalog_dir) == "orphaned"  # its beat is fresh; its process gone
+    done = run_cli("ssb_plans.cli", "attach", "--prefix", ioc.prefix, "--catalog",
+                   str(catalog_dir))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "continues the acquisition" in done.stdout
+    catalog = open_catalog(catalog_dir)
+    first, second = chain_of(catalog, catalog[-1])
+    assert "acquisition lost" in first.stop["reason"]
+    assert second.stop["exit_status"] == "success"
+    catalog.context.close()

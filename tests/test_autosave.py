@@ -106,7 +106,12 @@ def test_logged_samples_survive_a_killed_ioc_and_numbering_goes_on(ca_context, t
     try:
         first.put("Cyc:LogPeriod-SP", 1.0)
         first.put("Rig:CellCurrent-SP", 1e-3)  # charging: samples with growing capacity
-        first.wait_for(lambda: first.get("Cyc:Buf:NextSeq-RB") > 50, what="samples")
+        # the condition the test needs, however slow the machine: charged samples logged
+        first.wait_for(
+            lambda: len(rows(first)) > 50 and rows(first)[-1, 7] > 0,
+            timeout=60,
+            what="50 samples logged, the newest with charge > 0",
+        )
         first.put("Rig:CellCurrent-SP", 0.0)
         before = rows(first)
         first.process.kill()  # SIGKILL: no chance to save anything at exit
@@ -159,7 +164,46 @@ def test_a_second_ioc_for_the_same_prefix_and_directory_is_refused(ca_context, t
     try:
         result = run_cli("ssb_ioc.cli", "--prefix", first.prefix, "--autosave", str(tmp_path))
         assert result.returncode == 2
-        assert "another ssb-ioc already keeps prefix" in result.stderr
+        assert "another ssb-ioc already keeps" in result.stderr
         assert first.get("Press:KP-SP") == 19.0  # the first goes on undisturbed
     finally:
         first.stop()
+
+
+def test_a_save_belongs_to_its_cell_or_rig_file_and_says_where_it_came_from(ca_context, tmp_path):
+    first = start(ca_context, None, tmp_path)
+    try:
+        first.put("Press:KP-SP", 13.0)
+        first.wait_for(lambda: saved_value(tmp_path, "Press:KP-SP") == 13.0, what="a save")
+    finally:
+        first.stop()
+    (saved,) = tmp_path.glob("*.json")
+    assert saved.name == f"{first.prefix.rstrip(':')}.sim-si-nmc.json"
+    other = FreshIOC(
+        __import__("caproto.threading.client").threading.client.Context(),
+        prefix=first.prefix, cell="li-nmc", speed=1000.0, autosave=tmp_path,
+    )  # fmt: skip
+    other.start()
+    try:
+        assert other.get("Press:KP-SP") != 13.0  # the si-nmc rig's past is not li-nmc's
+        assert "autosave: restored" not in other.text("Rig:Msg-RB")
+        assert any("saved for another rig or cell" in line for line in other.stdout_lines)
+    finally:
+        other.stop()
+    again = start(ca_context, first.prefix, tmp_path)
+    try:
+        assert again.get("Press:KP-SP") == 13.0
+        said = " ".join(again.stdout_lines)
+        assert f"restored from {saved}" in said and "Press:KP-SP=13.0" in said
+    finally:
+        again.stop()
+
+
+def test_an_instrument_ioc_is_never_given_a_simulations_save():
+    from ssb_ioc.server.autosave import AutosaveFile, identity
+
+    rig = identity("si-nmc", "rigs/emulated.toml")  # what ssb-ioc --rig keys its files by
+    assert rig.startswith("rig-emulated-") and identity("si-nmc") == "sim-si-nmc"
+    assert identity("si-nmc", "rigs/emulated-ioc-loop.toml") != rig  # nor another rig's
+    paths = {AutosaveFile("d", "SSB:", i).path for i in (rig, identity("si-nmc"))}
+    assert len(paths) == 2

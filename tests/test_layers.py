@@ -60,3 +60,51 @@ def test_layer_imports(package):
         modules = imported_modules(path) - ALLOWED.get(package, set())
         bad = {m for m in modules if m.split(".")[0] in FORBIDDEN[package]}
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+HEAVY = ("bluesky", "ophyd", "caproto", "tiled", "pandas", "matplotlib", "bluesky_queueserver")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        *(
+            [command, "--help"]
+            for command in ("demo", "run", "attach", "runs", "show", "export", "report", "lab")
+        ),
+        ["lab", "up", "--help"],
+        ["runs", "--catalog", "/nonexistent/catalog"],
+        ["runs", "--catalog", "http://127.0.0.1:9/api"],  # no server there: one line
+    ],
+)
+def test_commands_that_need_no_catalog_or_epics_import_neither(argv):
+    """What `ssb --help` and a refusal cost is Python's start, not the libraries'."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\nfrom ssb_plans.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+def test_an_unreachable_catalog_server_is_one_line_and_no_wait():
+    """tiled's client retries a refused connection for half a minute, then prints a page
+    of traceback; `ssb` says it in one line at once (the port is refused, not slow)."""
+    import subprocess
+    import sys
+
+    for command in (["runs"], ["show", "-1"], ["export", "-1"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ssb_plans.cli", *command, "--catalog", "http://127.0.0.1:9/api"],
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+        assert done.returncode == 1
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(
+            f"ssb {command[0]}: no catalog server answers at http://127.0.0.1:9"
+        )

@@ -154,6 +154,13 @@ class HardwareRig(Rig):
         self._last_wall = time.monotonic()
 
     # --- what the PV layer asks of a backend -------------------------------------------
+    def hold_clock(self, at: float | None) -> None:
+        if at is not None:
+            raise RigError(
+                "clock hold refused: real instruments keep their own time (a hold is the "
+                "simulation's way to keep a schedule at a high speed factor)"
+            )
+
     def stale_pvs(self) -> dict[str, tuple[str, float]]:
         """PV name (no prefix) -> (why it is stale, time of its last good value)."""
         out: dict[str, tuple[str, float]] = {}

@@ -64,13 +64,46 @@ def default_directory() -> Path:
     return Path(data) / "ssb-bluesky" / "autosave"
 
 
-class AutosaveFile:
-    """One IOC's saved settings: ``{"pvs": {name: value}, "state": {...}}``."""
+def identity(cell: str, rig_file: str | None = None) -> str:
+    """What an IOC's saved state belongs to, besides its prefix: the rig file it drives
+    (instruments), else the cell it simulates. A simulation's past is never served as an
+    instrument's, nor one rig file's as another's."""
+    import hashlib
 
-    def __init__(self, directory: str | Path, prefix: str):
-        self.stem = re.sub(r"[^A-Za-z0-9_.-]", "_", prefix.rstrip(":")) or "ioc"
+    if rig_file is not None:
+        path = Path(rig_file).resolve()
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+        return f"rig-{path.stem}-{digest}"
+    source = Path(cell)
+    if source.suffix in (".toml", ".json") or source.exists():
+        digest = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]
+        return f"sim-{source.stem}-{digest}"
+    return f"sim-{cell}"  # a preset
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+class AutosaveFile:
+    """One IOC's saved settings: ``{"pvs": {name: value}, "state": {...}}``, in
+    ``<prefix>.<identity>.json`` (see :func:`identity`)."""
+
+    def __init__(self, directory: str | Path, prefix: str, identity: str = ""):
+        self.prefix = prefix
+        self.identity = identity
+        self.stem = _safe(prefix.rstrip(":")) or "ioc"
+        if identity:
+            self.stem += "." + _safe(identity)
         self.directory = Path(directory)
         self.path = self.directory / f"{self.stem}.json"
+
+    def older_files(self) -> list[Path]:
+        """Files saved for this prefix under another identity (or none, before identities
+        were kept): left as they are, never restored into this IOC."""
+        base = _safe(self.prefix.rstrip(":")) or "ioc"
+        found = [self.directory / f"{base}.json", *self.directory.glob(f"{base}.*.json")]
+        return sorted(p for p in found if p.exists() and p != self.path)
 
     def lock(self) -> None:
         """Hold this prefix's files for the life of the process: two IOCs serving one
@@ -82,7 +115,7 @@ class AutosaveFile:
         except OSError:
             self._lock.close()
             raise ValueError(
-                f"another ssb-ioc already keeps prefix {self.stem!r} in {self.directory}: "
+                f"another ssb-ioc already keeps {self.stem!r} in {self.directory}: "
                 "stop it first, or give this one another --prefix or --autosave DIR"
             ) from None
 

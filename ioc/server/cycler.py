@@ -27,6 +27,7 @@ from ssb_ioc.sim.cycler import (
     Termination,
 )
 
+from .buffers import Keep
 from .pvs import RigPVGroup, array, choice, command, counter, publish, reading, setting, text
 
 STEP_TYPES = ["Rest", "CC", "CV", "CCCV", "CP", "CR", "PEIS"]
@@ -34,6 +35,9 @@ TERM_TYPES = ["None", "Voltage", "Current", "Time", "Capacity"]
 DIRECTIONS = ["Auto", "Rising", "Falling"]
 BUFFER_READ = 10_000  # samples per bulk read
 ARRAY_UNITS = {
+    "seq": "1",
+    "cycle": "1",
+    "step": "1",
     "test_time": "s",
     "step_time": "s",
     "voltage": "V",
@@ -61,7 +65,8 @@ def _buffer(field: str):
     )
 
 
-TERM_UNITS = {"None": "", "Voltage": "V", "Current": "A", "Time": "s", "Capacity": "mAh"}
+# a termination value's units follow its type; unused (None), it says so
+TERM_UNITS = {"None": "by type", "Voltage": "V", "Current": "A", "Time": "s", "Capacity": "mAh"}
 
 
 def _term_type(slot: int):
@@ -109,6 +114,8 @@ class CyclerGroup(RigPVGroup):
     ChargeEnergy-RB, DischargeEnergy-RB (mWh)
     Buf:NextSeq-RB, Buf:OldestSeq-RB, Buf:ReadFrom-SP, Buf:Count-RB, Buf:<Field>-RB,
     Buf:Rows-RB        the same samples as rows of all fields, for a single read
+    Buf:Keep-SP        the oldest sample the reader still needs: the simulation slows
+                       rather than overwrite it (put it again within 10 s of wall time)
     """
 
     step_type = choice("StepType-SP", STEP_TYPES, "Type of the next step")
@@ -117,15 +124,15 @@ class CyclerGroup(RigPVGroup):
     power_sp = setting("Power-SP", "W", -10.0, 10.0, "Step power (CP, + = charge)", 6)
     resistance_sp = setting("Resistance-SP", "Ohm", 0.0, 1e7, "Load resistance (CR)", 2)
     term1_type = _term_type(1)
-    term1_value = setting("Term1Value-SP", "", 0.0, 1e9, "Termination 1 value", 6)
+    term1_value = setting("Term1Value-SP", "by type", 0.0, 1e9, "Termination 1 value", 6)
     term1_dir = choice("Term1Dir-SP", DIRECTIONS, "Termination 1 voltage direction")
     term2_type = _term_type(2)
-    term2_value = setting("Term2Value-SP", "", 0.0, 1e9, "Termination 2 value", 6)
+    term2_value = setting("Term2Value-SP", "by type", 0.0, 1e9, "Termination 2 value", 6)
     term2_dir = choice("Term2Dir-SP", DIRECTIONS, "Termination 2 voltage direction")
     term3_type = _term_type(3)
-    term3_value = setting("Term3Value-SP", "", 0.0, 1e9, "Termination 3 value", 6)
+    term3_value = setting("Term3Value-SP", "by type", 0.0, 1e9, "Termination 3 value", 6)
     term3_dir = choice("Term3Dir-SP", DIRECTIONS, "Termination 3 voltage direction")
-    cycle_sp = setting("Cycle-SP", "", 0.0, 1e9, "Cycle index for the step", 0)
+    cycle_sp = setting("Cycle-SP", "1", 0.0, 1e9, "Cycle index for the step", 0)
     capacity_sp = setting(
         "Capacity-SP",
         "mAh",
@@ -143,20 +150,22 @@ class CyclerGroup(RigPVGroup):
         2,
         apply=lambda rig, v: setattr(rig.cycler, "log_period", v),
     )
-    step_sp = setting("Step-SP", "", 0.0, 1e9, "Step index for the step (0 = next)", 0)
+    step_sp = setting("Step-SP", "1", 0.0, 1e9, "Step index for the step (0 = next)", 0)
     eis_f_start = setting("EIS:FStart-SP", "Hz", 1e-3, 1e7, "Impedance sweep start", 4)
     eis_f_end = setting("EIS:FEnd-SP", "Hz", 1e-3, 1e7, "Impedance sweep end", 4)
-    eis_ppd = setting("EIS:PointsPerDecade-SP", "", 1.0, 50.0, "Sweep points per decade", 0)
+    eis_ppd = setting(
+        "EIS:PointsPerDecade-SP", "1/decade", 1.0, 50.0, "Sweep points per decade", 0
+    )
     eis_count = counter("EIS:Count-RB", "Spectra measured")
     eis_pressure = reading("EIS:Pressure-RB", "MPa", 0.0, 1e4, "Pressure of the spectrum", 2)
     eis_time = reading("EIS:TestTime-RB", "s", 0.0, 1e12, "Test time of the spectrum", 1)
     eis_freq = array("EIS:Freq-RB", "Hz", "Last spectrum: frequency", EIS_MAX_POINTS)
     eis_z_re = array("EIS:ZRe-RB", "Ohm", "Last spectrum: Re Z", EIS_MAX_POINTS)
     eis_z_im = array("EIS:ZIm-RB", "Ohm", "Last spectrum: Im Z", EIS_MAX_POINTS)
-    eis_read_from = setting("EIS:ReadFrom-SP", "", 0.0, 1e12, "Fill EIS:Spectrum-RB", 0)
+    eis_read_from = setting("EIS:ReadFrom-SP", "1", 0.0, 1e12, "Fill EIS:Spectrum-RB", 0)
     eis_spectrum = array(
         "EIS:Spectrum-RB",
-        "",
+        "mixed",
         "Spectrum N: number, MPa, s, points, then Hz, Re, Im",
         4 + 3 * EIS_MAX_POINTS,
     )
@@ -183,7 +192,8 @@ class CyclerGroup(RigPVGroup):
 
     next_seq_rb = counter("Buf:NextSeq-RB", "Next sample's sequence no.")
     oldest_seq_rb = counter("Buf:OldestSeq-RB", "Oldest sample held")
-    read_from_sp = setting("Buf:ReadFrom-SP", "", 0.0, 1e15, "Fill arrays from this seq", 0)
+    read_from_sp = setting("Buf:ReadFrom-SP", "1", 0.0, 1e15, "Fill arrays from this seq", 0)
+    keep_sp = setting("Buf:Keep-SP", "1", 0.0, 1e15, "Oldest sample still needed", 0)
     count_rb = counter("Buf:Count-RB", "Samples in the arrays")
     buf_seq = _buffer("seq")
     buf_test_time = _buffer("test_time")
@@ -201,13 +211,14 @@ class CyclerGroup(RigPVGroup):
     buf_gap = _buffer("gap")
     buf_rows = array(
         "Buf:Rows-RB",
-        "",
+        "mixed",
         "Buffered samples as rows of all fields, in Buf:*-RB order (one read)",
         BUFFER_READ * len(SAMPLE_FIELDS),
     )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.keep = Keep()
         self._ends: list[asyncio.Future] = []
         self._spectrum_published = 0
 
@@ -274,6 +285,11 @@ class CyclerGroup(RigPVGroup):
         else:
             rows = [0.0, 0.0, 0.0, 0.0]
         await self.eis_spectrum.write(rows)
+        return value
+
+    @keep_sp.putter
+    async def keep_sp(self, instance, value):
+        self.keep.set(value)
         return value
 
     @read_from_sp.putter

@@ -9,7 +9,10 @@ Channel Access as a beamline reads its sample environment: the rig's clock
 (``Rig:Time-RB``) times the exposures, and its cell's state of charge
 (``Rig:CellSOC-RB``) sets the cathode's lattice (:mod:`ssb_ioc.sim.diffraction`). An
 exposure therefore takes experiment time, whatever the rig's speed factor, and a frame
-integrates the pattern over the state of charge the cell went through meanwhile.
+integrates the pattern over the state of charge the cell went through meanwhile. If
+the rig's clock is held short of a frame's end (a plan coordinating the detector at a
+high speed factor holds it where the frame began), the detector moves the hold on to the
+frame's end, so the frame costs the experiment exactly its exposure.
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ class SampleLink:
         self.prefix = prefix
         self.time = math.nan  # s, the rig's experiment time at the last good read
         self.soc = math.nan  # the simulated cell's state of charge (NaN: instruments)
+        self.hold_at = 0.0  # the rig's clock hold (0: none), at the last good read
         self.error = "not connected yet"
         self._pvs = None
+        self._hold = None
         self._context = None
 
     async def read(self) -> bool:
@@ -68,16 +73,34 @@ class SampleLink:
         try:
             if self._pvs is None:
                 self._context = Context(timeout=LINK_TIMEOUT)
-                names = (f"{self.prefix}Rig:Time-RB", f"{self.prefix}Rig:CellSOC-RB")
+                names = (f"{self.prefix}Rig:Time-RB", f"{self.prefix}Rig:CellSOC-RB",
+                         f"{self.prefix}Rig:HoldAt-SP")  # fmt: skip
                 self._pvs = await self._context.get_pvs(*names, timeout=LINK_TIMEOUT)
-            clock, soc = self._pvs
+            clock, soc, hold = self._pvs
             t = (await clock.read(timeout=LINK_TIMEOUT)).data[0]
             s = (await soc.read(timeout=LINK_TIMEOUT)).data[0]
+            h = (await hold.read(timeout=LINK_TIMEOUT)).data[0]
         except (CaprotoError, TimeoutError, OSError) as ex:
             self.error = f"the rig {self.prefix} does not answer ({self.prefix}Rig:Time-RB): {ex}"
             return False
-        self.time, self.soc, self.error = float(t), float(s), ""
+        self.time, self.soc, self.hold_at, self.error = float(t), float(s), float(h), ""
         return True
+
+    @property
+    def held_before(self) -> float:
+        """The rig's clock stands (or will stand) at a hold: its time, else inf."""
+        return self.hold_at if self.hold_at > 0 else math.inf
+
+    async def hold_until(self, end: float) -> None:
+        """Move the rig's clock hold on to ``end`` (the end of an exposure): someone holds
+        the clock where this frame began (a plan coordinating it at a high speed factor),
+        and the frame needs exactly its exposure of the rig's time to go by."""
+        if self._pvs is None:
+            return
+        try:
+            await self._pvs[2].write([end], wait=False)
+        except (OSError, TimeoutError) as ex:
+            self.error = f"the rig {self.prefix} took no clock hold: {ex}"
 
     async def close(self) -> None:
         if self._context is not None:
@@ -292,6 +315,8 @@ class DetectorIOC(RigPVGroup):
         start = t = await self._next_reading()
         end = start + length
         while t < end:
+            if self.link.held_before < end - 1e-9:  # the clock would stop short of the end
+                await self.link.hold_until(end)
             now = await self._next_reading()
             if self._stop:
                 return None

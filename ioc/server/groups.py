@@ -30,6 +30,7 @@ NO_YES = ["No", "Yes"]
 SCAN_PERIOD = 0.05  # s of wall time between simulation advances and readback updates
 TICK_BUDGET = 0.04  # s of wall time the simulation may use per scan
 SLICE_WALL = 0.005  # s of wall time per advance() call: the budget is checked between them
+HOLD_LEASE = 10.0  # s of wall time a clock hold lasts without a client renewing it
 
 
 class PressGroup(RigPVGroup):
@@ -285,6 +286,19 @@ class RigIOC(RigPVGroup):
     FaultType-SP, FaultSize-SP, InjectFault-Cmd: inject SoftShort (S), PressureSpike
                        (um of thickness) or ContactLoss (fraction); 0 = default size;
     FaultAt-SP         s     experiment time to inject it at (past or 0: at once)
+    HoldAt-SP          s     simulation only: the clock stops at this experiment time (at
+                             once if past) until the hold is moved; 0 = no hold. A client
+                             that coordinates other instruments holds the clock where it
+                             must act (a detector's schedule), so that a high speed factor
+                             costs no experiment time between its looks. A clock that
+                             stands at its hold goes on if no client puts the hold (or
+                             Press:Heartbeat-Cmd) again within 10 s of wall time. The
+                             sequencer also holds at the steps the table names
+                             (hold_steps)
+    Held-RB                  No | Yes: the clock stands at its hold; a put with callback
+                             to HoldAt-SP completes when the clock stands at a hold (or
+                             the hold is released or lapses)
+    Simulated-RB             No | Yes: a simulation, whose clock can be held
 
     Press (``{prefix}Press:``), load cell (``{prefix}LC:``), cycler (``{prefix}Cyc:``),
     protocol sequencer (``{prefix}Seq:``), events (``{prefix}Evt:``) and diagnostics
@@ -304,7 +318,7 @@ class RigIOC(RigPVGroup):
     area_rb = reading("Rig:Area-RB", "cm^2", 0.0, 100.0, "Cell area", precision=4)
     cell_rb = text("Rig:Cell-RB", "Cell file or preset")
     voltage_rb = reading("Rig:CellVoltage-RB", "V", -10.0, 10.0, "Cell voltage", precision=4)
-    soc_rb = reading("Rig:CellSOC-RB", "", -1.0, 2.0, "Simulated cell's state of charge", 4)
+    soc_rb = reading("Rig:CellSOC-RB", "1", -1.0, 2.0, "Simulated cell's state of charge", 4)
     current_sp = setting(
         "Rig:CellCurrent-SP", "A", -1.0, 1.0, "Cell current, + = charge", precision=6
     )
@@ -315,13 +329,20 @@ class RigIOC(RigPVGroup):
     )
     interlock_reason_rb = text("Rig:InterlockReason-RB", "Why the interlock tripped")
     interlock_reset_cmd = command("Rig:InterlockReset-Cmd", "Clear a trip whose condition is gone")
+    hold_at_sp = setting(
+        "Rig:HoldAt-SP", "s", 0.0, 1e12, "Hold the clock at this time (0 = none)", 3
+    )
+    held_rb = choice("Rig:Held-RB", NO_YES, "The clock stands at its hold", read_only=True)
+    simulated_rb = choice(
+        "Rig:Simulated-RB", NO_YES, "A simulation (its clock can be held)", read_only=True
+    )
     fault_type_sp = choice(
         "Rig:FaultType-SP",
         ["SoftShort", "PressureSpike", "ContactLoss"],
         "Fault to inject (simulation)",
         put=_fault_type,
     )
-    fault_size_sp = setting("Rig:FaultSize-SP", "", 0.0, 1e3, "Fault size; 0 = default", 6)
+    fault_size_sp = setting("Rig:FaultSize-SP", "S", 0.0, 1e3, "Fault size; 0 = default", 6)
     fault_at_sp = setting("Rig:FaultAt-SP", "s", 0.0, 1e12, "Inject the fault at this time", 3)
     inject_fault_cmd = command("Rig:InjectFault-Cmd", "Inject (or schedule) the fault")
 
@@ -351,6 +372,11 @@ class RigIOC(RigPVGroup):
         self._slice = 1.0  # s of experiment time per advance(), adapted to the regime
         self._last_wall = time.monotonic()
         self._stale: set[str] = set()  # readbacks whose instrument does not answer
+        self._hold_seen: float | None = None  # the backend's hold at the last look
+        self._hold_renewed = time.monotonic()
+        self._held_since: float | None = None  # wall time the clock came to its hold
+        self._pacing = ""  # the buffer the clock waits for, while it does
+        self._holds: list[asyncio.Future] = []  # HoldAt-SP puts waiting for the clock
         super().__init__(*args, **kwargs)
 
     # --- startup and the clock --------------------------------------------------------
@@ -393,6 +419,7 @@ class RigIOC(RigPVGroup):
             await pv.write_metadata(**limits(-top, top))
         await press.ramp_rate_sp.write_metadata(**limits(0.0, p.limits.max_ramp_rate))
         initial = {
+            self.simulated_rb: "No" if rig.keeps_own_time else "Yes",
             press.max_pressure_sp: rig.max_setpoint,
             press.over_pressure_sp: rig.over_pressure,
             press.ramp_rate_sp: rig.press.ramp_rate,
@@ -444,14 +471,14 @@ class RigIOC(RigPVGroup):
             print(f"ssb-ioc: autosave: {ex}; using the cell file's settings", flush=True)
             return
         values = saved.get("pvs", {}) if isinstance(saved.get("pvs"), dict) else {}
-        restored = 0
+        restored, refused = [], []
         for name in SAVED_PVS:
             if name in values:
                 try:
                     await self.pvdb[self.prefix + name].write(values[name])
-                    restored += 1
+                    restored.append(f"{name}={values[name]}")
                 except Exception:
-                    continue
+                    refused.append(name)
         state = saved.get("state", {}) if isinstance(saved.get("state"), dict) else {}
         rig, lc = self.backend, self.backend.load_cell
         if finite_number(state.get("time")) and state["time"] >= 0:
@@ -470,9 +497,22 @@ class RigIOC(RigPVGroup):
             await self.report(f"autosave: {found}")
             print(f"ssb-ioc: autosave: {found}", flush=True)
         if saved:
+            found = (
+                "the press and the cell as the instruments report them"
+                if rig.keeps_own_time
+                else "press Off, cell at open circuit"
+            )
+            print(
+                f"ssb-ioc: autosave: restored from {self.autosave.path} (saved for "
+                f"{self.autosave.identity or 'this prefix'}): the clock at {rig.time:.1f} s, "
+                f"{', '.join(restored) or 'no settings'}"
+                + (f"; refused today and left at the cell file's: {', '.join(refused)}"
+                   if refused else ""),
+                flush=True,
+            )  # fmt: skip
             await self.report(
-                f"autosave: restored {restored} settings and the clock ({rig.time:.1f} s) "
-                f"from {self.autosave.path}; press Off, cell at open circuit"
+                f"autosave: restored {len(restored)} settings and the clock ({rig.time:.1f} s) "
+                f"from {self.autosave.path}; {found}"
             )
         self._settings_changed = False
 
@@ -522,12 +562,18 @@ class RigIOC(RigPVGroup):
             await self._finish_scan()
             return
         wanted, done = elapsed * self.speed, 0.0
+        await self._check_hold(now)
         while done < wanted and time.monotonic() - now < TICK_BUDGET:
+            if self.backend.held or await self._paced(now):
+                break
             step = min(self._slice, wanted - done)
             started = time.monotonic()
-            self.backend.advance(step)
+            ran = self.backend.advance(step, stop=lambda: self._behind(now) is not None)
             took = time.monotonic() - started
-            done += step
+            if self.backend.held or self._behind(now) is not None:
+                done += ran
+                continue  # held, or a reader fell behind: said at the loop's top
+            done += step  # (what a step leaves under one press period is carried over)
             if step == self._slice:  # aim at SLICE_WALL per slice, whatever the regime
                 factor = min(2.0, SLICE_WALL / took) if took > 0 else 2.0
                 self._slice = min(max(self._slice * factor, 0.05), 3600.0)
@@ -535,10 +581,78 @@ class RigIOC(RigPVGroup):
             self._actual_speed += 0.2 * (done / elapsed - self._actual_speed)
         await self._finish_scan()
 
+    # --- the clock's hold and pace ------------------------------------------------------
+    def renew_hold(self) -> None:
+        """A client is still there to move the hold on."""
+        self._hold_renewed = time.monotonic()
+
+    async def _check_hold(self, now: float) -> None:
+        """A clock that stands at a hold nobody renews goes on: the experiment outlives a
+        coordinator that is gone (HOLD_LEASE s of wall time after the hold was reached
+        or last renewed)."""
+        rig = self.backend
+        if rig.hold_at != self._hold_seen:  # set by a client or by the sequencer
+            self._hold_seen = rig.hold_at
+            self._hold_renewed = now
+        if not rig.held:
+            self._held_since = None
+            return
+        if self._held_since is None:
+            self._held_since = now
+        if now - max(self._hold_renewed, self._held_since) > HOLD_LEASE:
+            rig.hold_clock(None)
+            self._hold_seen = self._held_since = None
+            await self.report(
+                f"clock hold at t = {rig.time:.1f} s released: no client renewed it for "
+                f"{HOLD_LEASE:g} s of wall time; the experiment goes on"
+            )
+
+    def _keeps(self):
+        rig = self.backend
+        return (
+            ("Cyc:Buf:", self.cycler.keep, rig.cycler.buffer),
+            ("LC:Fast:", self.load_cell.fast.keep, rig.fast),
+            ("Evt:Buf:", self.events.buf.keep, rig.events.buffer),
+        )
+
+    def _behind(self, now: float):
+        """The buffer whose reader is so far behind that going on would overwrite rows it
+        still needs (its ``Keep-SP``), if any."""
+        for name, keep, buffer in self._keeps():
+            if keep.holds_back(buffer, now):
+                return name, keep, buffer
+        return None
+
+    async def _paced(self, now: float) -> bool:
+        """True while a reader is behind (:meth:`_behind`): the speed factor is a maximum,
+        not a promise. Said once per episode on Rig:Msg-RB."""
+        behind = self._behind(now)
+        if behind is None:
+            self._pacing = ""
+            return False
+        name, keep, buffer = behind
+        if self._pacing != name:
+            self._pacing = name
+            unread = buffer.next_seq - max(keep.seq or 0, buffer.oldest_seq)
+            await self.report(
+                f"clock slowed: {self.prefix}{name} holds {unread} rows its reader has not "
+                "read yet; time waits for it (the speed is a maximum)"
+            )
+        return True
+
+    def _resolve_holds(self) -> None:
+        rig = self.backend
+        if self._holds and (rig.held or rig.hold_at is None):
+            for hold in self._holds:
+                if not hold.done():
+                    hold.set_result(None)
+            self._holds.clear()
+
     async def _finish_scan(self) -> None:
         await self._check_deadman()
         await self.update_readbacks()
         self._resolve_moves()
+        self._resolve_holds()
         self._save_if_due()
 
     async def _exchange(self) -> None:
@@ -553,6 +667,7 @@ class RigIOC(RigPVGroup):
     def heartbeat(self) -> None:
         self._heartbeat = time.monotonic()
         self._deadman_expired = False
+        self.renew_hold()
 
     async def _check_deadman(self) -> None:
         """No heartbeat for Deadman-SP s of wall time: hold, or ramp down to the floor."""
@@ -617,6 +732,8 @@ class RigIOC(RigPVGroup):
         if seq.state in ("Running", "Paused", "Held") and seq.table is not None:
             step = seq.running.index if seq.running else 0
             line += f"; protocol {seq.state.lower()}, step {step} of {seq.table.total}"
+        if rig.held:
+            line += f"; clock held at t = {rig.time:.1f} s"
         return line
 
     async def update_readbacks(self) -> None:
@@ -643,6 +760,7 @@ class RigIOC(RigPVGroup):
             lg.overload_rb: "Yes" if lc.overloaded else "No",
             self.status_rb: self._status(),
             self.interlock_reason_rb: rig.interlock,
+            self.held_rb: "Yes" if rig.held else "No",
         }
         for pv, value in values.items():
             await publish(pv, value)
@@ -650,7 +768,10 @@ class RigIOC(RigPVGroup):
             await pg.mode_sp.write(values[pg.mode_rb], verify_value=False)
         await self.cycler.update()
         await self.sequencer.update()
-        for pv, value in ((pg.pressure_sp, press.target), (pg.ramp_rate_sp, press.ramp_rate)):
+        hold = 0.0 if rig.hold_at is None else rig.hold_at
+        shown = ((pg.pressure_sp, press.target), (pg.ramp_rate_sp, press.ramp_rate),
+                 (self.hold_at_sp, hold))  # fmt: skip
+        for pv, value in shown:
             if pv.value != value:  # the sequencer (or the deadman) set it: show it
                 await pv.write(value, verify_value=False)
         await self.events.update()
@@ -700,6 +821,19 @@ class RigIOC(RigPVGroup):
         self.speed = value
         return value
 
+    @hold_at_sp.putter
+    async def hold_at_sp(self, instance, value):
+        rig = self.backend
+        rig.hold_clock(value if value > 0 else None)
+        self.renew_hold()
+        at = rig.hold_at or 0.0  # a time already past holds now
+        await instance.write(at, verify_value=False)
+        if rig.hold_at is not None and not rig.held:
+            hold = asyncio.get_running_loop().create_future()
+            self._holds.append(hold)
+            await hold  # done means the clock stands still (or the hold is gone)
+        return rig.hold_at or 0.0
+
     @current_sp.putter
     async def current_sp(self, instance, value):
         self.backend.set_current(value)
@@ -708,7 +842,7 @@ class RigIOC(RigPVGroup):
     FAULT_UNITS: ClassVar[dict[str, str]] = {
         "SoftShort": "S",
         "PressureSpike": "um",
-        "ContactLoss": "",  # a fraction of the contact
+        "ContactLoss": "1",  # a fraction of the contact
     }
 
     async def fault_units(self, kind: str) -> str:

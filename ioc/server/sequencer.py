@@ -48,7 +48,7 @@ class SequencerGroup(RigPVGroup):
 
     table_sp = text("Table-SP", "Protocol table (JSON)", writable=True, max_length=TABLE_MAX)
     owner_rb = text("Owner-RB", "Who uploaded the table (JSON)", max_length=4096)
-    start_at_sp = setting("StartAt-SP", "", 1.0, 1e6, "First step to run", 0)
+    start_at_sp = setting("StartAt-SP", "1", 1.0, 1e6, "First step to run", 0)
     start_cmd = command("Start-Cmd", "Run the table")
     pause_cmd = command("Pause-Cmd", "Pause: open circuit, press holds")
     resume_cmd = command("Resume-Cmd", "Resume the interrupted step")
@@ -60,7 +60,7 @@ class SequencerGroup(RigPVGroup):
     cycle_rb = counter("Cycle-RB", "Cycle of the step in progress")
     step_text_rb = text("StepText-RB", "Protocol line of the step in progress")
     completed_rb = counter("Completed-RB", "Steps completed")
-    results_from_sp = setting("ResultsFrom-SP", "", 0.0, 1e7, "Fill Results-RB from here", 0)
+    results_from_sp = setting("ResultsFrom-SP", "1", 0.0, 1e7, "Fill Results-RB from here", 0)
     results_rb = text("Results-RB", "Step records (JSON list)", max_length=RESULTS_MAX)
 
     @property

@@ -86,6 +86,7 @@ class Rig:
         self._events_acted = 0  # events whose action was taken
         self.sequencer = Sequencer(self)  # the protocol, run on the instrument
         self.news: list[str] = []  # what the IOC should tell its clients (Rig:Msg-RB)
+        self.hold_at: float | None = None  # the clock stops here (see hold_clock)
 
     # --- clock ----------------------------------------------------------------------
     @property
@@ -113,15 +114,41 @@ class Rig:
         """Nothing of a simulation is ever out of reach."""
         return {}
 
+    # --- holding the clock --------------------------------------------------------------
+    def hold_clock(self, at: float | None) -> None:
+        """Stop the clock at experiment time ``at`` (at once if it has passed) until the
+        hold is moved or released (``None``). At a high speed factor a client's round trip
+        is minutes of experiment time; a client that coordinates other instruments (a
+        detector's schedule, an exposure at open circuit) holds the clock where it must
+        act, so the rig does exactly what it would do at speed 1. Simulation only."""
+        if at is None:
+            self.hold_at = None
+            return
+        at = _finite("clock hold", at)
+        if at < 0:
+            raise RigError(f"clock hold at {at:g} s: expected a time >= 0")
+        self.hold_at = max(at, self.time)
+
+    @property
+    def held(self) -> bool:
+        """The clock stands at its hold."""
+        return self.hold_at is not None and self.time >= self.hold_at - self.press.period / 2
+
     async def exchange(self) -> None:  # pragma: no cover - the simulation is advanced
         raise RigError("the simulation runs on its own clock: call advance(dt)")
 
-    def advance(self, dt: float) -> None:
-        """Simulate ``dt`` seconds of experiment time."""
+    def advance(self, dt: float, stop=None) -> float:
+        """Simulate ``dt`` seconds of experiment time; returns the time simulated, less
+        if the clock came to its hold or ``stop()`` (asked after every cell step) said so."""
+        begin = self.time
         period = self.press.period
         total = self._residual + dt
         n = math.floor(total / period + 1e-9)
         self._residual = total - n * period
+        if self.hold_at is not None:  # time stops at the hold: what is beyond is not owed
+            room = max(0, math.floor((self.hold_at - self.time) / period + 0.5))
+            if room < n:
+                n, self._residual = room, 0.0
         cell_block = max(1, round(self.params.simulation.cell_step / period))
         while n > 0:
             m = min(n, cell_block)
@@ -156,6 +183,10 @@ class Rig:
             self.sequencer.poll()  # the next step starts in this same simulation step
             self._recent.append(self._row())
             n -= m
+            if self.held or (stop is not None and n > 0 and stop()):
+                self._residual = 0.0  # held, or a reader is behind: the rest is not owed
+                break
+        return self.time - begin
 
     # --- events and full-rate samples ---------------------------------------------------
     def _check_voltage(self, before: float, current: float, time: float) -> None:

@@ -76,6 +76,7 @@ class Table:
     fast_steps: frozenset[int] | str  # step indices with full-rate load-cell data, or "all"
     owner: dict[str, Any]  # who uploaded it (run uid, plan, protocol): for attaching
     source: str  # the JSON as uploaded
+    hold_steps: frozenset[int] | str = frozenset()  # steps whose start holds the clock
 
     def expand(self, first: int = 1) -> Iterator[tuple[int, int, TableStep]]:
         """(index, cycle, step) in execution order from step ``first`` on."""
@@ -101,6 +102,20 @@ class Table:
 
     def fast(self, index: int) -> bool:
         return self.fast_steps == "all" or index in self.fast_steps
+
+    def holds(self, index: int) -> bool:
+        return self.hold_steps == "all" or index in self.hold_steps
+
+
+def _as_written(step: Step, reason: str) -> str:
+    """The reason a step ended in the protocol's terms: a step resumed after a pause ran
+    the rest of its time or capacity limit, and ended on the limit as written."""
+    for t in step.terminations:
+        if t.limit == Limit.TIME and reason.startswith("time "):
+            return f"time {t.value:g} s"
+        if t.limit == Limit.CAPACITY and reason.startswith("capacity "):
+            return f"capacity {t.value:g} mAh"
+    return reason
 
 
 def _size(nodes) -> int:
@@ -202,7 +217,9 @@ def load_table(rig: Rig, source: str | bytes) -> Table:
     [["time", 600, "Auto"], ...], "f_start": Hz, "f_end": Hz, "points_per_decade": n}}``,
     ``{"do": "pressure", "action": "set" | "ramp" | "hold", "pressure": MPa, "rate":
     MPa/s, "duration": s}`` or ``{"do": "gap"}``; any step may carry ``"text"`` and
-    ``"period"`` (s between logged samples during that step).
+    ``"period"`` (s between logged samples during that step). ``"hold_steps"`` (step
+    numbers or ``"all"``): the simulation's clock holds at the start of each of them until
+    the client moves the hold on (it reads its detectors there; see ``Rig:HoldAt-SP``).
     """
     if isinstance(source, bytes):
         try:
@@ -221,17 +238,22 @@ def load_table(rig: Rig, source: str | bytes) -> Table:
     total = _size(steps)
     if total > MAX_STEPS:
         raise SequenceError(f"table: {total} steps once repeats are unrolled; at most {MAX_STEPS}")
-    fast = doc.get("fast_steps", [])
-    if fast != "all":
-        if not isinstance(fast, list) or not all(
-            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in fast
-        ):
-            raise SequenceError(f"fast_steps: expected step numbers or 'all', got {fast!r}")
-        fast = frozenset(fast)
+    fast = _step_set("fast_steps", doc.get("fast_steps", []))
+    holds = _step_set("hold_steps", doc.get("hold_steps", []))
     owner = doc.get("owner", {})
     if not isinstance(owner, dict):
         raise SequenceError(f"owner: expected an object, got {owner!r}")
-    return Table(steps, total, fast, owner, source)
+    return Table(steps, total, fast, owner, source, holds)
+
+
+def _step_set(key: str, steps: Any) -> frozenset[int] | str:
+    if steps == "all":
+        return "all"
+    if not isinstance(steps, list) or not all(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in steps
+    ):
+        raise SequenceError(f"{key}: expected step numbers or 'all', got {steps!r}")
+    return frozenset(steps)
 
 
 # --- running it -------------------------------------------------------------------------
@@ -364,7 +386,7 @@ class Sequencer:
     def poll(self) -> None:
         """End the running step if its condition is met and start the next, at once."""
         for _ in range(1000):  # instantaneous steps (gap holds, settled set-points) chain
-            if self.state != "Running" or self.running is None:
+            if self.state != "Running" or self.running is None or self.rig.held:
                 return
             reason = self._ended(self.running)
             if not reason:
@@ -401,7 +423,7 @@ class Sequencer:
             if cyc.reason.startswith("stopped") or cyc.reason == "manual rest":
                 self._finish("Aborted", f"step {run.index}: {cyc.reason}")
                 return ""
-            return cyc.reason
+            return _as_written(step.step, cyc.reason)
         if step.do == "gap":
             return "gap locked"
         press = rig.press
@@ -451,6 +473,8 @@ class Sequencer:
         except (CyclerError, ValueError) as ex:
             self._finish("Failed", f"step {index} ({step.text}) refused: {ex}")
             return
+        if self.table.holds(index) and not rig.keeps_own_time:
+            rig.hold_clock(rig.time)  # a client reads its detectors here, then moves on
         self._changed()
 
     def _start_cycler(self, run: Running, remaining: bool = False) -> None:
