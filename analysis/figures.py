@@ -73,12 +73,14 @@ def cycling_figure(runs: Sequence, labels: Sequence[str], title: str = "") -> Fi
         axes[2].plot(s["hours"], s["pressure"], label=label)
         loaded = np.flatnonzero(s["current"] != 0)  # from the first electrochemical step
         first = loaded[0] if len(loaded) else 0
-        change = s["gap"] - s["gap"][first]
+        # before the first current the press closes on the stack (tens of um): drawn, it
+        # would flatten the breathing, so the panel starts where the cell is loaded
+        change = np.where(np.arange(len(s["gap"])) >= first, s["gap"] - s["gap"][first], np.nan)
         axes[3].plot(s["hours"], change, label=label)
-        breathing = change[first:]  # the first contact would flatten the breathing: zoom
-        if len(breathing):
-            lows.append(float(breathing.min()))
-            highs.append(float(breathing.max()))
+        breathing = change[first:]
+        if len(breathing) and np.isfinite(breathing).any():
+            lows.append(float(np.nanmin(breathing)))
+            highs.append(float(np.nanmax(breathing)))
         mark_events(axes, run)
     if lows:
         pad = max(0.1 * (max(highs) - min(lows)), 0.5)
@@ -104,14 +106,17 @@ def cycling_figure(runs: Sequence, labels: Sequence[str], title: str = "") -> Fi
 
 
 def describe(run) -> str:
-    """A figure title: plan, cell, and the pressure it ran at."""
+    """A figure title: what was run (the protocol's heading, a title given in the
+    metadata, else the plan and its pressure), on which cell."""
     start = run.start
-    title = f"{start.get('plan_name', 'run')} of cell {start.get('cell_id', '?')}"
-    if "samples" in run:
-        pressure = run["samples"].read()["pressure"].values
-        if len(pressure):
-            title += f", stack pressure {np.median(pressure):.0f} MPa (median)"
-    return title + f" (scan {start.get('scan_id', '?')})"
+    what = start.get("title") or ""
+    if not what:
+        what = str(start.get("plan_name", "run")).replace("_", " ")
+        if "samples" in run:
+            pressure = run["samples"].read()["pressure"].values
+            if len(pressure):
+                what += f" at {np.median(pressure):.0f} MPa (median)"
+    return f"{what}: cell {start.get('cell_id', '?')} (scan {start.get('scan_id', '?')})"
 
 
 def save(fig: Figure, path: str | Path) -> Path:
@@ -145,10 +150,12 @@ def per_cycle(run) -> dict[str, np.ndarray]:
     steps = run["steps"].read()
     cycle = steps["step_cycle"].values
     out: dict[str, list] = {"cycle": [], "charge": [], "discharge": [], "ce": [], "pressure": []}
-    for c in sorted(set(cycle.tolist()) - {0}):
+    for c in sorted(set(cycle.tolist())):
         mask = cycle == c
         charge = float(steps["step_charge"].values[mask].sum())
         discharge = float(steps["step_discharge"].values[mask].sum())
+        if c == 0 and (len(set(cycle.tolist())) > 1 or not (charge > 0 and discharge > 0)):
+            continue  # before the first Repeat; or a protocol without one that did not cycle
         electro = mask & (steps["step_step_type"].values != "Pressure")
         out["cycle"].append(c)
         out["charge"].append(charge)
@@ -169,7 +176,11 @@ def capacity_figure(run) -> Figure:
     top.set_ylim(0, max(np.nanmax(c["charge"]), np.nanmax(c["discharge"])) * 1.1)
     top.set_ylabel("capacity / mAh")
     top.legend(loc="lower left")
-    bottom.plot(c["cycle"], c["ce"] * 100, "o-", color="tab:gray")
+    ce = c["ce"] * 100
+    bottom.plot(c["cycle"], ce, "o-", color="tab:gray")
+    finite = ce[np.isfinite(ce)]
+    if len(finite):  # a 1 % difference looks like one, not like the whole axis
+        bottom.set_ylim(min(finite.min() - 0.5, 95.0), max(finite.max() + 0.5, 100.5))
     bottom.set_ylabel("coulombic efficiency / %")
     bottom.set_xlabel("cycle")
     bottom.xaxis.get_major_locator().set_params(integer=True)

@@ -10,6 +10,7 @@ from .figures import (
     breathing_figure,
     capacity_figure,
     cycling_figure,
+    describe,
     event_figure,
     events,
     impedance_figure,
@@ -32,9 +33,18 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [*lines, *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
+def _levels(run):
+    """The pressure levels the protocol set (``Set``/``Ramp``/``Hold pressure`` lines)."""
+    import re
+
+    protocol = run.start.get("protocol", "")
+    return sorted(set(re.findall(r"pressure (?:to|at) ([0-9.]+) MPa", protocol)))
+
+
 def _key_numbers(run) -> list[str]:
     """Pressure held (and how well), breathing, and each impedance spectrum's resistances,
-    while current flowed (or over every sample, if it never did)."""
+    while current flowed (or over every sample, if it never did). A protocol that set
+    several pressures is summed up per level: one deviation over a ladder means nothing."""
     import numpy as np
 
     from .figures import samples
@@ -44,18 +54,23 @@ def _key_numbers(run) -> list[str]:
     cycling = s["current"] != 0
     if not cycling.any():
         cycling[:] = True
-    p, gap = s["pressure"][cycling], s["gap"][cycling]
-    held = float(np.median(p))
-    deviation = p - held
-    rows = [
-        ["stack pressure (median)", f"{held:.2f} MPa"],
-        [
-            "pressure deviation RMS / peak",
-            f"{np.sqrt((deviation**2).mean()):.3f} / {np.abs(deviation).max():.3f} MPa",
-        ],
-        ["pressure range", f"{p.min():.2f} to {p.max():.2f} MPa"],
-        ["breathing (gap range)", f"{np.ptp(gap):.2f} µm"],
-    ]
+    levels = [float(p) for p in _levels(run)]
+    rows = []
+    if len(levels) > 1 and _has_events(run, "steps"):
+        rows += _per_level(run, s, cycling)
+    else:
+        p, gap = s["pressure"][cycling], s["gap"][cycling]
+        held = float(np.median(p))
+        deviation = p - held
+        rows += [
+            ["stack pressure (median)", f"{held:.2f} MPa"],
+            [
+                "pressure deviation RMS / peak",
+                f"{np.sqrt((deviation**2).mean()):.3f} / {np.abs(deviation).max():.3f} MPa",
+            ],
+            ["pressure range", f"{p.min():.2f} to {p.max():.2f} MPa"],
+            ["breathing (gap range)", f"{np.ptp(gap):.2f} µm"],
+        ]
     if _has_events(run, "impedance"):
         eis = run["impedance"].read()
         for k in np.unique(eis["spectrum"].values):
@@ -70,18 +85,44 @@ def _key_numbers(run) -> list[str]:
     return _table(["while cycling", "value"], rows)
 
 
+def _per_level(run, s, cycling) -> list[list[str]]:
+    """Per pressure held while current flowed: how well it was held and the breathing."""
+    import numpy as np
+
+    rows = []
+    p = s["pressure"]
+    bands = np.round(p[cycling] / 0.5) * 0.5  # the levels as held, to half an MPa
+    for level in sorted(set(bands.tolist())):
+        near = cycling & (np.abs(p - level) < 0.5 + 0.02 * level)
+        if near.sum() < 3:
+            continue
+        dev = p[near] - level
+        rows.append(
+            [
+                f"at {level:g} MPa ({near.sum()} samples)",
+                f"deviation RMS {np.sqrt((dev**2).mean()):.3f} / peak {np.abs(dev).max():.3f} "
+                f"MPa, breathing {np.ptp(s['gap'][near]):.2f} µm",
+            ]
+        )
+    return rows
+
+
 def write_report(run, directory: str | Path) -> Path:
     """Write the figures that apply to ``run`` and ``report.md``; returns the page."""
     uid = run.start["uid"]
     directory = Path(directory) / f"scan{run.start.get('scan_id', 0)}-{uid[:8]}"
+    stop = run.stop or {}
     lines = [
-        f"# {run.start.get('plan_name', 'run')} {uid[:8]} (scan {run.start.get('scan_id')})",
+        f"# {describe(run)}",
         "",
-        f"cell `{run.start.get('cell_id', '?')}`, purpose {run.start.get('purpose', '?')}, "
+        f"run `{uid[:8]}` ({run.start.get('plan_name', 'run')}), cell "
+        f"`{run.start.get('cell_id', '?')}`, purpose {run.start.get('purpose', '?')}, "
         f"operator {run.start.get('operator', '?')}, exit status "
-        f"{(run.stop or {}).get('exit_status', 'running')}",
+        f"**{stop.get('exit_status', 'running')}**",
         "",
     ]
+    if stop.get("reason"):  # why it failed, or what fell short
+        lines += [f"> {stop['reason']}", ""]
     figures = []
     pressure_plan = not _has_events(run, "samples") and _has_events(run, "primary")
     if pressure_plan:  # set, ramp, hold, steps: the readings are the record

@@ -52,3 +52,16 @@ def run_origin(run) -> tuple[float, float]:
 def hours_since_start(run, clock) -> float:
     """``clock`` (the rig's, s; a number or an array) as hours from the run's start."""
     return (clock - run_origin(run)[0]) / 3600.0
+
+
+def duration(seconds: float) -> str:
+    """A duration as a person reads it: 45 s, 12.5 min, 1.59 h, 3.2 d."""
+    if seconds != seconds:  # NaN
+        return "?"
+    if abs(seconds) < 120:
+        return f"{seconds:.0f} s"
+    if abs(seconds) < 7200:
+        return f"{seconds / 60:.1f} min"
+    if abs(seconds) < 3 * 86400:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 86400:.1f} d"

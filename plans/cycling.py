@@ -704,6 +704,8 @@ def protocol_run(
     acq = acq or Acquisition()
     _md = start_metadata(rig, plan_name, plan_args, md, acq.detectors)
     _md |= {"protocol": str(protocol), "steps_planned": len(planned)}
+    if protocol.title:
+        _md.setdefault("title", protocol.title)  # the protocol's own heading
     _md.setdefault("sequence_id", str(uuid.uuid4()))  # names the run's table on the IOC
 
     @raise_reasons

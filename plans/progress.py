@@ -13,6 +13,8 @@ from typing import TextIO
 
 from bluesky.utils import ProgressBarManager
 
+from ssb_analysis.timebase import duration
+
 
 class ProtocolProgress:
     """``RE.subscribe(ProtocolProgress())`` shows how a :func:`run_protocol` run goes."""
@@ -73,7 +75,7 @@ class ProtocolProgress:
         mean = "" if pressure != pressure else f", mean pressure {pressure:.2f} MPa"  # not NaN
         self.stream.write(
             f"step {d['step_step']}/{self.planned} (cycle {d['step_cycle']}) "
-            f"{d['step_text']}: {d['step_reason']} after {d['step_duration'] / 3600:.2f} h, "
+            f"{d['step_text']}: {d['step_reason']} after {duration(d['step_duration'])}, "
             f"{passed:+.3f} mAh{mean}\n"
         )
         self.stream.flush()

@@ -218,9 +218,12 @@ def _step_lines(step: Step, indent: str) -> list[str]:
 @dataclass(frozen=True)
 class Protocol:
     steps: tuple
+    title: str = ""  # the comment line above the first step, if any: what the run is
 
     def __str__(self) -> str:
-        return "\n".join(line for step in self.steps for line in _step_lines(step, "")) + "\n"
+        head = [f"# {self.title}"] if self.title else []
+        lines = [line for step in self.steps for line in _step_lines(step, "")]
+        return "\n".join(head + lines) + "\n"
 
     def flat(self) -> list[Step]:
         """Every step in execution order, repeats unrolled."""
@@ -461,9 +464,12 @@ def parse(text: str | bytes) -> Protocol:
     stack: list[tuple[int, list]] = []  # (indent, steps) of each open block, root first
     expect_block = False
     last_line = 0
+    title = ""
     for number, raw in enumerate(text.splitlines(), start=1):
         content = raw.split("#", 1)[0].rstrip()
         if not content.strip():
+            if not stack and not title and raw.strip().startswith("#"):
+                title = _printable(raw.strip().lstrip("#").strip())[:200]
             continue
         if "\t" in raw[: len(raw) - len(raw.lstrip())]:
             raise ProtocolError(number, 1, "indent with spaces, not tabs")
@@ -509,10 +515,15 @@ def parse(text: str | bytes) -> Protocol:
         raise ProtocolError(1, 1, "the protocol has no steps")
     while len(stack) > 1:
         _close(stack)
-    protocol = Protocol(tuple(stack[0][1]))
+    protocol = Protocol(tuple(stack[0][1]), title)
     if protocol.expanded_steps > MAX_STEPS:
         raise ProtocolError(last_line, 1, f"the protocol {_too_many(protocol.expanded_steps)}")
     return protocol
+
+
+def _printable(text: str) -> str:
+    """Only what a terminal shows as it is (no escape sequences from a file)."""
+    return "".join(c for c in text if c.isprintable())
 
 
 def _too_many(steps: float) -> str:

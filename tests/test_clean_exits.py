@@ -100,7 +100,7 @@ def test_progress_lines_are_labelled_and_timed_from_the_run_start():
              "events_reaction": "log"}  # fmt: skip
     progress("event", {"descriptor": "e", "data": event})
     text = out.getvalue()
-    assert "nan" not in text and "Hold gap: gap locked after 0.00 h, +0.000 mAh\n" in text
+    assert "nan" not in text and "Hold gap: gap locked after 0 s, +0.000 mAh\n" in text
     assert "mean pressure 50.00 MPa" in text
     assert "at t=0.50 h" in text  # from the run's first reading, not the IOC's lifetime
 

@@ -188,3 +188,28 @@ def test_a_scan_that_cannot_keep_up_slows_the_clock_instead_of_blocking(ioc):
     advanced = run(go())
     assert 0 < advanced < 0.05 * 1e5
     assert ioc.actual_speed_rb.value < 1e5
+
+
+def test_every_floating_point_pv_says_its_units(ioc):
+    """A number without a unit is half a number (a CA client shows EGU beside it). A unit
+    that follows another PV says the one in force, and says so while none is chosen."""
+    from caproto import ChannelDouble
+
+    from ssb_ioc.server.detector import DetectorIOC
+
+    detector = DetectorIOC(prefix="X:", sample="U:")
+    for group in (ioc, detector):
+        missing = [
+            name
+            for name, pv in group.pvdb.items()
+            if isinstance(pv, ChannelDouble) and not (pv.units or "").strip()
+        ]
+        assert not missing, f"floating-point PVs without units: {missing}"
+        too_long = [name for name, pv in group.pvdb.items() if len(getattr(pv, "units", "")) > 8]
+        assert not too_long, f"units longer than a CA client shows (8): {too_long}"
+    value = ioc.cycler.term1_value
+    assert value.units == "by type"
+    run(ioc.cycler.term1_type.write("Capacity"))
+    assert value.units == "mAh"
+    run(ioc.fault_type_sp.write("ContactLoss"))
+    assert ioc.fault_size_sp.units == "1"

@@ -119,8 +119,9 @@ class EmulatorThread:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ssb-emulate",
-        description="Serve a rig file's instruments (Modbus TCP press controller or drive, "
-        "load-cell amplifier) on their hosts and ports, backed by the simulated rig.",
+        description="Serve a rig file's instruments on their hosts and ports, backed by the "
+        "simulated rig: the press controller or drive and the load-cell amplifier over "
+        "Modbus TCP, and the Neware BTS cycler channel over its TCP protocol.",
     )
     parser.add_argument("rig", help="rig file (TOML), e.g. rigs/emulated.toml")
     parser.add_argument("--speed", type=float, default=None, help="clock speed factor")
