@@ -193,8 +193,31 @@ def capacity_figure(run) -> Figure:
     return fig
 
 
+def _hysteresis(soc, value, charging, discharging, cycle):
+    """Per cycle: the state-of-charge grid where both directions were measured, and the
+    value on discharge less the value on charge there (the loop's width)."""
+    out = []
+    for c in np.unique(cycle):
+        up, down = charging & (cycle == c), discharging & (cycle == c)
+        if up.sum() < 5 or down.sum() < 5:
+            continue
+        lo = max(soc[up].min(), soc[down].min())
+        hi = min(soc[up].max(), soc[down].max())
+        if hi - lo < 0.05:
+            continue
+        grid = np.linspace(lo, hi, 100)
+        order_up, order_down = np.argsort(soc[up]), np.argsort(soc[down])
+        on_charge = np.interp(grid, soc[up][order_up], value[up][order_up])
+        on_discharge = np.interp(grid, soc[down][order_down], value[down][order_down])
+        out.append((int(c), grid, on_discharge - on_charge))
+    return out
+
+
 def breathing_figure(run) -> Figure:
-    """Stack pressure and gap against the charge stored (the breathing loop)."""
+    """Stack pressure and gap against the charge stored (the breathing loop), charge
+    drawn solid and discharge dashed, and the loop's width per cycle: what the gap (or,
+    in a fixed gap, the pressure) does on discharge less what it did on charge at the
+    same state of charge. A loop of zero width is drawn as one, and says so."""
     s = samples(run)
     stored = s["charge_capacity"] - s["discharge_capacity"]
     stored = stored - stored.min()
@@ -203,20 +226,33 @@ def breathing_figure(run) -> Figure:
     cycling = s["current"] != 0
     if not cycling.any():  # no electrochemistry: show every sample
         cycling[:] = True
-    fig = Figure(figsize=(8, 6), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True)
+    fig = Figure(figsize=(8, 8), layout="constrained")
+    top, middle, bottom = fig.subplots(3, 1, sharex=True)
     gap = s["gap"] - s["gap"][cycling].min()
-    for name, mask, colour in (
-        ("charge", cycling & (s["current"] > 0), "tab:blue"),
-        ("discharge", cycling & (s["current"] < 0), "tab:red"),
-    ):
+    charging, discharging = cycling & (s["current"] > 0), cycling & (s["current"] < 0)
+    for name, mask, colour, style in (
+        ("charge", charging, "tab:blue", dict(lw=3.0, alpha=0.45)),
+        ("discharge", discharging, "tab:red", dict(lw=1.0, ls="--")),
+    ):  # the pressure held is noise about the setpoint: points; the gap is smooth: lines
         top.plot(soc[mask], s["pressure"][mask], ".", ms=2, color=colour, label=name)
-        bottom.plot(soc[mask], gap[mask], ".", ms=2, color=colour, label=name)
+        middle.plot(soc, np.where(mask, gap, np.nan), color=colour, label=name, **style)
+    swung = np.ptp(s["pressure"][cycling]) > 1.0  # a fixed gap: the pressure breathes
+    what, values, unit = ("pressure", s["pressure"], "MPa") if swung else ("gap", gap, "µm")
+    widths = _hysteresis(soc, values, charging, discharging, s["cycle"])
+    for c, grid, width in widths:
+        bottom.plot(grid, width, label=f"cycle {c}")
+    widest = max((float(np.abs(w).max()) for _, _, w in widths), default=float("nan"))
+    bottom.axhline(0.0, color="0.5", lw=0.8)
+    bottom.set_ylabel(f"loop width: {what}\non discharge - charge / {unit}")
+    if widths:
+        bottom.legend(loc="best", fontsize=8)
+        bottom.set_title(f"widest {widest:.3g} {unit}", fontsize=9, loc="right")
     top.set_ylabel("stack pressure / MPa")
-    bottom.set_ylabel("gap change / µm")
+    middle.set_ylabel("gap change / µm")
     bottom.set_xlabel("charge stored / nominal capacity")
     top.legend(loc="best", markerscale=4)
-    for ax in (top, bottom):
+    middle.legend(loc="best")
+    for ax in (top, middle, bottom):
         ax.grid(alpha=0.3)
         ax.ticklabel_format(axis="y", useOffset=False)
     fig.suptitle(f"breathing of cell {run.start.get('cell_id', '?')}: pressure and gap")

@@ -62,12 +62,17 @@ def _key_numbers(run) -> list[str]:
         p, gap = s["pressure"][cycling], s["gap"][cycling]
         held = float(np.median(p))
         deviation = p - held
+        if "Hold gap" in run.start.get("protocol", ""):  # nothing held: the pressure swung
+            rows.append(["pressure swing in the fixed gap", f"{np.ptp(p):.2f} MPa"])
+        else:
+            rows += [
+                ["stack pressure (median)", f"{held:.2f} MPa"],
+                [
+                    "pressure deviation RMS / peak",
+                    f"{np.sqrt((deviation**2).mean()):.3f} / {np.abs(deviation).max():.3f} MPa",
+                ],
+            ]
         rows += [
-            ["stack pressure (median)", f"{held:.2f} MPa"],
-            [
-                "pressure deviation RMS / peak",
-                f"{np.sqrt((deviation**2).mean()):.3f} / {np.abs(deviation).max():.3f} MPa",
-            ],
             ["pressure range", f"{p.min():.2f} to {p.max():.2f} MPa"],
             ["breathing (gap range)", f"{np.ptp(gap):.2f} µm"],
         ]

@@ -41,8 +41,13 @@ def test_pressure_impedance_scan_finds_the_cells_exponent(session, fast_rig, tmp
     assert run["resistance"].descriptors[0]["data_keys"]["resistance_r_int"]["units"] == "ohm"
     assert len(run["impedance"].read()["frequency"]) == 4 * 51
     page = write_report(run, tmp_path)
-    assert "n = -0.5" in page.read_text()
+    text = page.read_text()
+    assert "n = -0.5" in text
     assert (page.parent / "impedance.png").stat().st_size > 10_000
+    # a ladder is summed up per level: one deviation over four pressures means nothing
+    assert "pressure deviation RMS" not in text
+    for level in (25, 50, 100, 150):
+        assert f"| at {level} MPa (" in text, text
 
 
 def test_rate_capability_capacity_falls_with_rate(session, fast_rig):
