@@ -187,9 +187,26 @@ def summarize(runs: Iterable[Any]) -> list[dict[str, Any]]:
                 "status": status(run),
                 "events": sum((stop.get("num_events") or {}).values()),
                 "continues": start.get("continues", "")[:8],  # attach's link in a chain
+                "notes": notes(stop),
             }
         )
     return rows
+
+
+def notes(stop: Mapping[str, Any], width: int = 60) -> str:
+    """What a person must know of a run's end in one short cell: lost data first."""
+    counts = stop.get("num_events") or {}
+    text = shown(stop.get("reason") or "")
+    if counts.get("data_loss"):
+        text = "DATA LOST: " + text
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def shown(text: Any, width: int = 200) -> str:
+    """Text from a catalog as a terminal may print it: printable characters only (no
+    escape sequences, no newlines), at most ``width`` of them."""
+    text = "".join(c if c.isprintable() else "?" for c in str(text))
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def latest(catalog, limit: int) -> list[Any]:
@@ -202,9 +219,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no runs match"
     columns = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    cells = [{c: shown(r[c], 60) for c in columns} for r in rows]
+    widths = {c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    lines = [lines[0].rstrip()]
+    lines += ["  ".join(r[c].ljust(widths[c]) for c in columns).rstrip() for r in cells]
     return "\n".join(lines)
 
 
@@ -237,4 +256,4 @@ def describe(run) -> str:
         for key, info in keys.items():
             unit = info.get("units") or ""
             lines.append(f"  {key:32s} {info.get('dtype', ''):8s} {unit}")
-    return "\n".join(lines)
+    return "\n".join(shown(line, 1000) for line in lines)

@@ -108,3 +108,16 @@ def test_an_unreachable_catalog_server_is_one_line_and_no_wait():
         assert line.startswith(
             f"ssb {command[0]}: no catalog server answers at http://127.0.0.1:9"
         )
+
+
+def test_ssb_emulate_says_what_it_serves():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ssb_ioc.emulate.emulator", "--help"], capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+    text = " ".join(done.stdout.split())
+    for part in ("press controller", "load-cell amplifier", "Modbus TCP", "BTS cycler channel"):
+        assert part in text, text

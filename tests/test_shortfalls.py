@@ -231,3 +231,33 @@ def test_the_detector_moves_a_hold_on_by_its_exposure_and_no_further(ca_context)
             assert ioc.enum("Rig:Held-RB") == "Yes"  # at the frame's end, for the plan
     finally:
         ioc.stop()
+
+
+def test_a_run_that_lost_data_says_so_in_the_catalog_and_in_ssb_runs_and_show(tmp_path):
+    from ssb_analysis import runs
+    from ssb_plans import start_session
+
+    session = start_session(tmp_path / "catalog", md_dir=tmp_path / "md", progress=False,
+                            context_managers=[])  # fmt: skip
+    try:
+        session.describe_experiment(
+            cell={"cell_id": "LOSS\x1b[31m-1", "chemistry": "NMC811 | LPSCl | Si",
+                  "area_cm2": 0.785, "capacity_mAh": 2.0,
+                  "layers_um": {"cathode": 60, "separator": 500, "anode": 40}},
+            purpose="failure mechanism", operator="tester",
+        )  # fmt: skip
+        gap = {"first_seq": 10, "last_seq": 19, "rows": 10, "time_before": 1.0,
+               "time_after": 2.0}  # fmt: skip
+        shortfalls = Shortfalls()
+        shortfalls.take_losses([Flyer([gap])])
+        session.RE(honest_run(iter(()), {"plan_name": "test"}, shortfalls))
+        run = session.catalog[-1]
+        assert run.stop["exit_status"] == "fail"
+        lost = run["data_loss"].read()
+        assert int(lost["data_loss_rows"][0]) == 10 and int(lost["data_loss_first_seq"][0]) == 10
+        table = runs.format_table(runs.summarize([run]))
+        assert "DATA LOST: load_cell_fast: 10 rows lost" in table
+        assert "\x1b" not in table and "\x1b" not in runs.describe(run)  # no escapes
+        assert "load_cell_fast: 10 rows lost on the instrument (seq 10..19)" in runs.describe(run)
+    finally:
+        session.close()
