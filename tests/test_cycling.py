@@ -138,7 +138,8 @@ def test_protocol_run_is_stored_whole_and_consistent(session, fast_rig, tmp_path
     streams = {"primary", "samples", "steps", "impedance", "safe_state", "load_cell_fast"}
     assert set(run) == streams | {"schedule"}  # no "events": a clean run raises none
     assert not run["load_cell_fast"].read().data_vars  # no event window opened: no rows
-    assert run.start["protocol"].startswith("Set pressure to 100 MPa")
+    assert run.start["protocol"].startswith("# formation under pressure\nSet pressure to 100")
+    assert run.start["title"] == "formation under pressure"  # the protocol's heading
 
     steps = run["steps"].read()
     assert list(steps["step_step"].values) == list(range(1, 11))
