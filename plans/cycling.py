@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,14 @@ from bluesky.utils import MsgGenerator
 from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 
-from ssb_devices import EVENT_KINDS, CyclerStep, Rig, StepRejected, Termination
+from ssb_devices import (
+    EVENT_KINDS,
+    CyclerStep,
+    Rig,
+    SequenceRefused,
+    StepRejected,
+    Termination,
+)
 
 from .events import Event, EventWatch, Limit, Reaction, event_stream, handle_events
 from .pressure import (
@@ -495,7 +503,7 @@ def sequencer_command(rig: Rig, command: Signal, wanted: str) -> MsgGenerator[bo
     """Put 1 to a sequencer command and wait for it; False if the IOC did not take it
     because the sequence had moved on (ended meanwhile), an error if it is silent."""
     group = f"ssb-{command.attr_name}-{uuid.uuid4()}"
-    yield from bps.abs_set(command, 1, group=group)
+    yield from bps.abs_set(command, rig.sequencer.key or 1, group=group)  # the owner's key
     done = yield from bps.wait(group=group, timeout=10.0, error_on_timeout=False)
     if done:
         return True
@@ -510,13 +518,46 @@ class SequenceEnded(RuntimeError):
     event whose action opened the circuit, an IOC restart); the message says why."""
 
 
-def safe_state(rig: Rig) -> MsgGenerator[None]:
-    """Open circuit (a sequence still going on the instrument is aborted), press left as
-    it is (holding in Pressure mode), full-rate sampling off, and say so."""
+ACTIVE = ("Running", "Paused", "Held")  # a sequence that owns the rig
+
+
+def check_rig_free(rig: Rig) -> MsgGenerator[None]:
+    """Refuse, before anything is written, a rig on which another client's protocol is
+    running: who owns it and since when (its owner's run is left alone)."""
     state = yield from bps.rd(rig.sequencer.state, default_value="")
-    if state in ("Running", "Paused", "Held"):
-        yield from bps.mv(rig.sequencer.abort_cmd, 1)
-    yield from bps.mv(rig.cycler.stop_cmd, 1, rig.load_cell.fast_sampling, "Off")
+    if state not in ACTIVE:
+        return
+    reading = yield from bps.read(rig.sequencer.owner)
+    text = reading[rig.sequencer.owner.name]["value"] if reading else "{}"
+    try:
+        owner = json.loads(text or "{}")
+    except ValueError:
+        owner = {}
+    since = owner.get("since")
+    when = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+        if isinstance(since, int | float)
+        else "?"
+    )
+    raise SequenceRefused(
+        f"the rig {rig.prefix} is {state.lower()} another acquisition's protocol: "
+        f"{owner.get('plan', 'a plan')} (sequence {str(owner.get('sequence_id', '?'))[:8]}) "
+        f"of {owner.get('client') or 'another client'} since {when}; wait for its end, or "
+        "follow it with `ssb attach` if its acquisition is gone"
+    )
+
+
+def safe_state(rig: Rig) -> MsgGenerator[None]:
+    """Open circuit (a sequence of ours still going on the instrument is aborted), press
+    left as it is (holding in Pressure mode), full-rate sampling off, and say so. A
+    sequence another client owns is left untouched: only the reading is taken."""
+    state = yield from bps.rd(rig.sequencer.state, default_value="")
+    owner = int((yield from bps.rd(rig.sequencer.owner_key, default_value=0)))
+    ours = owner in (0, rig.sequencer.key)
+    if state in ACTIVE and ours:
+        yield from bps.mv(rig.sequencer.abort_cmd, rig.sequencer.key or 1)
+    if ours or state not in ACTIVE:
+        yield from bps.mv(rig.cycler.stop_cmd, 1, rig.load_cell.fast_sampling, "Off")
     yield from bps.trigger_and_read([rig], name="safe_state")
 
 
@@ -601,6 +642,10 @@ def execute(
         acq.shortfalls.take_losses(flyers)
         if not rig.sequencer.state.connected:
             return  # the IOC is gone: nothing to command or collect (its data stays there)
+        state = yield from bps.rd(rig.sequencer.state, default_value="")
+        owner = int((yield from bps.rd(rig.sequencer.owner_key, default_value=0)))
+        if state in ACTIVE and owner not in (0, rig.sequencer.key):
+            return  # another client's protocol runs there: touch nothing of it
         if acq.simulated:
             yield from bps.abs_set(rig.clock.hold_at, 0)  # the clock runs on its own again
         yield from safe_state(rig)
@@ -715,6 +760,8 @@ def protocol_run(
         if evaluate is not None:
             yield from evaluate(outcome)
 
+    if follow is None:  # before a run opens or anything is written: the rig may be another's
+        yield from check_rig_free(rig)
     staged = bpp.stage_wrapper(honest_run(inner(), _md, acq.shortfalls), [rig, *acq.detectors])
     return (yield from staged)
 

@@ -9,7 +9,7 @@ Every device is built from the rig's PV prefix (``SSB:`` by default)::
     rig.press.set(100).wait()
 """
 
-from .connection import disconnect, disconnect_at_exit
+from .connection import disconnect, disconnect_at_exit  # first: it picks ophyd's client
 from .cycler import (
     Cycler,
     CyclerStep,

@@ -11,7 +11,24 @@ from __future__ import annotations
 
 import concurrent.futures.thread  # noqa: F401 - its exit hook first, so that ours runs before it
 import logging
+import os
 import threading
+
+
+def use_caprotos_client() -> None:
+    """Run ophyd on caproto's client unless the user chose (``OPHYD_CONTROL_LAYER``).
+
+    ophyd takes pyepics whenever it is installed (a beamline's environment often has it,
+    and so do our tests, as an ordinary client of the IOC). These devices are built and
+    tested on caproto's client: its disconnect events, its put timeouts and the orderly
+    exit below. Called before any device exists (``ssb_devices`` is imported)."""
+    import ophyd
+
+    if "OPHYD_CONTROL_LAYER" not in os.environ and ophyd.cl.name != "caproto":
+        ophyd.set_cl("caproto")
+
+
+use_caprotos_client()  # on import, before any device of this package is made
 
 
 def disconnect() -> None:

@@ -10,6 +10,10 @@ with :class:`~ssb_devices.press.RigDisconnected` if the IOC goes away.
 On a pause or a suspension the RunEngine calls ``stop(success=True)`` and ``pause()``:
 the sequence pauses on the instrument (open circuit, press holding); ``resume()`` runs
 the rest of the interrupted step. ``stop()`` (a RunEngine stop or abort) aborts it.
+
+A sequence belongs to the client that uploaded it (or to the one that takes it over by
+following it, ``set(None)``): its commands carry the owner's key (``Seq:OwnerKey-RB``),
+and a device that does not own the running sequence touches nothing of it.
 """
 
 from __future__ import annotations
@@ -83,10 +87,12 @@ class Sequencer(Device):
     results = Cpt(
         EpicsSignalRO, "Seq:Results-RB", string=True, kind=Kind.omitted, auto_monitor=False
     )
+    owner_key = Cpt(EpicsSignalRO, "Seq:OwnerKey-RB", kind=Kind.omitted, auto_monitor=False)
     message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted)
 
     def __init__(self, prefix: str = "", *, name: str, **kwargs):
         super().__init__(prefix, name=name, **kwargs)
+        self._key = 0  # the key of the sequence this device owns (0: none)
         self._status: SequenceStatus | None = None
         self._lock = threading.Lock()
         self.state.subscribe(self._on_state, run=False)
@@ -104,10 +110,13 @@ class Sequencer(Device):
             self._status = status
         if table is not None:
             self._command(self.table, table, timeout=30)
+            self._key = int(self.owner_key.get(use_monitor=False))  # ours from now on
             self._command(self.start_at, 1)
             self._command(self.start_cmd, 1)
-        elif self.state.get(use_monitor=False) in ("Paused", "Held"):
-            self._command(self.resume_cmd, 1)
+        else:  # follow the sequence there: take it over
+            self._key = int(self.owner_key.get(use_monitor=False))
+            if self.state.get(use_monitor=False) in ("Paused", "Held"):
+                self._command(self.resume_cmd, self._key or 1)
         value = self.state.get(use_monitor=False)
         status.since = self.state.timestamp  # older monitor updates are a past sequence's
         self._on_state(value=value, timestamp=status.since)
@@ -167,20 +176,31 @@ class Sequencer(Device):
         text = self.results.get(use_monitor=False)
         return json.loads(text) if text else []
 
+    @property
+    def key(self) -> int:
+        """The owner's key of the sequence this device uploaded or took over (0: none)."""
+        return self._key
+
     # --- interruptions -----------------------------------------------------------------
+    def owns(self) -> bool:
+        """The sequence on the instrument is the one this device uploaded or took over."""
+        key = int(self.owner_key.get(use_monitor=False))
+        return key == 0 or key == self._key
+
     def stop(self, *, success: bool = False) -> None:
         """``success=True`` (the RunEngine's pause or suspension): pause the sequence;
-        otherwise abort it (open circuit, press holding)."""
+        otherwise abort it (open circuit, press holding). Another client's sequence is
+        left alone."""
         if success:
             self.pause()
             return
-        if self.state.get(use_monitor=False) in ACTIVE:
-            self._command(self.abort_cmd, 1)
+        if self.state.get(use_monitor=False) in ACTIVE and self.owns():
+            self._command(self.abort_cmd, self._key or 1)
 
     def pause(self) -> None:
-        if self.state.get(use_monitor=False) == "Running":
-            self._command(self.pause_cmd, 1)
+        if self.state.get(use_monitor=False) == "Running" and self.owns():
+            self._command(self.pause_cmd, self._key or 1)
 
     def resume(self) -> None:
-        if self.state.get(use_monitor=False) == "Paused":
-            self._command(self.resume_cmd, 1)
+        if self.state.get(use_monitor=False) == "Paused" and self.owns():
+            self._command(self.resume_cmd, self._key or 1)

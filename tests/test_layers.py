@@ -121,3 +121,19 @@ def test_ssb_emulate_says_what_it_serves():
     text = " ".join(done.stdout.split())
     for part in ("press controller", "load-cell amplifier", "Modbus TCP", "BTS cycler channel"):
         assert part in text, text
+
+
+def test_the_devices_run_on_caprotos_client_unless_the_user_chooses():
+    """pyepics is installed (the tests use it as an ordinary client): ophyd would take it;
+    ssb_devices takes caproto's client unless OPHYD_CONTROL_LAYER says otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    probe = "import ssb_devices, ophyd; print(ophyd.cl.name)"
+    env = {k: v for k, v in os.environ.items() if k != "OPHYD_CONTROL_LAYER"}
+    for chosen, expected in ((None, "caproto"), ("pyepics", "pyepics")):
+        run_env = env if chosen is None else {**env, "OPHYD_CONTROL_LAYER": chosen}
+        done = subprocess.run([sys.executable, "-c", probe], env=run_env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert done.stdout.strip() == expected, done.stderr

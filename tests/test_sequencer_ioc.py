@@ -96,7 +96,7 @@ def test_tables_and_commands_are_refused_with_reasons_from_any_client(ioc):
         ioc.pv("Seq:Pause-Cmd").write([value], wait=False, data_type=kind)
     assert ioc.enum("Seq:State-RB") == "Running"  # none of those is a push of the button
     pv.write(good.encode(), wait=False, data_type=ChannelType.CHAR)  # not while running
-    ioc.wait_for(lambda: "abort it before a new table" in ioc.text("Rig:Msg-RB"), what="refusal")
+    ioc.wait_for(lambda: "a sequence is running" in ioc.text("Rig:Msg-RB"), what="refusal")
     ioc.put("Seq:Pause-Cmd", 1)
     assert ioc.enum("Seq:State-RB") == "Paused" and ioc.enum("Cyc:Running-RB") == "No"
     ioc.put("Seq:Resume-Cmd", 1)
@@ -133,7 +133,9 @@ def test_a_killed_ioc_comes_back_holding_the_sequence_and_resume_goes_on(ca_cont
         assert "IOC restarted during step 2" in second.text("Seq:Reason-RB")
         assert second.enum("Press:Mode-RB") == "Off" and second.enum("Cyc:Running-RB") == "No"
         before = second.get("Cyc:Buf:NextSeq-RB")
-        second.put("Seq:Resume-Cmd", 1)
+        key = int(second.get("Seq:OwnerKey-RB"))  # the owner's key survives the restart
+        assert key > 1
+        second.put("Seq:Resume-Cmd", key)  # to take over, a client says it means to
         second.wait_for(lambda: second.enum("Seq:State-RB") == "Done", 60, "the end")
         second.put("Seq:ResultsFrom-SP", 1)
         records = {r["index"]: r for r in json.loads(second.text("Seq:Results-RB"))}

@@ -264,6 +264,7 @@ class CyclerGroup(RigPVGroup):
     @stop_cmd.putter
     async def stop_cmd(self, instance, value):
         if value:
+            self.rig.check_manual("Cyc:Stop-Cmd")
             self.rig.cycler.stop("stopped by a client")
             await self.update()
         return 0

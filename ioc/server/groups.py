@@ -22,7 +22,17 @@ from .autosave import SAVED_PVS, STATE_PERIOD, AutosaveFile, finite_number
 from .cycler import CyclerGroup
 from .diagnostics import DiagnosticsGroup
 from .events import EventsGroup, FastRows
-from .pvs import RigPVGroup, choice, command, limits, publish, reading, setting, text
+from .pvs import (
+    RigPVGroup,
+    choice,
+    command,
+    keyed_command,
+    limits,
+    publish,
+    reading,
+    setting,
+    text,
+)
 from .sequencer import SequencerGroup
 
 MODES = [m.name.title() for m in Mode]  # Off, Pressure, Gap
@@ -31,6 +41,20 @@ SCAN_PERIOD = 0.05  # s of wall time between simulation advances and readback up
 TICK_BUDGET = 0.04  # s of wall time the simulation may use per scan
 SLICE_WALL = 0.005  # s of wall time per advance() call: the budget is checked between them
 HOLD_LEASE = 10.0  # s of wall time a clock hold lasts without a client renewing it
+OVERRIDE_WINDOW = 30.0  # s of wall time a manual override (Rig:Override-Cmd) stays open
+HELD_STACK = 1.0  # MPa: above this, the press holds a stack that a release would let go
+DEVIATION_MINOR = 1.0  # MPa off the working setpoint: Pressure-RB alarms MINOR
+DEVIATION_MAJOR = 5.0  # MPa: MAJOR
+# Writes that change a running experiment: while a sequence owns the rig, refused unless
+# an override is open (Rig:Override-Cmd, with 1 from a person or the owner's key).
+EXPERIMENT_PVS = (
+    "Press:Mode-SP", "Press:Pressure-SP", "Press:RampRate-SP", "Press:KP-SP", "Press:KI-SP",
+    "Press:KD-SP", "Press:DRVH-SP", "Press:DRVL-SP", "Press:SettleTol-SP",
+    "Press:SettleTime-SP", "Press:MaxPressure-SP", "Evt:Enable-SP", "Evt:PressureThresh-SP",
+    "Evt:VoltageDropThresh-SP", "Evt:ResistanceThresh-SP", "Evt:Window-SP",
+    "Evt:PressureSpikeAction-SP", "Evt:PressureDropAction-SP", "Evt:SoftShortAction-SP",
+    "Evt:ResistanceJumpAction-SP", "Cyc:LogPeriod-SP", "Cyc:Capacity-SP",
+)  # fmt: skip
 
 
 class PressGroup(RigPVGroup):
@@ -59,6 +83,9 @@ class PressGroup(RigPVGroup):
     DeadmanFloor-SP   MPa   where RampDown ends
     Heartbeat-Cmd           a client says it is alive (write 1)
     Deadman-RB              Armed | Off | Expired (the action was taken; a heartbeat re-arms)
+    DevMinor-SP, DevMajor-SP MPa  Pressure-RB alarms MINOR, then MAJOR, when it is this far
+                            from the working setpoint in Pressure mode (once the move has
+                            settled, or while it ramps), whatever Mode-RB says
     """
 
     pressure_sp = setting("Pressure-SP", "MPa", 0.0, 200.0, "Target pressure")
@@ -144,6 +171,8 @@ class PressGroup(RigPVGroup):
     deadman_floor_sp = setting("DeadmanFloor-SP", "MPa", 0.0, 400.0, "Deadman ramp-down floor")
     heartbeat_cmd = command("Heartbeat-Cmd", "A client is alive (write 1)")
     deadman_rb = choice("Deadman-RB", ["Off", "Armed", "Expired"], "Deadman state", read_only=True)
+    dev_minor_sp = setting("DevMinor-SP", "MPa", 0.001, 400.0, "Deviation for a MINOR alarm")
+    dev_major_sp = setting("DevMajor-SP", "MPa", 0.001, 400.0, "Deviation for a MAJOR alarm")
 
     @pressure_sp.putter
     async def pressure_sp(self, instance, value):
@@ -299,6 +328,15 @@ class RigIOC(RigPVGroup):
                              to HoldAt-SP completes when the clock stands at a hold (or
                              the hold is released or lapses)
     Simulated-RB             No | Yes: a simulation, whose clock can be held
+    Override-Cmd             while a protocol sequence owns the rig, the writes that would
+                             change its experiment (press mode, setpoints, loop gains and
+                             output limits, settle criteria, event detection and actions,
+                             logging period, capacity) are refused, and so is releasing a
+                             held stack (Mode Off above 1 MPa) at any time: write 1 (a
+                             person) or the owner's key (Seq:OwnerKey-RB) to open a 30 s
+                             window in which they are taken, each logged with who; 0
+                             closes it
+    Override-RB              No | Yes: the window is open
 
     Press (``{prefix}Press:``), load cell (``{prefix}LC:``), cycler (``{prefix}Cyc:``),
     protocol sequencer (``{prefix}Seq:``), events (``{prefix}Evt:``) and diagnostics
@@ -332,6 +370,10 @@ class RigIOC(RigPVGroup):
     hold_at_sp = setting(
         "Rig:HoldAt-SP", "s", 0.0, 1e12, "Hold the clock at this time (0 = none)", 3
     )
+    override_cmd = keyed_command(
+        "Rig:Override-Cmd", "Open a 30 s manual override (1, or the owner's key; 0 closes)"
+    )
+    override_rb = choice("Rig:Override-RB", NO_YES, "A manual override is open", read_only=True)
     held_rb = choice("Rig:Held-RB", NO_YES, "The clock stands at its hold", read_only=True)
     simulated_rb = choice(
         "Rig:Simulated-RB", NO_YES, "A simulation (its clock can be held)", read_only=True
@@ -377,6 +419,9 @@ class RigIOC(RigPVGroup):
         self._held_since: float | None = None  # wall time the clock came to its hold
         self._pacing = ""  # the buffer the clock waits for, while it does
         self._holds: list[asyncio.Future] = []  # HoldAt-SP puts waiting for the clock
+        self._settled_on: float | None = None  # the target the press last settled at
+        self._override_until = 0.0  # monotonic time the manual override closes
+        self._override_by = ""
         super().__init__(*args, **kwargs)
 
     # --- startup and the clock --------------------------------------------------------
@@ -430,6 +475,8 @@ class RigIOC(RigPVGroup):
             press.drvl_sp: rig.press.pid.drvl,
             press.settle_tol_sp: rig.press.settle_tolerance,
             press.settle_time_sp: rig.press.settle_time,
+            press.dev_minor_sp: DEVIATION_MINOR,
+            press.dev_major_sp: DEVIATION_MAJOR,
             self.speed_sp: self.speed,
             self.load_cell.capacity_rb: lc.capacity,
             self.load_cell.sensitivity_rb: lc.sensitivity,
@@ -581,6 +628,48 @@ class RigIOC(RigPVGroup):
             self._actual_speed += 0.2 * (done / elapsed - self._actual_speed)
         await self._finish_scan()
 
+    # --- what may change a running experiment ---------------------------------------------
+    async def guard_experiment(self, pv, data, data_type) -> None:
+        """Refuse a client's write that would change an experiment in progress: while a
+        sequence owns the rig, every write of EXPERIMENT_PVS; at any time, a release
+        (Mode Off) of a press holding a stack. An open override (Rig:Override-Cmd) lets
+        them through, each said on Rig:Msg-RB with who wrote it."""
+        name = pv.pvname[len(self.prefix) :]
+        rig = self.backend
+        releasing = name == "Press:Mode-SP" and _is_off(data, data_type)
+        held = rig.press.mode != Mode.OFF and rig.press.pressure > HELD_STACK
+        owned = rig.sequencer.state in ("Running", "Paused", "Held")
+        if not ((owned and name in EXPERIMENT_PVS) or (releasing and held)):
+            return
+        who = pv.writer or "a client"
+        if time.monotonic() < self._override_until:
+            await self.report(f"override ({self._override_by}): {name} written by {who}")
+            return
+        what = (
+            f"a protocol sequence owns the rig, {rig.sequencer.owner_text()}"
+            if owned
+            else f"it would release the stack held at {rig.press.pressure:.1f} MPa"
+        )
+        raise RigError(
+            f"{what}; if you mean it, write Rig:Override-Cmd (1, or the owner's key) "
+            "first: a 30 s window"
+        )
+
+    @override_cmd.putter
+    async def override_cmd(self, instance, value):
+        seq, who = self.backend.sequencer, instance.writer or "the IOC"
+        if not value:
+            self._override_until = 0.0
+            await self.override_rb.write("No")
+            return 0
+        if value != 1:
+            seq.check_key(value, "override")
+        self._override_until = time.monotonic() + OVERRIDE_WINDOW
+        self._override_by = "the owner" if value != 1 else who
+        await self.override_rb.write("Yes")
+        await self.report(f"manual override opened by {who} for {OVERRIDE_WINDOW:g} s")
+        return 0
+
     # --- the clock's hold and pace ------------------------------------------------------
     def renew_hold(self) -> None:
         """A client is still there to move the hold on."""
@@ -649,6 +738,9 @@ class RigIOC(RigPVGroup):
             self._holds.clear()
 
     async def _finish_scan(self) -> None:
+        if self._override_until and time.monotonic() >= self._override_until:
+            self._override_until = 0.0
+            await self.override_rb.write("No")
         await self._check_deadman()
         await self.update_readbacks()
         self._resolve_moves()
@@ -745,7 +837,6 @@ class RigIOC(RigPVGroup):
             self.actual_speed_rb: self._actual_speed,
             self.voltage_rb: rig.cell.voltage,
             self.soc_rb: getattr(rig.cell, "soc", math.nan),
-            pg.pressure_rb: press.pressure,
             pg.demand_rb: press.setpoint,
             pg.force_rb: force_kn,
             pg.position_rb: press.platen_position,
@@ -764,6 +855,7 @@ class RigIOC(RigPVGroup):
         }
         for pv, value in values.items():
             await publish(pv, value)
+        await self._deviation_alarm()
         if pg.mode_sp.value != values[pg.mode_rb]:  # a trip changed the mode
             await pg.mode_sp.write(values[pg.mode_rb], verify_value=False)
         await self.cycler.update()
@@ -785,6 +877,33 @@ class RigIOC(RigPVGroup):
             severity = AlarmSeverity.MAJOR_ALARM if rig.interlock else AlarmSeverity.NO_ALARM
             status = AlarmStatus.STATE if rig.interlock else AlarmStatus.NO_ALARM
             await self.interlock_rb.write(tripped, status=status, severity=severity)
+
+    async def _deviation_alarm(self) -> None:
+        """Publish Pressure-RB with its alarm, in one write: its limit alarms, and off its
+        working setpoint in Pressure mode MINOR, then MAJOR (a loop that no longer holds
+        must not look healthy)."""
+        press, pv = self.backend.press, self.press.pressure_rb
+        value = press.pressure
+        if isinstance(value, float) and math.isnan(value):
+            return  # not measured: the last value stays, marked stale
+        value = min(max(value, pv.lower_ctrl_limit), pv.upper_ctrl_limit)
+        if press.mode != Mode.PRESSURE:
+            self._settled_on = None
+        elif press.settled:
+            self._settled_on = press.target
+        watching = press.mode == Mode.PRESSURE and (
+            press.ramping or self._settled_on == press.target
+        )
+        deviation = abs(press.pressure - press.setpoint) if watching else 0.0
+        status, severity = _limit_alarm(pv, value)
+        if deviation >= self.press.dev_major_sp.value:
+            status, severity = AlarmStatus.STATE, AlarmSeverity.MAJOR_ALARM
+        elif deviation >= self.press.dev_minor_sp.value and severity < AlarmSeverity.MINOR_ALARM:
+            status, severity = AlarmStatus.STATE, AlarmSeverity.MINOR_ALARM
+        if "Press:Pressure-RB" in self._stale:
+            return  # the instrument is lost: that says more (see _mark_stale)
+        if (pv.value, pv.status, pv.severity) != (value, status, severity):
+            await pv.write(value, status=status, severity=severity, verify_value=False)
 
     async def _mark_stale(self) -> None:
         """An instrument that does not answer: its readbacks keep their last value and
@@ -869,3 +988,34 @@ class RigIOC(RigPVGroup):
                 await self.report(f"interlock reset (was: {reason})")
             await self.update_readbacks()
         return 0
+
+
+def _is_off(data, data_type) -> bool:
+    """A put to Press:Mode-SP that asks for Off: state name or index 0."""
+    from caproto import ChannelType, native_type
+
+    try:
+        value = data[0]
+    except (TypeError, IndexError):
+        return False
+    if native_type(data_type) == ChannelType.STRING:
+        raw = value if isinstance(value, bytes | bytearray) else str(value).encode()
+        return raw.split(b"\0", 1)[0].decode("latin-1").strip().lower() in ("off", "0")
+    try:
+        return float(value) == 0.0
+    except (TypeError, ValueError):
+        return False
+
+
+def _limit_alarm(pv, value: float) -> tuple[AlarmStatus, AlarmSeverity]:
+    """The alarm a value's HIHI/HIGH/LOW/LOLO limits give it (as caproto computes it)."""
+    checks = (
+        (pv.upper_alarm_limit, value >= pv.upper_alarm_limit, AlarmStatus.HIHI, True),
+        (pv.lower_alarm_limit, value <= pv.lower_alarm_limit, AlarmStatus.LOLO, True),
+        (pv.upper_warning_limit, value >= pv.upper_warning_limit, AlarmStatus.HIGH, False),
+        (pv.lower_warning_limit, value <= pv.lower_warning_limit, AlarmStatus.LOW, False),
+    )
+    for limit, beyond, status, major in checks:
+        if limit and beyond:
+            return status, AlarmSeverity.MAJOR_ALARM if major else AlarmSeverity.MINOR_ALARM
+    return AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM

@@ -27,7 +27,10 @@ class _Guarded:
 
     kind: ClassVar[str] = ""  # "float" | "int" | "enum" | "text"
 
+    writer = ""  # who sent the put being handled (user@host; "" for the IOC itself)
+
     async def auth_write(self, hostname, username, data, data_type, metadata, **kwargs):
+        self.writer = f"{username}@{hostname}"  # read by putters before their first await
         if AccessRights.WRITE not in self.check_access(hostname, username):
             who = f"{username}@{hostname}"
             why = "read-only PV" if self.read_only else f"no write access for {who}"
@@ -58,6 +61,9 @@ class _Guarded:
 
     async def write_from_dbr(self, data, data_type, metadata, *, flags=0):
         try:
+            guard = getattr(self.group.root, "guard_experiment", None)
+            if guard is not None:  # writes that would change a running experiment
+                await guard(self, data, data_type)
             check_put(
                 self.kind,
                 data,
@@ -240,6 +246,12 @@ def text(name: str, doc: str, writable: bool = False, max_length: int = 256, **k
 def command(name: str, doc: str):
     """A push-button PV: write 1 to act."""
     return _pv(name, doc, value=0, dtype=int, **limits(0, 1))
+
+
+def keyed_command(name: str, doc: str):
+    """A push button for an owned sequence: write its owner's key (``Seq:OwnerKey-RB``),
+    or 1 when nobody owns it."""
+    return _pv(name, doc, value=0, dtype=int, **limits(0, INT_MAX))
 
 
 def choice(name: str, choices: list[str], doc: str, read_only: bool = False, **kwargs):

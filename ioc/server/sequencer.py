@@ -16,7 +16,7 @@ import json
 
 from ssb_ioc.sim.sequencer import STATES
 
-from .pvs import RigPVGroup, choice, command, counter, publish, setting, text
+from .pvs import RigPVGroup, choice, command, counter, keyed_command, publish, setting, text
 
 TABLE_MAX = 1_000_000  # characters of a table (a protocol file is at most 1 MB of text)
 RESULTS_READ = 1000  # step records per bulk read
@@ -34,6 +34,12 @@ class SequencerGroup(RigPVGroup):
     Resume-Cmd         the rest of the interrupted step, then on (after an IOC restart:
                        re-press to the pressure it was holding first)
     Abort-Cmd          end the sequence: open circuit, press holds the measured pressure
+                       (Pause, Resume and Abort of a sequence its owner uploaded take the
+                       owner's key, OwnerKey-RB, instead of 1; anyone else is refused,
+                       told who owns it and since when)
+    OwnerKey-RB        the key of the sequence's owner (0: nobody's); a client that means
+                       to take over (``ssb attach``) reads it and puts it
+    ForceAbort-Cmd     a person's forced end of any sequence, whoever owns it: write 1
     State-RB           Idle | Running | Paused | Done | Aborted | Failed | Held
     Reason-RB          why it ended, paused or is held
     Steps-RB           steps in the table, repeats unrolled
@@ -50,9 +56,11 @@ class SequencerGroup(RigPVGroup):
     owner_rb = text("Owner-RB", "Who uploaded the table (JSON)", max_length=4096)
     start_at_sp = setting("StartAt-SP", "1", 1.0, 1e6, "First step to run", 0)
     start_cmd = command("Start-Cmd", "Run the table")
-    pause_cmd = command("Pause-Cmd", "Pause: open circuit, press holds")
-    resume_cmd = command("Resume-Cmd", "Resume the interrupted step")
-    abort_cmd = command("Abort-Cmd", "End the sequence")
+    pause_cmd = keyed_command("Pause-Cmd", "Pause: open circuit, press holds (owner's key)")
+    resume_cmd = keyed_command("Resume-Cmd", "Resume the interrupted step (owner's key)")
+    abort_cmd = keyed_command("Abort-Cmd", "End the sequence (owner's key)")
+    force_abort_cmd = command("ForceAbort-Cmd", "End any sequence, whoever owns it")
+    owner_key_rb = counter("OwnerKey-RB", "Key of the sequence's owner (0: nobody's)")
     state_rb = choice("State-RB", list(STATES), "Sequence state", read_only=True)
     reason_rb = text("Reason-RB", "Why it ended, paused or is held")
     steps_rb = counter("Steps-RB", "Steps in the table")
@@ -69,10 +77,16 @@ class SequencerGroup(RigPVGroup):
 
     @table_sp.putter
     async def table_sp(self, instance, value):
-        table = self.seq.load(value)
-        await self.owner_rb.write(json.dumps(table.owner)[:4095])
+        self.seq.load(value, client=instance.writer)
+        await self._show_owner()
         await self.update()
         return value
+
+    async def _show_owner(self) -> None:
+        seq = self.seq
+        owner = dict(seq.table.owner) if seq.table else {}
+        owner |= {"client": seq.client, "since": seq.since}
+        await self.owner_rb.write(json.dumps(owner)[:4095])
 
     @start_cmd.putter
     async def start_cmd(self, instance, value):
@@ -84,6 +98,7 @@ class SequencerGroup(RigPVGroup):
     @pause_cmd.putter
     async def pause_cmd(self, instance, value):
         if value:
+            self.seq.check_key(value, "pause")
             self.seq.pause()
             await self.root.update_readbacks()
         return 0
@@ -91,6 +106,7 @@ class SequencerGroup(RigPVGroup):
     @resume_cmd.putter
     async def resume_cmd(self, instance, value):
         if value:
+            self.seq.check_key(value, "resume")
             self.seq.resume()
             await self.root.update_readbacks()
         return 0
@@ -98,7 +114,17 @@ class SequencerGroup(RigPVGroup):
     @abort_cmd.putter
     async def abort_cmd(self, instance, value):
         if value:
+            self.seq.check_key(value, "abort")
             self.seq.abort()
+            await self.root.update_readbacks()
+        return 0
+
+    @force_abort_cmd.putter
+    async def force_abort_cmd(self, instance, value):
+        if value:
+            who = instance.writer or "the IOC"
+            self.seq.abort(f"forced to an end by {who} (Seq:ForceAbort-Cmd)")
+            await self.root.report(f"sequence forced to an end by {who}")
             await self.root.update_readbacks()
         return 0
 
@@ -114,7 +140,7 @@ class SequencerGroup(RigPVGroup):
         table = self.seq.table
         if table is not None:
             await self.table_sp.write(table.source, verify_value=False)
-            await self.owner_rb.write(json.dumps(table.owner)[:4095])
+            await self._show_owner()
 
     async def update(self) -> None:
         seq = self.seq
@@ -127,6 +153,7 @@ class SequencerGroup(RigPVGroup):
             self.cycle_rb: run.cycle if run else 0,
             self.step_text_rb: (run.step.text if run else "")[:255],
             self.completed_rb: seq.completed,
+            self.owner_key_rb: seq.key,
         }
         for pv, value in values.items():
             await publish(pv, value)

@@ -349,6 +349,9 @@ class Rig:
         mode = self.parse_mode(mode)
         if self.interlock and mode != Mode.OFF:
             raise RigError(f"interlock tripped ({self.interlock}); reset it before {mode.name}")
+        if mode == Mode.PRESSURE:
+            pid = self.press.pid
+            self._check_loop(pid.kp, pid.ki, pid.drvl, pid.drvh)
         self.press.set_mode(mode)
 
     def set_pressure(self, pressure: float) -> None:
@@ -407,6 +410,9 @@ class Rig:
                 if value < 0:
                     raise RigError(f"{name.upper()}: {value:g} must not be negative")
                 new[name] = value
+        gains = {"kp": pid.kp, "ki": pid.ki} | new
+        if self.press.mode == Mode.PRESSURE:
+            self._check_loop(gains["kp"], gains["ki"], pid.drvl, pid.drvh)
         for name, value in new.items():
             setattr(pid, name, value)
 
@@ -419,7 +425,25 @@ class Rig:
                 f"output limits DRVL={lo:g}, DRVH={hi:g} um/s: need "
                 f"-{top:g} <= DRVL < DRVH <= {top:g}"
             )
+        if self.press.mode == Mode.PRESSURE:
+            self._check_loop(pid.kp, pid.ki, lo, hi)
         pid.drvl, pid.drvh = lo, hi
+
+    @staticmethod
+    def _check_loop(kp: float, ki: float, drvl: float, drvh: float) -> None:
+        """A loop that holds pressure must act (a gain) and reach the setpoint from both
+        sides: close the valve (DRVH > 0) and open it (DRVL < 0)."""
+        if kp == 0 and ki == 0:
+            raise RigError(
+                "KP = KI = 0 while the loop holds pressure: it would never act on a new "
+                "setpoint; give one of them a value (or leave Pressure mode first)"
+            )
+        if not drvl < 0 < drvh:
+            raise RigError(
+                f"output limits DRVL={drvl:g}, DRVH={drvh:g} um/s while the loop holds "
+                "pressure: it needs DRVH > 0 to press and DRVL < 0 to relieve, or it drifts "
+                "off its setpoint (leave Pressure mode first to park them)"
+            )
 
     def set_settle(self, tolerance: float | None = None, time: float | None = None) -> None:
         press = self.press
@@ -438,11 +462,12 @@ class Rig:
 
     def check_manual(self, what: str) -> None:
         """Refuse a manual cycler command while a sequence owns the channel."""
-        state = self.sequencer.state
-        if state in ("Running", "Paused"):
+        seq = self.sequencer
+        if seq.state in ("Running", "Paused", "Held"):
             raise RigError(
-                f"{what} refused: a protocol sequence is {state.lower()} on this channel; "
-                "pause it, or abort it (Seq:Abort-Cmd), first"
+                f"{what} refused: a protocol sequence is {seq.state.lower()} on this "
+                f"channel, {seq.owner_text()}; its owner aborts it (Seq:Abort-Cmd), a "
+                "person forces an end with Seq:ForceAbort-Cmd"
             )
 
     def set_current(self, current: float) -> None:

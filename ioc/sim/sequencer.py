@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import secrets
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ MAX_STEPS = 1_000_000  # as the protocol parser allows
 MAX_DEPTH = 10
 RESULTS_KEPT = 10_000  # completed steps whose results a client can still read
 STATES = ("Idle", "Running", "Paused", "Done", "Aborted", "Failed", "Held")
+ACTIVE = ("Running", "Paused", "Held")  # a sequence that owns the channel and the press
 COUNTERS = ("charge_capacity", "discharge_capacity", "charge_energy", "discharge_energy")
 
 
@@ -294,13 +297,45 @@ class Sequencer:
         self.completed = 0  # steps completed since the table was started
         self.changes = 0  # counts state and step changes, for publishing
         self._steps: Iterator[tuple[int, int, TableStep]] | None = None
+        self.key = 0  # the owner's key while a table is loaded (0: nobody's)
+        self.client = ""  # who uploaded the table (user@host) and when
+        self.since = 0.0
+
+    # --- who the sequence belongs to ----------------------------------------------------
+    @property
+    def owned(self) -> bool:
+        return self.state in ACTIVE and bool(self.key)
+
+    def owner_text(self) -> str:
+        """Who the active sequence belongs to, in words."""
+        owner = self.table.owner if self.table else {}
+        what = owner.get("plan") or "a client"
+        seq = str(owner.get("sequence_id", ""))[:8]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+        return f"{what} (sequence {seq}) of {self.client or 'a client'} since {when}"
+
+    def check_key(self, key: int, what: str) -> None:
+        """A command on an owned sequence must carry its owner's key (``Seq:OwnerKey-RB``);
+        1 is enough for a sequence nobody owns. Refuses with who owns it and since when."""
+        if self.owned and int(key) != self.key:
+            raise SequenceError(
+                f"{what} refused: the sequence belongs to {self.owner_text()}; its owner "
+                "puts its key (Seq:OwnerKey-RB) to take over, a person forces an end with "
+                "Seq:ForceAbort-Cmd"
+            )
 
     # --- commands -----------------------------------------------------------------------
-    def load(self, source: str | bytes) -> Table:
-        """Take a new table (refused while one runs or is paused)."""
-        if self.state in ("Running", "Paused"):
-            raise SequenceError(f"sequence {self.state.lower()}: abort it before a new table")
+    def load(self, source: str | bytes, client: str = "") -> Table:
+        """Take a new table (refused while one is running, paused or held); its owner (a
+        table with ``owner.sequence_id``) gets a new key."""
+        if self.state in ACTIVE:
+            raise SequenceError(
+                f"table refused: a sequence is {self.state.lower()} on this rig, "
+                f"{self.owner_text()}; wait for its end, or attach to it"
+            )
         table = load_table(self.rig, source)
+        self.key = secrets.randbelow(2**31 - 2) + 2 if table.owner.get("sequence_id") else 0
+        self.client, self.since = client, time.time()
         self.table, self.state, self.reason = table, "Idle", ""
         self.running, self._steps = None, None
         self.completed = 0
@@ -562,6 +597,9 @@ class Sequencer:
             "pressure": self.rig.press.target if self.rig.press.mode == Mode.PRESSURE else None,
             "results": list(self.results)[-1000:],
             "completed": self.completed,
+            "key": self.key,
+            "client": self.client,
+            "since": self.since,
         }
 
     def restore(self, saved: dict[str, Any]) -> str:
@@ -569,6 +607,10 @@ class Sequencer:
         Off and the cell at open circuit; resume re-presses and runs the rest of the
         step). Says what it found."""
         table = self.load(saved["table"])
+        key = saved.get("key", self.key)
+        self.key = key if isinstance(key, int) and not isinstance(key, bool) else self.key
+        self.client = str(saved.get("client", ""))[:200]
+        self.since = float(saved.get("since", self.since) or self.since)
         self.completed = int(saved.get("completed", 0))
         self.results.extend(saved.get("results", []))
         state, step = saved.get("state"), saved.get("step")
