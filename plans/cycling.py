@@ -80,6 +80,7 @@ from .protocol import (
 )
 from .results import ResultSignal, ResultStream
 from .schedule import Schedule, Shortfalls, honest_run
+from .writer import StorageLost
 
 SIGN = {"charge": 1.0, "discharge": -1.0}
 HOLD_NOW = 1e-9  # Rig:HoldAt-SP: a time already past holds the clock where it is
@@ -638,10 +639,20 @@ def execute(
         yield from bps.complete(rig.cycler.samples, wait=True)
         yield from collect_samples(rig, [], outcome.spectra)
 
+    failures: list[BaseException] = []
+
+    def note(ex):
+        failures.append(ex)
+        yield from bps.null()
+
     def cleanup():
         acq.shortfalls.take_losses(flyers)
         if not rig.sequencer.state.connected:
             return  # the IOC is gone: nothing to command or collect (its data stays there)
+        if any(isinstance(ex, StorageLost) for ex in failures):  # the recorder's trouble:
+            if acq.simulated:  # the protocol goes on on the instrument, untouched
+                yield from bps.abs_set(rig.clock.hold_at, 0)
+            return
         state = yield from bps.rd(rig.sequencer.state, default_value="")
         owner = int((yield from bps.rd(rig.sequencer.owner_key, default_value=0)))
         if state in ACTIVE and owner not in (0, rig.sequencer.key):
@@ -660,7 +671,7 @@ def execute(
             yield from record_steps(rig, follow, int(completed), record_, outcome)
             acq.shortfalls.take_losses(flyers)
 
-    yield from bpp.finalize_wrapper(body(), cleanup())
+    yield from bpp.contingency_wrapper(body(), except_plan=note, final_plan=cleanup)
     return outcome
 
 

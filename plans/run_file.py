@@ -44,18 +44,53 @@ def connect_rig(prefix: str, command: str, timeout: float = 10.0):
         return None
 
 
+def plan_failures() -> tuple[type[BaseException], ...]:
+    """The ways a plan ends that a person is told in one line (their messages say what
+    happened and what to do); anything else is a bug and keeps its traceback."""
+    from ssb_devices import (
+        DetectorFailed,
+        PressureRejected,
+        RigDisconnected,
+        SequenceRefused,
+        StepRejected,
+    )
+
+    from .attach import AttachError
+    from .cycling import SequenceEnded
+    from .events import EndedOnEvent
+    from .writer import StorageLost
+
+    return (
+        StorageLost, RigDisconnected, SequenceRefused, StepRejected, PressureRejected,
+        SequenceEnded, EndedOnEvent, AttachError, DetectorFailed,
+    )  # fmt: skip
+
+
 def run_in_shell(session, plan, command: str) -> str | None:
-    """Run ``plan`` with progress lines; returns its run's uid, or None after Ctrl-C,
-    which aborts it: the protocol on the instrument ends, the cell is left at open
-    circuit with the press holding, and the run is closed as aborted with its data."""
+    """Run ``plan`` with progress lines; returns its run's uid (also when the run failed:
+    its stop says why), or None after Ctrl-C, which aborts it: the protocol on the
+    instrument ends, the cell is left at open circuit with the press holding, and the
+    run is closed as aborted with its data. A failure is said in one line."""
     from bluesky.utils import RunEngineInterrupted
 
     from .progress import ProtocolProgress
 
-    token = session.RE.subscribe(ProtocolProgress())
+    started: list[str] = []
+    tokens = [
+        session.RE.subscribe(ProtocolProgress()),
+        session.RE.subscribe(lambda name, doc: started.append(doc["uid"]), "start"),
+    ]
+    bluesky_log = logging.getLogger("bluesky")
+    level = bluesky_log.level
+    bluesky_log.setLevel(logging.CRITICAL)  # a failure is said once, below
     try:
         (uid,) = session.RE(plan)
         return uid
+    except plan_failures() as ex:
+        print(f"ssb {command}: {ex}", file=sys.stderr)
+        if started:
+            return started[-1]
+        raise SystemExit(1) from None
     except RunEngineInterrupted:
         logging.getLogger("bluesky").setLevel(logging.CRITICAL)
         session.RE.abort(reason="interrupted by the user (Ctrl-C)")
@@ -66,7 +101,9 @@ def run_in_shell(session, plan, command: str) -> str | None:
         )
         return None
     finally:
-        session.RE.unsubscribe(token)
+        bluesky_log.setLevel(level)
+        for token in tokens:
+            session.RE.unsubscribe(token)
 
 
 def run_file(
@@ -128,12 +165,19 @@ def run_file(
         uid = run_in_shell(session, run_protocol(rig, protocol, capacity=capacity), "run")
         if uid is None:
             return 130
-        run = session.catalog[uid]
+        from ssb_analysis.runs import stop_document
+
+        try:
+            run = session.catalog[uid]
+            status = (stop_document(run) or {}).get("exit_status", "not closed")
+        except Exception as ex:  # the catalog itself may be what failed
+            print(f"ssb run: run {uid[:8]} could not be read back ({ex})", file=sys.stderr)
+            return 1
         print(
             f"ssb run: run {uid[:8]} (scan {run.start['scan_id']}) stored in "
-            f"{session.location}, exit status {run.stop['exit_status']}"
+            f"{session.location}, exit status {status}"
         )
-        return 0 if run.stop["exit_status"] == "success" else 1
+        return 0 if status == "success" else 1
     finally:
         session.close()
         rig.destroy()

@@ -17,16 +17,29 @@ is gone (``ssb_analysis.runs.status``); elsewhere, once three beats are missed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 from bluesky_tiled_plugins import TiledWriter
 
 HEARTBEAT = 10.0  # s of wall time between the `last_seen` updates of an open run
 log = logging.getLogger(__name__)
+
+
+class StorageLost(RuntimeError):
+    """The catalog could not be written (a full disk, a server gone, a permission lost).
+    The acquisition stops and leaves the protocol going on on the instrument; ``ssb
+    attach`` stores what the instrument still holds once the catalog can be written."""
+
+
+def default_spool() -> Path:
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "ssb-bluesky" / "spool"
 
 
 class CatalogWriter(TiledWriter):
@@ -40,6 +53,7 @@ class CatalogWriter(TiledWriter):
         flush_interval: float = 1.0,
         batch_size: int = 10_000,
         heartbeat: float = HEARTBEAT,
+        spool: str | os.PathLike | None = None,
     ):
         # No normalizer: the RunEngine emits current event-model documents, and without
         # one each run's writer is the callback itself, which lets us flush it.
@@ -50,13 +64,18 @@ class CatalogWriter(TiledWriter):
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()  # one write at a time: documents or heartbeat
         self._closed = threading.Event()
+        self.spool = Path(spool) if spool is not None else default_spool()
+        self.failed: Exception | None = None  # why the catalog stopped taking this run
+        self.spooled = 0  # documents kept in the spool since (-1: the spool failed too)
+        self._run_of: dict[str, str] = {}  # descriptor uid -> run uid, for the spool
         self._beats = threading.Thread(target=self._beat, name="ssb-heartbeat", daemon=True)
         self._beats.start()
 
     def _beat(self) -> None:
         while not self._closed.wait(self.heartbeat):
             with self._lock:
-                self.touch()
+                if self.failed is None:  # a run that cannot be written looks orphaned
+                    self.touch()
 
     def touch(self) -> None:
         """Tell readers that the writer of every open run is alive, and which it is."""
@@ -87,13 +106,46 @@ class CatalogWriter(TiledWriter):
 
     def __call__(self, name, doc):
         with self._lock:
-            super().__call__(name, doc)
+            if name == "descriptor":
+                self._run_of[doc["uid"]] = doc["run_start"]
             if name == "start":
-                self.touch()
-            elif name == "stop":
-                self._runs.pop(doc["run_start"], None)
-            elif name in ("event", "event_page") and self._flush_due():
-                self.flush()
+                self.failed = None  # a new run: try the catalog again
+            if self.failed is not None:
+                self._keep(name, doc)
+                return
+            try:
+                super().__call__(name, doc)
+                if name == "start":
+                    self.touch()
+                elif name == "stop":
+                    self._runs.pop(doc["run_start"], None)
+                elif name in ("event", "event_page") and self._flush_due():
+                    self.flush()
+            except Exception as ex:  # once per run: say it in one line, keep the rest
+                self.failed = ex
+                self._keep(name, doc)
+                why = f"{type(ex).__name__}: {ex}".splitlines()[0][:300]
+                raise StorageLost(
+                    f"the catalog cannot be written ({why}); the protocol goes on on the "
+                    f"instrument and this run's documents from here on are kept in "
+                    f"{self.spool}; once the catalog can be written again, `ssb attach` "
+                    "stores all the instrument still holds"
+                ) from None
+
+    def _keep(self, name: str, doc: dict) -> None:
+        """Spool a document the catalog did not take: one JSON line per document."""
+        try:
+            self.spool.mkdir(parents=True, exist_ok=True)
+            uid = doc.get("run_start") or doc.get("uid", "run")
+            if name in ("event", "event_page", "datum", "datum_page", "stream_datum"):
+                uid = self._run_of.get(doc.get("descriptor", ""), uid)
+            with open(self.spool / f"{uid}.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps([name, doc], default=repr) + "\n")
+            self.spooled += 1
+        except OSError as ex:
+            if self.spooled >= 0:
+                log.error("the spool %s cannot be written either (%s)", self.spool, ex)
+                self.spooled = -1  # said once
 
     def _flush_due(self) -> bool:
         return time.monotonic() - self._last_flush >= self.flush_interval

