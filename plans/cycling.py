@@ -650,7 +650,8 @@ def execute(
         if not rig.sequencer.state.connected:
             return  # the IOC is gone: nothing to command or collect (its data stays there)
         if any(isinstance(ex, StorageLost) for ex in failures):  # the recorder's trouble:
-            if acq.simulated:  # the protocol goes on on the instrument, untouched
+            rig.sequencer.let_go()  # the protocol goes on on the instrument, untouched
+            if acq.simulated:
                 yield from bps.abs_set(rig.clock.hold_at, 0)
             return
         state = yield from bps.rd(rig.sequencer.state, default_value="")

@@ -165,9 +165,9 @@ class Sequencer(Device):
             status.set_exception(
                 RigDisconnected(
                     f"{self.name}: lost {self.state.pvname} while the protocol ran on the "
-                    "instrument: if only the link broke, it goes on there and `ssb attach` "
-                    "follows it again; if the IOC stopped, a restarted IOC holds it "
-                    "(`ssb attach` resumes it)"
+                    "instrument; is the IOC running? If only the link broke, the protocol "
+                    "goes on there and `ssb attach` follows it again; a restarted IOC holds "
+                    "it (`ssb attach` resumes it)"
                 )
             )
 
@@ -182,16 +182,26 @@ class Sequencer(Device):
         """The owner's key of the sequence this device uploaded or took over (0: none)."""
         return self._key
 
+    def let_go(self) -> None:
+        """Leave the sequence to run on without this device: nothing it does from now on
+        (the RunEngine's stop at a plan's end included) touches it. An acquisition that
+        cannot record detaches so; ``ssb attach`` takes the sequence over later."""
+        self._key = -1
+
     # --- interruptions -----------------------------------------------------------------
     def owns(self) -> bool:
         """The sequence on the instrument is the one this device uploaded or took over."""
+        if self._key < 0:
+            return False  # let go
         key = int(self.owner_key.get(use_monitor=False))
         return key == 0 or key == self._key
 
     def stop(self, *, success: bool = False) -> None:
         """``success=True`` (the RunEngine's pause or suspension): pause the sequence;
         otherwise abort it (open circuit, press holding). Another client's sequence is
-        left alone."""
+        left alone, and so is an instrument that does not answer (nothing to command)."""
+        if not self.state.connected:
+            return
         if success:
             self.pause()
             return
@@ -199,7 +209,7 @@ class Sequencer(Device):
             self._command(self.abort_cmd, self._key or 1)
 
     def pause(self) -> None:
-        if self.state.get(use_monitor=False) == "Running" and self.owns():
+        if self.state.connected and self.state.get(use_monitor=False) == "Running" and self.owns():
             self._command(self.pause_cmd, self._key or 1)
 
     def resume(self) -> None:

@@ -220,8 +220,8 @@ def test_the_detector_moves_a_hold_on_by_its_exposure_and_no_further(ca_context)
             (acquire,) = ca_context.get_pvs(f"{det.prefix}cam1:Acquire", timeout=10)
             (stamp,) = ca_context.get_pvs(f"{det.prefix}image1:TimeStamp_RBV", timeout=10)
             acquire_time.write([60.0], wait=True, timeout=10)
-            held = ioc.get("Rig:Time-RB") + 100.0
-            ioc.put("Rig:HoldAt-SP", held, timeout=30)
+            ioc.put("Rig:HoldAt-SP", ioc.get("Rig:Time-RB") + 100.0, timeout=30)
+            held = ioc.get("Rig:HoldAt-SP")  # a time passed already on a busy machine holds now
             done = threading.Event()
             acquire.write(["Acquire"], data_type=ChannelType.STRING, wait=False,
                           callback=lambda _: done.set())  # fmt: skip

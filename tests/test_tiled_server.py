@@ -28,43 +28,52 @@ trees:
 """
 
 
+class TiledServer:
+    """A `tiled serve` process on loopback, with a catalog of Bluesky runs in ``root``."""
+
+    def __init__(self, root):
+        self.root = root
+        self.api_key = secrets.token_hex(8)
+        self.port = free_port_pair()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> "TiledServer":
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        config = self.root / "config.yml"
+        config.write_text(CONFIG.format(key=self.api_key, root=self.root))
+        self._log = (self.root / "server.log").open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tiled", "serve", "config", str(config),
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # readiness poll
+            assert self.process.poll() is None, (self.root / "server.log").read_text()
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                continue
+        raise AssertionError(f"tiled serve not ready within {timeout} s")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(20)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+        self._log.close()
+
+
 @pytest.fixture
 def tiled_server(tmp_path):
-    key = secrets.token_hex(8)
-    (tmp_path / "data").mkdir()
-    config = tmp_path / "config.yml"
-    config.write_text(CONFIG.format(key=key, root=tmp_path))
-    port = free_port_pair()
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tiled",
-            "serve",
-            "config",
-            str(config),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # readiness poll
-        assert server.poll() is None, (tmp_path / "server.log").read_text()
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            continue
-    yield url, key
-    server.terminate()
-    server.wait(20)
-    log.close()
+    server = TiledServer(tmp_path).start()
+    yield server.url, server.api_key
+    server.stop()
 
 
 def test_a_run_written_to_a_tiled_server_reads_back(tiled_server, rig, tmp_path):
