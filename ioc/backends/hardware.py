@@ -12,12 +12,15 @@ outputs:
 - ``topology = "ioc"``: the IOC closes the loop (:class:`~ssb_ioc.sim.Epid`) on the
   load-cell amplifier's force and writes the drive's valve command.
 
-A failed exchange trips the interlock into the safe state the topology allows: the
-piston locked (Gap mode; the controller's position hold, or a zero valve command),
-never released, because a cell that loses its stack pressure is lost. The trip latches
-until the link is back and a client resets it; the readbacks of the lost instrument keep
-their last value with an INVALID/COMM alarm, and logged samples carry NaN for what was
-not measured.
+A missed reply is counted (``Rig:MissedReplies-RB``) and the readbacks of that instrument
+keep their last value with an INVALID/COMM alarm at once; logged samples carry NaN for
+what was not measured; nothing else changes, because a busy host stutters. A press or
+load-cell link silent for the rig file's ``link_timeout`` (5 s) puts the rig in the safe
+state the topology allows: the piston locked (Gap mode; the controller's position hold,
+or a zero valve command), never released, because a cell that loses its stack pressure
+is lost; the cell at open circuit; a running protocol paused. When the link answers
+again the protocol re-presses and goes on by itself. A lost link is not latched: the
+interlock is for faults of the rig.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ LOOP_PVS = ("Press:Error-RB", "Press:Output-RB")  # the IOC's loop on the amplif
 CYCLER_PVS = ("Cyc:Voltage-RB", "Cyc:Current-RB", "Rig:CellVoltage-RB", "Cyc:StepCharge-RB",
               "Cyc:StepDischarge-RB", "Cyc:ChargeCapacity-RB", "Cyc:DischargeCapacity-RB",
               "Cyc:ChargeEnergy-RB", "Cyc:DischargeEnergy-RB")  # fmt: skip
-MECHANICAL = ("press", "load_cell")  # a lost link to these trips the interlock
+MECHANICAL = ("press", "load_cell")  # the press's safety depends on these links
 # What the drive's mode register means in each topology (our Mode -> register value).
 CONTROLLER_MODES = {Mode.OFF: 0, Mode.PRESSURE: 1, Mode.GAP: 2}
 DRIVE_MODES = {Mode.OFF: 0, Mode.PRESSURE: 1, Mode.GAP: 1}  # 0 retract, 1 follow command
@@ -152,6 +155,11 @@ class HardwareRig(Rig):
         self._clock_rate = 1.0  # experiment s per wall s, as last measured
         self._carried = False  # the last value was carried on, not read
         self._last_wall = time.monotonic()
+        self.missed_replies = 0  # scans in which an instrument did not answer, in all
+        self._silent: dict[str, tuple[float, int]] = {}  # role -> (silent since, missed)
+        self._heard: set[str] = set()  # links that have answered since the start
+        self._link_lost = ""  # why the rig is in its lost-link safe state ("" when not)
+        self._resume_on_link = False  # a protocol it paused goes on when the link is back
 
     # --- what the PV layer asks of a backend -------------------------------------------
     def hold_clock(self, at: float | None) -> None:
@@ -212,6 +220,13 @@ class HardwareRig(Rig):
             raise RigError("Pressure mode refused: no pressure measured yet")
         super().set_mode(mode)
 
+    @property
+    def link(self) -> str:
+        """OK; Silent (an instrument missed replies: its readings are stale, nothing else
+        changes); Lost (a link the press's safety needs was silent ``link_timeout`` s:
+        the press is locked and a running protocol paused until it answers again)."""
+        return "Lost" if self._link_lost else "Silent" if self._silent else "OK"
+
     def _lost(self) -> str:
         """Why a link the press's safety depends on is down ("" when none is)."""
         return next((self.comm[role] for role in MECHANICAL if self.comm.get(role)), "")
@@ -234,9 +249,8 @@ class HardwareRig(Rig):
         dt = max(now - self.press.clock, 0.0) if self.press.clock else 0.0
         self.press.clock = now
         self._measure()
+        self._watch_links(wall)
         lost = self._lost()
-        if lost and not self.interlock:
-            self._trip_comm(f"communication lost: {lost}")
         self.press.follow(dt)
         command = self._loop(wall_dt)
         if not lost:
@@ -346,11 +360,17 @@ class HardwareRig(Rig):
     def _judge_points(self, points: list[tuple[float, float, float, int]]) -> None:
         """Voltage events from the channel's points. They are its logging period apart,
         not one cell step: each is judged against the trend of the two before it at the
-        same current (a jump, not the charge's own rise); after an event the trend starts
-        again from the point that raised it."""
+        same current (a jump, not the charge's own rise); after an event or an interruption
+        the trend starts again from the point that raised it."""
         for t, volt, current, step in points:
             same = [p for p in self._trend if p[2] == current and p[3] == step]
-            if len(same) == 2 and t > same[1][0] > same[0][0]:
+            # points further apart than the trend's own spacing were interrupted (a
+            # pause, a lost link): the cell relaxed meanwhile, which is no jump
+            if (
+                len(same) == 2
+                and t > same[1][0] > same[0][0]
+                and (t - same[1][0] <= 2.5 * (same[1][0] - same[0][0]))
+            ):
                 (t0, v0, *_), (t1, v1, *_) = same
                 expected = v1 + (v1 - v0) * (t - t1) / (t1 - t0)
                 events = self.events.buffer.next_seq
@@ -359,11 +379,66 @@ class HardwareRig(Rig):
                     same = []
             self._trend = [*same[-1:], (t, volt, current, step)]
 
-    def _trip_comm(self, reason: str) -> None:
-        """Latch the interlock and lock the piston: the safe state every topology allows."""
-        self.interlock = reason
+    # --- links that stutter or die -----------------------------------------------------
+    def _watch_links(self, wall: float) -> None:
+        """A missed reply is counted and its readings served stale at once, and that is
+        all: a busy host or network stutters. Only a press or load-cell link silent for
+        ``link_timeout`` s puts the rig in its safe state; it leaves that state by itself
+        when the link answers again (a latched interlock is for faults of the rig)."""
+        for role, why in self.comm.items():
+            heard = role in self._heard  # a link still connecting at the start is no news
+            if why:
+                since, missed = self._silent.get(role, (wall, 0))
+                if not missed and heard:
+                    self.news.append(f"{why}: its readings are stale until it answers")
+                self._silent[role] = (since, missed + 1)
+                self.missed_replies += heard
+            else:
+                if role in self._silent:
+                    since, missed = self._silent.pop(role)
+                    name = role.replace("_", " ")
+                    if heard:
+                        self.news.append(f"{name} answers again after {wall - since:.1f} s "
+                                         f"({missed} replies missed)")  # fmt: skip
+                self._heard.add(role)
+        timeout = self.rigfile.link_timeout
+        silent = [
+            r for r in MECHANICAL if r in self._silent and wall - self._silent[r][0] >= timeout
+        ]
+        if silent and not self._link_lost:
+            self._lose_link(f"communication lost for {timeout:g} s: {self.comm[silent[0]]}")
+        elif self._link_lost and not self._lost():
+            self._regain_link()
+
+    def _lose_link(self, reason: str) -> None:
+        """The safe state every topology allows: the piston locked where it is, the cell
+        at open circuit, a protocol paused (with the pressure it regulated, to go back to)."""
+        self._link_lost = reason
+        self._resume_on_link = self.sequencer.suspend(
+            f"{reason}; press locked, cell at open circuit; the IOC resumes when it answers"
+        )
+        if self.cycler.running:
+            self.cycler.stop("link to the press lost")
         if self.press.mode != Mode.OFF:
             self.press.set_mode(Mode.GAP)
+        self.news.append(f"{reason}: press locked (Gap), cell at open circuit")
+
+    def _regain_link(self) -> None:
+        self._link_lost = ""
+        if self._resume_on_link and self.sequencer.state == "Paused":
+            try:
+                self.sequencer.resume()
+            except (RigError, ValueError) as ex:
+                self.news.append(f"links back; the protocol stays paused: {ex}")
+                return
+            self.news.append("links back: the protocol goes on (re-pressing first)")
+        elif self.sequencer.state == "Paused":
+            self.news.append("links back: the protocol stays paused, as a client asked; "
+                             "resuming it re-presses first")  # fmt: skip
+        else:
+            self.news.append("links back: the press stays locked (Gap); set Pressure mode "
+                             "to regulate again")  # fmt: skip
+        self._resume_on_link = False
 
     async def _write_outputs(self, command: float) -> None:
         mode = self.press.mode
@@ -385,11 +460,9 @@ class HardwareRig(Rig):
             try:
                 await press.write(name, value)
                 self._written[name] = value
-            except CommError as ex:
+            except CommError as ex:  # counted with the reads at the next scan
                 self.comm["press"] = str(ex)
                 self._written.clear()  # rewrite everything once the link is back
-                if not self.interlock:
-                    self._trip_comm(f"communication lost: {ex}")
                 return
             except ValueError as ex:  # cannot be encoded: say so, send nothing
                 self.news.append(f"cannot send {name}: {ex}")

@@ -48,6 +48,8 @@ class RigBackend(Protocol):
     events: EventDetector
     sequencer: Sequencer
     interlock: str  # why the interlock is tripped ("" when it is not)
+    link: str  # OK | Silent | Lost: the instruments' links (a simulation: always OK)
+    missed_replies: int  # scans in which an instrument did not answer
     news: list[str]  # what the IOC should tell its clients, once each
     max_setpoint: float
     over_pressure: float

@@ -99,6 +99,7 @@ class RigFile:
     cycler: BtsCycler | None = None  # None: a rig without a cycler channel
     source: str = ""
     emulator: dict[str, Any] = field(default_factory=dict)
+    link_timeout: float = 5.0  # s of silence from the press or load cell before safe state
 
     @property
     def devices(self) -> list[ModbusDevice]:  # the Modbus ones
@@ -297,6 +298,9 @@ def parse_rig(data: dict, source: str = "") -> RigFile:
     name = _take(rig, "name", "rig", str)
     cell = _take(rig, "cell", "rig", str, "si-nmc")
     clock = _choice(rig, "clock", "rig", ("wall", "press", "load_cell"), "wall")
+    link_timeout = _take(rig, "link_timeout", "rig", float, 5.0)
+    if not 0 < link_timeout <= 300:
+        raise RigFileError(f"rig.link_timeout: {link_timeout:g} s outside (0, 300]")
     _no_more(rig, "rig")
     press_raw = data.pop("press", None)
     topology = press_raw.get("topology", "controller") if isinstance(press_raw, dict) else ""
@@ -322,7 +326,7 @@ def parse_rig(data: dict, source: str = "") -> RigFile:
     _no_more(emulator, "emulator")
     emulator = {"speed": speed}
     _no_more(data, "rig file")
-    return RigFile(name, cell, press, load_cell, clock, cycler, source, emulator)
+    return RigFile(name, cell, press, load_cell, clock, cycler, source, emulator, link_timeout)
 
 
 def load_rig_file(path: str | Path) -> RigFile:

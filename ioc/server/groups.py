@@ -26,6 +26,7 @@ from .pvs import (
     RigPVGroup,
     choice,
     command,
+    counter,
     keyed_command,
     limits,
     publish,
@@ -310,6 +311,12 @@ class RigIOC(RigPVGroup):
     Status-RB                one-line state of the rig
     Msg-RB                   last refused put or interlock event, with the reason
     Interlock-RB             OK | Tripped (latched, MAJOR alarm)
+    Link-RB                  instruments only: OK | Silent (an instrument missed replies;
+                             its readbacks are INVALID, nothing else changes; MINOR) |
+                             Lost (the press or load cell silent for the rig file's
+                             link_timeout: press locked, cell at open circuit, a running
+                             protocol paused until the link is back, then it goes on; MAJOR)
+    MissedReplies-RB         scans in which an instrument did not answer, since the start
     InterlockReason-RB       why it tripped
     InterlockReset-Cmd       clear a trip whose condition is gone
     FaultType-SP, FaultSize-SP, InjectFault-Cmd: inject SoftShort (S), PressureSpike
@@ -366,6 +373,9 @@ class RigIOC(RigPVGroup):
         "Rig:Interlock-RB", ["OK", "Tripped"], "Latched interlock", read_only=True
     )
     interlock_reason_rb = text("Rig:InterlockReason-RB", "Why the interlock tripped")
+    link_rb = choice("Rig:Link-RB", ["OK", "Silent", "Lost"], "Instrument links",
+                     read_only=True)  # fmt: skip
+    missed_replies_rb = counter("Rig:MissedReplies-RB", "Scans with an instrument silent")
     interlock_reset_cmd = command("Rig:InterlockReset-Cmd", "Clear a trip whose condition is gone")
     hold_at_sp = setting(
         "Rig:HoldAt-SP", "s", 0.0, 1e12, "Hold the clock at this time (0 = none)", 3
@@ -815,6 +825,8 @@ class RigIOC(RigPVGroup):
         rig, press = self.backend, self.backend.press
         if rig.interlock:
             return f"TRIPPED: {rig.interlock}"
+        if rig.link == "Lost":
+            return "LINK LOST: press locked, cell at open circuit, protocol paused"
         if press.mode == Mode.PRESSURE:
             state = "settled" if press.settled else "ramping" if press.ramping else "moving"
             line = f"Pressure {press.target:g} MPa, {state}"
@@ -872,6 +884,13 @@ class RigIOC(RigPVGroup):
         if rig.interlock and rig.interlock != self._reported_trip:
             await self.report(f"interlock tripped: {rig.interlock}")
         self._reported_trip = rig.interlock
+        link = rig.link
+        if self.link_rb.value != link:
+            severity = {"OK": AlarmSeverity.NO_ALARM, "Silent": AlarmSeverity.MINOR_ALARM,
+                        "Lost": AlarmSeverity.MAJOR_ALARM}[link]  # fmt: skip
+            status = AlarmStatus.NO_ALARM if link == "OK" else AlarmStatus.COMM
+            await self.link_rb.write(link, status=status, severity=severity)
+        await publish(self.missed_replies_rb, rig.missed_replies)
         tripped = "Tripped" if rig.interlock else "OK"
         if self.interlock_rb.value != tripped:
             severity = AlarmSeverity.MAJOR_ALARM if rig.interlock else AlarmSeverity.NO_ALARM

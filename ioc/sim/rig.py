@@ -51,6 +51,7 @@ class Rig:
     the rig over its physics (a :class:`~ssb_ioc.backends.interface.RigBackend`)."""
 
     keeps_own_time = False  # the IOC advances the simulation at its speed factor
+    link = "OK"  # its instruments' links: a simulation always answers
 
     def __init__(self, params: RigParams, seed: int | None = None):
         self.params = params
@@ -87,6 +88,7 @@ class Rig:
         self.sequencer = Sequencer(self)  # the protocol, run on the instrument
         self.news: list[str] = []  # what the IOC should tell its clients (Rig:Msg-RB)
         self.hold_at: float | None = None  # the clock stops here (see hold_clock)
+        self.missed_replies = 0  # a simulation always answers
 
     # --- clock ----------------------------------------------------------------------
     @property

@@ -387,6 +387,26 @@ class Sequencer:
         self.state, self.reason = "Paused", why
         self._changed()
 
+    def suspend(self, why: str) -> bool:
+        """Pause a running sequence because the rig cannot keep its conditions (an
+        instrument that stopped answering): the cell goes to open circuit, the press is
+        to be locked by the caller. :meth:`resume` re-presses to the pressure it
+        regulated and runs the rest of the step. True if it was running (and so may go
+        on by itself once the rig can keep its conditions again); a sequence a client
+        paused stays paused, to re-press when it is resumed."""
+        if self.state not in ("Running", "Paused"):
+            return False
+        running, press = self.state == "Running", self.rig.press
+        if press.mode == Mode.PRESSURE:
+            self._held_pressure = press.target
+        if running:
+            self.pause(why)
+        if self.running is not None:
+            self.running.interruptions.append(f"at t = {self.rig.time:.1f} s: {why}")
+        self.reason = why if running else f"{self.reason}; then {why}"
+        self._changed()
+        return running
+
     def resume(self) -> None:
         """Run the rest of the interrupted step, then go on. A sequence held by a restart
         first brings the press back to the pressure it was regulating."""
@@ -394,12 +414,12 @@ class Sequencer:
             raise SequenceError(f"cannot resume: sequence is {self.state.lower()}")
         self._check_free()
         rig, run = self.rig, self.running
-        repress = self.state == "Held" and self._held_pressure is not None
+        repress = self._held_pressure is not None  # held by a restart or a lost link
         if repress:
             if rig.press.mode != Mode.PRESSURE:
                 rig.set_mode("pressure")
             rig.set_pressure(self._held_pressure)
-        self.state, self.reason = "Running", ""
+        self.state, self.reason, self._held_pressure = "Running", "", None
         if run is None:
             self._next()
             return
