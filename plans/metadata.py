@@ -26,8 +26,38 @@ CELL_FIELDS: dict[str, tuple[bool, type, str, float, float]] = {
 }
 
 
+# Text that reaches terminals (`ssb runs`), file names (exports) and other tools: its
+# longest length, and whether it may run over lines. Control characters never pass.
+TEXT_LIMITS = {"cell_id": (64, False), "chemistry": (200, False), "preset": (64, False),
+               "notes": (4000, True), "operator": (100, False)}  # fmt: skip
+
+
 class MetadataError(ValueError):
     """Run metadata that cannot be accepted; the message names the field."""
+
+
+def _text(name: str, value: Any) -> str:
+    """Printable text of a sane length; an identifier also names no path."""
+    field = name.rsplit(".", 1)[-1]
+    if not isinstance(value, str) or not value.strip():
+        raise MetadataError(f"{name}: expected a non-empty string, got {_short(value)}")
+    longest, lines = TEXT_LIMITS.get(field, (4000, True))
+    if len(value) > longest:
+        raise MetadataError(f"{name}: {len(value):,} characters; at most {longest}")
+    bad = next((c for c in value if not c.isprintable() and not (lines and c in "\n\t")), None)
+    if bad is not None:
+        raise MetadataError(f"{name}: {bad!r} at {value.index(bad) + 1} is not printable text")
+    if field == "cell_id" and (any(c in value for c in '/\\:*?"<>|') or value[0] in ". "):
+        raise MetadataError(
+            f'{name}: {value!r} names files (exports): none of / \\ : * ? " < > |, and '
+            "no . or space first"
+        )
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _number(name: str, value: Any, unit: str, low: float, high: float) -> float:
@@ -58,9 +88,7 @@ def validate_cell(cell: Any) -> dict[str, Any]:
             continue
         value = cell[field]
         if kind is str:
-            if not isinstance(value, str) or not value.strip():
-                raise MetadataError(f"{name}: expected a non-empty string, got {value!r}")
-            out[field] = value
+            out[field] = _text(name, value)
         elif kind is float:
             out[field] = _number(name, value, unit, low, high)
         else:  # layer thicknesses
@@ -97,9 +125,7 @@ def validate_run_metadata(md: Mapping[str, Any], *, partial: bool = False) -> No
     if ("purpose" in md or not partial) and md.get("purpose") not in PURPOSES:
         raise MetadataError(f"purpose: {md.get('purpose')!r} is not one of {PURPOSES}")
     if "operator" in md or not partial:
-        operator = md.get("operator")
-        if not isinstance(operator, str) or not operator.strip():
-            raise MetadataError(f"operator: expected a name, got {operator!r}")
+        _text("operator", md.get("operator"))
 
 
 def cell_metadata(cell: Mapping[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 TIME_UNITS = {
@@ -255,8 +256,17 @@ _TOKEN = re.compile(
       | (?P<number>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)
       | (?P<word>[A-Za-z]+(?:/[A-Za-z]+)?)
       | (?P<symbol>[<>():])""",
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,  # digits and letters as typed in ASCII; look-alikes are refused
 )
+
+
+def _unexpected(char: str) -> str:
+    """Name a character the language does not take; a look-alike (a fullwidth digit, a
+    Cyrillic letter) is named, since it looks right on screen."""
+    if char.isascii():
+        return f"unexpected {char!r}"
+    name = unicodedata.name(char, f"U+{ord(char):04X}")
+    return f"unexpected {char!r} ({name}): type it in plain ASCII"
 
 
 @dataclass
@@ -276,7 +286,7 @@ class _Cursor:
                 continue
             match = _TOKEN.match(text, pos)
             if match is None:
-                raise ProtocolError(line, offset + pos + 1, f"unexpected {text[pos]!r}")
+                raise ProtocolError(line, offset + pos + 1, _unexpected(text[pos]))
             self.tokens.append(_Token(match.lastgroup, match.group(), offset + pos + 1))
             pos = match.end()
         self.end_column = offset + len(text) + 1
@@ -433,9 +443,9 @@ def _step(cur: _Cursor, line: int) -> Step:
 def read_protocol(data: bytes | str) -> str:
     """Protocol text from a file's bytes: refuses binary or undecodable input, where it is."""
     if isinstance(data, str):
-        return data
+        return data.removeprefix("\ufeff")  # a byte-order mark (Notepad) is no text
     try:
-        text = data.decode("utf-8")
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
     except UnicodeDecodeError as ex:
         bad, why = ex.start, "not UTF-8"
     else:

@@ -185,3 +185,32 @@ def test_check_put_is_a_pure_function_with_the_reason_in_its_error():
         check_put("text", [b"hello"], S, max_length=4)
     with pytest.raises(PutRefused, match="expected text"):
         check_put("text", [1.0], D, max_length=4)
+
+
+C = ChannelType.CHAR
+
+
+@pytest.mark.parametrize(
+    ("data", "data_type", "reason"),
+    [
+        (np.frombuffer(b"abc", dtype=np.uint8), C, "table: not JSON"),
+        ([b"abc"], S, "table: not JSON"),
+        (np.zeros(0, dtype=np.uint8), C, "an empty put (no elements)"),
+        (np.frombuffer(b"[1,2]", dtype=np.uint8), C, "expected a JSON object with 'steps'"),
+        (
+            np.frombuffer(b'{"version": 1, "steps": "' + b"x" * 5000 + b'"}', dtype=np.uint8),
+            C,
+            "expected a non-empty list of steps",
+        ),
+    ],
+    ids=["abc", "abc-as-string", "empty", "a-list", "long"],
+)
+def test_a_refused_table_says_the_reason_first_and_echoes_little(ioc, data, data_type, reason):
+    messages = Messages(ioc)
+    name = f"{ioc.prefix}Seq:Table-SP"
+    ioc.pv("Seq:Table-SP").write(data, data_type=data_type, wait=False)
+    text = messages.next()
+    assert text.startswith(f"{name} refused: "), text
+    assert reason in text.split(" (the put: ")[0], text  # the reason before the echo
+    assert len(text) < len(name) + 250 and "np." not in text, text
+    assert ioc.enum("Seq:State-RB") == "Idle"

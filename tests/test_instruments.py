@@ -585,6 +585,29 @@ def test_check_reads_the_cycler_channel_and_names_a_wrong_one(tmp_path):
     assert "the BTS server refused the login (cycler.username, cycler.password)" in refused.stdout
 
 
+def test_check_names_a_missing_cell_file_and_a_step_folder_it_cannot_write(tmp_path):
+    import re
+
+    path = rig_file_on_free_ports(RIGS / "emulated.toml", tmp_path)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with EmulatorThread(load_rig_file(path), seed=1):  # the instruments answer
+        right = Path(path).read_text()
+        wrong = right.replace('cell = "si-nmc"', f'cell = "{tmp_path}/gone.toml"')
+        Path(path).write_text(re.sub(r"(?m)^step_dir = .*$", f'step_dir = "{blocked}/steps"',
+                                     wrong))  # fmt: skip
+        found = run_cli("ssb_ioc.cli", "--rig", path, "--check")
+        Path(path).write_text(right)
+        fine = run_cli("ssb_ioc.cli", "--rig", path, "--check")
+    assert found.returncode == 1
+    assert f"rig.cell: cell file refused: cannot read cell file {tmp_path}/gone.toml" in (
+        found.stdout
+    )
+    assert f"cycler.step_dir: cannot write step files in {blocked}" in found.stdout
+    assert fine.returncode == 0, fine.stdout
+    assert re.search(r"(?m)^cycler +step_dir .* writable +ok$", fine.stdout), fine.stdout
+
+
 def test_what_only_the_simulation_can_do_is_refused_on_instruments(tmp_path, ca_context):
     """Speed, fault injection and a tare of a controller's own load cell: each refused
     with the reason, nothing changed."""

@@ -137,3 +137,20 @@ def test_the_devices_run_on_caprotos_client_unless_the_user_chooses():
         done = subprocess.run([sys.executable, "-c", probe], env=run_env, capture_output=True,
                               text=True, timeout=60)  # fmt: skip
         assert done.stdout.strip() == expected, done.stderr
+
+
+def test_caprotos_server_still_cannot_take_text_as_dbr_string_into_a_char_pv():
+    """ssb_ioc.server.wire.as_char_array works around this; when caproto converts a
+    DBR_STRING put to a long-string PV itself, this fails and the workaround can go."""
+    import asyncio
+
+    from caproto import ChannelChar, ChannelType
+    from caproto._utils import CaprotoConversionError
+
+    async def put():
+        await ChannelChar(value="x", max_length=100).write_from_dbr(
+            [b"abc"], ChannelType.STRING, None
+        )
+
+    with pytest.raises(CaprotoConversionError):
+        asyncio.run(put())

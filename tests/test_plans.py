@@ -102,6 +102,12 @@ def test_bad_arguments_are_refused_before_any_message(fake_rig, plan, match):
         ({"capacity_mAh": None}, r"cell\.capacity_mAh: missing"),
         ({"colour": "blue"}, r"cell\.colour: unknown field"),
         ({"cell_id": ""}, r"cell\.cell_id: expected a non-empty string"),
+        ({"cell_id": "../../etc/x"}, r"cell\.cell_id: '\.\./\.\./etc/x' names files"),
+        ({"cell_id": "A1\x1b[2J"}, r"cell\.cell_id: '\\x1b' at 3 is not printable"),
+        ({"cell_id": "A1\nB2"}, r"cell\.cell_id: '\\n' at 3 is not printable"),
+        ({"cell_id": "A" * 10_000}, r"cell\.cell_id: 10,000 characters; at most 64"),
+        ({"chemistry": "NMC\rLPSCl"}, r"cell\.chemistry: '\\r' at 4 is not printable"),
+        ({"notes": "x" * 5000}, r"cell\.notes: 5,000 characters; at most 4000"),
     ],
 )
 def test_bad_cell_descriptions_name_the_field(fake_rig, change, match):
@@ -112,6 +118,12 @@ def test_bad_cell_descriptions_name_the_field(fake_rig, change, match):
     plan = set_pressure(fake_rig, 50.0, md={**GOOD_MD, "cell": cell, "cell_id": "A1"})
     with pytest.raises(MetadataError, match=match):
         next(plan)  # refused before the first message: nothing moves
+
+
+def test_printable_identifiers_pass_and_notes_may_run_over_lines():
+    validate_cell({**CELL, "cell_id": "Zelle-ü #3 (B)", "notes": "line one\nline\ttwo"})
+    with pytest.raises(MetadataError, match=r"operator: '\\x1b' at 4 is not printable"):
+        validate_run_metadata({**GOOD_MD, "operator": "ada\x1b]0;owned\a"})
 
 
 def test_run_metadata_needs_cell_purpose_operator():

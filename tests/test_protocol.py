@@ -1,6 +1,7 @@
 """The protocol language: PyBaMM forms, pressure/impedance/repeat steps, round trips,
 errors with positions, limits and summaries."""
 
+import re
 import textwrap
 
 import pytest
@@ -229,3 +230,28 @@ def test_summary_counts_steps_cycles_duration_and_data():
 def test_pybamm_step_strings_parse_as_pybamm_reads_them(pybamm, ours):
     assert parse(pybamm) == parse(ours)
     assert parse(str(parse(pybamm))) == parse(pybamm)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "Rest for \uff11 hour",
+            "unexpected '\uff11' (FULLWIDTH DIGIT ONE): type it in plain ASCII",
+        ),
+        ("Charge at \u0421/5 for 1 hour", "(CYRILLIC CAPITAL LETTER ES): type it in plain ASCII"),
+        ("Rest for 1 h\u043eur", "(CYRILLIC SMALL LETTER O)"),
+    ],
+)
+def test_look_alike_characters_are_refused_by_name(text, says):
+    """A fullwidth digit and a Cyrillic letter look right on screen: both are refused the
+    same way, naming the character."""
+    with pytest.raises(ProtocolError, match=re.escape(says)):
+        parse(text)
+
+
+def test_a_byte_order_mark_is_no_text():
+    """Notepad starts UTF-8 files with a byte-order mark."""
+    for data in (b"\xef\xbb\xbfRest for 1 hour\n", "\ufeffRest for 1 hour\n"):
+        (step,) = parse(data).steps
+        assert step.duration == 3600.0

@@ -168,3 +168,55 @@ def test_a_restart_holds_the_sequence_and_resume_re_presses_and_goes_on(rig):
     assert done[1]["duration"] == pytest.approx(1000.0, abs=2.0)
     assert "IOC restarted" in done[1]["interruptions"]
     assert "pressure back" in done[1]["interruptions"]
+
+
+def test_a_termination_at_a_safety_limit_is_refused_before_anything_runs(rig):
+    """``Charge ... until 4.5 V`` with 4.5 V the safety limit would trip, not end, the step."""
+    limits = rig.cycler.limits
+    for volts in (limits.v_max, limits.v_max + 0.1, limits.v_min):
+        step = {"do": "cycler", "text": "Charge", "step": {"kind": "cc", "current": 1e-3,
+                "terminations": [["voltage", volts, "Auto"]]}}  # fmt: skip
+        with pytest.raises(SequenceError, match=rf"until {volts:g} V: the safety limits"):
+            rig.sequencer.load(table(step))
+        assert rig.sequencer.table is None and rig.sequencer.state == "Idle"
+    inside = {"do": "cycler", "text": "Charge", "step": {"kind": "cc", "current": 1e-3,
+              "terminations": [["voltage", limits.v_max - 0.05, "Auto"]]}}  # fmt: skip
+    rig.sequencer.load(table(inside))
+
+
+def test_a_restart_on_instruments_does_not_claim_the_press_is_off(rig):
+    """Instruments are taken over as found (a controller regulates on): the held
+    sequence's reason says so, not "press Off"."""
+    seq = rig.sequencer
+    seq.load(table({"do": "pressure", "action": "set", "pressure": 30.0}, cc(CAPACITY_A, 1000)))
+    seq.start()
+    rig.advance(300)
+    saved = json.loads(json.dumps(seq.snapshot()))
+    restarted = Rig(load_cell_file("si-nmc"), seed=2)
+    restarted.keeps_own_time = True  # as a HardwareRig
+    restarted.sequencer.restore(saved)
+    reason = restarted.sequencer.reason
+    assert "press Off" not in reason and "the press as the IOC found it" in reason
+    assert "re-press to 30 MPa" in reason
+
+
+def test_a_suspended_sequence_re_presses_and_runs_the_rest_of_its_step(rig):
+    """What a lost link does (HardwareRig): pause with the pressure it regulated; resume
+    goes back to it before the rest of the step, which is not run again."""
+    seq = rig.sequencer
+    seq.load(table({"do": "pressure", "action": "set", "pressure": 30.0}, cc(CAPACITY_A, 1000)))
+    seq.start()
+    rig.advance(300)
+    assert seq.running.index == 2 and rig.cycler.running
+    assert seq.suspend("communication lost for 5 s: press") is True
+    assert seq.state == "Paused" and "communication lost" in seq.reason
+    assert not rig.cycler.running  # open circuit
+    rig.set_mode("gap")  # what the rig does with a silent press
+    rig.advance(100)
+    seq.resume()
+    assert rig.press.mode.name == "PRESSURE" and rig.press.target == pytest.approx(30.0)
+    run_to_end(rig)
+    done = list(seq.results)
+    assert done[1]["duration"] == pytest.approx(1000.0, abs=2.0)
+    assert "communication lost" in done[1]["interruptions"]
+    assert seq.suspend("again") is False  # nothing running: nothing to suspend

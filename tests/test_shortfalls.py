@@ -241,7 +241,7 @@ def test_a_run_that_lost_data_says_so_in_the_catalog_and_in_ssb_runs_and_show(tm
                             context_managers=[])  # fmt: skip
     try:
         session.describe_experiment(
-            cell={"cell_id": "LOSS\x1b[31m-1", "chemistry": "NMC811 | LPSCl | Si",
+            cell={"cell_id": "LOSS-1", "chemistry": "NMC811 | LPSCl | Si",
                   "area_cm2": 0.785, "capacity_mAh": 2.0,
                   "layers_um": {"cathode": 60, "separator": 500, "anode": 40}},
             purpose="failure mechanism", operator="tester",

@@ -119,3 +119,28 @@ def test_a_catalog_server_gone_stops_the_acquisition_never_the_protocol(ca_conte
     finally:
         server.stop()
         ioc.stop()
+
+
+def test_a_killed_ioc_is_said_in_one_line_without_tracebacks(ca_context, tmp_path):
+    """The acquisition's other trouble: the instrument's IOC dies. `ssb run` ends the run
+    as failed and says so once, asking whether the IOC runs (it cannot tell a broken link
+    from a dead IOC), with no traceback."""
+    ioc = start_ioc(ca_context, speed=300.0)
+    env = {**os.environ, **CA_ENV, "XDG_DATA_HOME": str(tmp_path / "home")}
+    (tmp_path / "cell.toml").write_text(CELL)
+    (tmp_path / "p.txt").write_text(PROTOCOL)
+    try:
+        run = ssb("run", str(tmp_path / "p.txt"), "--prefix", ioc.prefix, "--cell",
+                  str(tmp_path / "cell.toml"), "--catalog", str(tmp_path / "catalog"),
+                  env=env)  # fmt: skip
+        ioc.wait_for(lambda: ioc.get("Seq:Step-RB") == 2, 60, "the charge")
+        ioc.process.kill()
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 1 and "Traceback" not in err, err
+        said = [line for line in err.splitlines() if line.startswith("ssb run: ")]
+        assert len(said) == 1 and "is the IOC running?" in said[0], err
+        stored = open_catalog(tmp_path / "catalog")
+        assert stored[-1].stop["exit_status"] == "fail"
+        stored.context.close()
+    finally:
+        ioc.stop()

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
+from ..sim.params import CellFileError, load_cell_file
 from .bts import BtsClient, Channel
 from .link import CommError
 from .modbus import ModbusInstrument
@@ -134,6 +137,32 @@ async def check_cycler(config: BtsCycler) -> list[Line]:
     return lines
 
 
+def check_files(rig: RigFile) -> list[Line]:
+    """What the IOC needs on this host besides the instruments: the cell file (area and
+    limits) and, for a BTS channel, a step-file folder it can write."""
+    try:
+        load_cell_file(rig.cell)
+        problem = ""
+    except CellFileError as ex:
+        problem = f"cell file refused: {ex}"
+    shown = "" if problem else "found"
+    lines = [Line("rig", "cell", rig.cell, "file", math.nan, math.nan, "", problem, shown)]
+    if rig.cycler is not None:
+        folder = Path(rig.cycler.step_dir)
+        where = next(p for p in (folder, *folder.parents) if p.exists())  # the IOC makes
+        try:  # the rest; a file written and removed says that it can write there
+            if not where.is_dir():
+                raise NotADirectoryError(0, "not a folder")
+            with tempfile.NamedTemporaryFile(dir=where, prefix=".ssb-check-"):
+                problem = ""
+        except OSError as ex:
+            problem = f"cannot write step files in {where}: {ex.strerror or ex}"
+        shown = "" if problem else "writable"
+        lines.append(Line("cycler", "step_dir", str(folder), "folder", math.nan, math.nan,
+                          "", problem, shown))  # fmt: skip
+    return lines
+
+
 async def check_rig(rig: RigFile) -> list[Line]:
     checks = [check_device(d) for d in rig.devices]
     if rig.cycler is not None:
@@ -165,7 +194,7 @@ def table(lines: list[Line]) -> str:
 
 def run_check(rig: RigFile) -> tuple[str, bool]:
     """The commissioning table and whether everything answered plausibly."""
-    lines = asyncio.run(check_rig(rig))
+    lines = check_files(rig) + asyncio.run(check_rig(rig))
     where = [f"{d.role} at {d.address} (unit {d.unit})" for d in rig.devices]
     if rig.cycler is not None:
         where.append(f"cycler at {rig.cycler.address} (channel {rig.cycler.channel})")

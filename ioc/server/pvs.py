@@ -17,7 +17,7 @@ from caproto import AccessRights, AlarmSeverity, AlarmStatus, ChannelType, SkipW
 from caproto.server import PVGroup, pvproperty
 
 from .access import AccessRules
-from .wire import check_put, shown
+from .wire import as_char_array, check_put, shown
 
 
 class _Guarded:
@@ -34,7 +34,9 @@ class _Guarded:
         if AccessRights.WRITE not in self.check_access(hostname, username):
             who = f"{username}@{hostname}"
             why = "read-only PV" if self.read_only else f"no write access for {who}"
-            await self.group.root.report(f"{self.pvname} refused {shown(data, data_type)}: {why}")
+            await self.group.root.report(
+                f"{self.pvname} refused: {why} (the put: {_cut(shown(data, data_type))})"
+            )
         return await super().auth_write(hostname, username, data, data_type, metadata, **kwargs)
 
     def check_access(self, hostname, username):
@@ -71,6 +73,8 @@ class _Guarded:
                 enum_strings=getattr(self, "enum_strings", ()),
                 max_length=self.max_length,
             )
+            if self.kind == "text":
+                data, data_type = as_char_array(data, data_type)
             return await super().write_from_dbr(data, data_type, metadata, flags=flags)
         except SkipWrite:
             raise
@@ -99,7 +103,7 @@ class _Guarded:
         """Say why a put was refused (once) and raise the PV's WRITE alarm."""
         if not getattr(ex, "reported", False):
             ex.reported = True
-            await self.group.root.report(f"{self.pvname} refused {value}: {ex}")
+            await self.group.root.report(f"{self.pvname} refused: {ex} (the put: {_cut(value)})")
         await self.alarm.write(status=AlarmStatus.WRITE, severity=AlarmSeverity.MAJOR_ALARM)
 
     async def accepted(self) -> None:
@@ -108,6 +112,12 @@ class _Guarded:
             self.group.root.setting_changed(self.pvname)
         if self.alarm.status == AlarmStatus.WRITE:
             await self.alarm.write(status=AlarmStatus.NO_ALARM, severity=AlarmSeverity.NO_ALARM)
+
+
+def _cut(value, limit: int = 60) -> str:
+    """A put's value for a message: the reason comes first, the echo stays short."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _guarded(kind: str, base: type) -> type:

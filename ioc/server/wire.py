@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 from caproto import ChannelType, native_type
 
 PLAIN_TYPES = (
@@ -84,6 +85,8 @@ def check_put(
     if kind == "text":
         if native not in (ChannelType.STRING, ChannelType.CHAR):
             raise PutRefused(f"expected text, got {native.name}")
+        if not values:  # caproto cannot convert zero elements (a ValueError deep inside)
+            raise PutRefused("an empty put (no elements): send the text, or one NUL to clear")
         size = len(values[0]) if native == ChannelType.STRING and values else len(values)
         if size > max_length:
             raise PutRefused(f"text of {size} characters is longer than {max_length}")
@@ -127,3 +130,14 @@ def _check_enum(value, native: ChannelType, choices: Sequence[str]) -> None:
         raise PutRefused(f"expected a state name or index, got {native.name}")
     if not math.isfinite(index) or not index.is_integer() or not 0 <= index < len(choices):
         raise PutRefused(f"{index:g} is not a state index ({names})")
+
+
+def as_char_array(data, data_type: ChannelType):
+    """A DBR_STRING put to a long-string (CHAR array) PV, as the CHAR put caproto can
+    take: its server refuses the conversion with an empty CaprotoConversionError, and
+    ``caput`` without ``-S`` sends text so. Other puts pass unchanged."""
+    if native_type(data_type) != ChannelType.STRING:
+        return data, data_type
+    (text,) = list(_decoded(data, data_type))[:1] or [""]
+    raw = text.encode("latin-1") or b"\0"
+    return np.frombuffer(raw, dtype=np.uint8), ChannelType.CHAR

@@ -287,6 +287,13 @@ class Cycler:
             raise CyclerError("a step takes at most three terminations")
         if not math.isfinite(step.current) or abs(step.current) > lim.i_max:
             raise CyclerError(f"current {step.current:g} A outside +-{lim.i_max:g} A")
+        for term in step.terminations:  # at a safety limit the trip would come first
+            if term.limit == Limit.VOLTAGE and not lim.v_min < term.value < lim.v_max:
+                raise CyclerError(
+                    f"until {term.value:g} V: the safety limits are {lim.v_min:g} and "
+                    f"{lim.v_max:g} V, which trip the step and end the protocol; end it "
+                    "inside them"
+                )
         if step.kind in (StepKind.CV, StepKind.CCCV):
             v = step.voltage
             if v is None or not math.isfinite(v) or not lim.v_min <= v <= lim.v_max:

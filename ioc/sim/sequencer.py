@@ -656,9 +656,13 @@ class Sequencer:
         self.running = run
         self._held_pressure = saved.get("pressure")
         self.state = "Held"
+        press = (  # instruments are taken over as found (a controller regulates on)
+            "the press as the IOC found it" if self.rig.keeps_own_time else "press Off"
+        )
+        again = f" to {self._held_pressure:g} MPa" if self._held_pressure else ""
         self.reason = (
-            f"IOC restarted during step {index}: press Off, cell at open circuit; "
-            "resume to re-press and go on"
+            f"IOC restarted during step {index}: {press}, cell at open circuit; resume "
+            f"to re-press{again} and go on"
         )
         self._changed()
         return f"sequence held at step {index} of {table.total}"
