@@ -89,6 +89,14 @@ class Chaos:
                   timeout, "steps")  # fmt: skip
 
 
+def runs_in(catalog: Path) -> int:
+    stored = open_catalog(catalog)
+    try:
+        return len(stored)
+    finally:
+        stored.context.close()
+
+
 def one_line(process: subprocess.Popen, timeout: float) -> tuple[int, str]:
     out, err = process.communicate(timeout=timeout)
     lines = (out + err).splitlines()
@@ -155,9 +163,10 @@ def chaos(c: Chaos, days: float, speed: float) -> int:
     filler.unlink()
     c.say("   disk freed")
 
-    c.say("5. ssb attach takes it up; killed with SIGKILL two steps later")
+    c.say("5. ssb attach takes it up; killed with SIGKILL a step after its run opened")
     attach = c.ssb("attach")
-    c.step_later(2)
+    c.wait(lambda: runs_in(c.catalog) == 2, 120, "the continuation's run")
+    c.step_later(1)
     attach.send_signal(signal.SIGKILL)
     attach.wait()
     c.say(f"   killed; protocol {c.state()}")
@@ -168,15 +177,19 @@ def chaos(c: Chaos, days: float, speed: float) -> int:
     return verdict(c)
 
 
+def column(chain: list, stream: str, field: str) -> np.ndarray:
+    """One field of a stream across a chain of runs (a run killed early may hold none)."""
+    parts = [run[stream].read() for run in chain if stream in run]
+    return np.concatenate([p[field].values for p in parts if field in p]).astype(int)
+
+
 def verdict(c: Chaos) -> int:
     stored = open_catalog(c.catalog)
     chain = chain_of(stored, stored[-1])
-    parts = [run["samples"].read() for run in chain if "samples" in run]
-    seq = np.concatenate([p["seq"].values for p in parts]).astype(int)
-    sampled_steps = np.concatenate([p["step"].values for p in parts]).astype(int)
-    steps = [r["steps"].read() for r in chain if "steps" in r]
+    seq = column(chain, "samples", "seq")
+    sampled_steps = column(chain, "samples", "step")
     total = int(c.ioc.get("Seq:Steps-RB"))
-    done = sorted({int(v) for s in steps for v in s["step_step"].values})
+    done = sorted(set(column(chain, "steps", "step_step").tolist()))
     twice = len(seq) - len(set(seq.tolist()))
     missing = int(seq.max() - seq.min() + 1) - len(set(seq.tolist()))
     ok = (c.state() == "Done" and twice == 0 and missing == 0
