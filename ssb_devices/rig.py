@@ -169,6 +169,8 @@ class Rig(Device):
     status_text = Cpt(EpicsSignalRO, "Rig:Status-RB", string=True, kind=Kind.omitted)
     message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted)
     interlock_reason = Cpt(EpicsSignalRO, "Rig:InterlockReason-RB", string=True, kind=Kind.omitted)
+    link = Cpt(EpicsSignalRO, "Rig:Link-RB", string=True, kind=Kind.omitted)  # OK/Silent/Lost
+    missed_replies = Cpt(EpicsSignalRO, "Rig:MissedReplies-RB", kind=Kind.omitted)
     interlock_reset_cmd = Cpt(
         EpicsSignal, "Rig:InterlockReset-Cmd", kind=Kind.omitted, put_complete=True
     )

@@ -290,6 +290,13 @@ def lost_link(ioc, emulator, role, stale, unmeasured, controller):
     assert ioc.text("Rig:Status-RB").startswith("LINK LOST")
     assert severity(ioc, "Rig:Link-RB")[:2] == (AlarmSeverity.MAJOR_ALARM, AlarmStatus.COMM)
     assert ioc.get("Rig:MissedReplies-RB") >= 2
+    from conftest import connected_rig
+
+    rig = connected_rig(ioc.prefix)  # the same through the ophyd device
+    try:
+        assert rig.link.get() == "Lost" and rig.missed_replies.get() >= 2
+    finally:
+        rig.destroy()
     if not controller and role == "load_cell":  # the drive is told to hold still
         ioc.wait_for(lambda: emulator.call(lambda: sim.press.pid.command) == 0, 5, "a stop")
     # refused while the link is down, saying why
