@@ -226,7 +226,8 @@ def test_event_pvs_configure_detection_and_report_the_newest():
     assert len(ioc.events.buf.rows_rb.value) == 6
     assert ioc.load_cell.fast.next_seq_rb.value == 4 + 1000  # 4 cell steps, then 1 s at 1 kHz
     assert rig.event_window == 2.0
-    assert "Evt:Window-SP refused -2.0" in ioc.msg_rb.value
+    assert "Evt:Window-SP refused: " in ioc.msg_rb.value
+    assert ioc.msg_rb.value.endswith("(the put: -2.0)")
 
 
 def test_a_step_stopped_and_restarted_between_two_cell_steps_is_no_event():
