@@ -220,3 +220,23 @@ def test_a_suspended_sequence_re_presses_and_runs_the_rest_of_its_step(rig):
     assert done[1]["duration"] == pytest.approx(1000.0, abs=2.0)
     assert "communication lost" in done[1]["interruptions"]
     assert seq.suspend("again") is False  # nothing running: nothing to suspend
+
+
+def test_a_new_table_forgets_the_pressure_an_old_one_was_held_at(rig):
+    """A sequence restored as held, then aborted: the next table's resume after a
+    client's pause does not re-press to the old pressure."""
+    seq = rig.sequencer
+    seq.load(table({"do": "pressure", "action": "set", "pressure": 40.0}, cc(CAPACITY_A, 1000)))
+    seq.start()
+    rig.advance(300)
+    saved = json.loads(json.dumps(seq.snapshot()))
+    restarted = Rig(load_cell_file("si-nmc"), seed=2)
+    restarted.tare()
+    restarted.sequencer.restore(saved)
+    restarted.sequencer.abort()
+    restarted.sequencer.load(table(rest(1000)))
+    restarted.sequencer.start()
+    restarted.advance(10)
+    restarted.sequencer.pause()
+    restarted.sequencer.resume()
+    assert restarted.press.mode.name == "OFF"  # nothing re-pressed

@@ -338,6 +338,7 @@ class Sequencer:
         self.client, self.since = client, time.time()
         self.table, self.state, self.reason = table, "Idle", ""
         self.running, self._steps = None, None
+        self._held_pressure = None  # a past sequence's pressure is not this one's
         self.completed = 0
         self.results.clear()
         self._changed()
