@@ -184,17 +184,23 @@ def test_a_termination_at_a_safety_limit_is_refused_before_anything_runs(rig):
     rig.sequencer.load(table(inside))
 
 
+def snapshot_mid_charge(rig, pressure: float) -> dict:
+    """The saved state of a sequence pressed to ``pressure`` and charging, as autosave
+    keeps it (through JSON)."""
+    seq = rig.sequencer
+    seq.load(table({"do": "pressure", "action": "set", "pressure": pressure},
+                   cc(CAPACITY_A, 1000)))  # fmt: skip
+    seq.start()
+    rig.advance(300)
+    return json.loads(json.dumps(seq.snapshot()))
+
+
 def test_a_restart_on_instruments_does_not_claim_the_press_is_off(rig):
     """Instruments are taken over as found (a controller regulates on): the held
     sequence's reason says so, not "press Off"."""
-    seq = rig.sequencer
-    seq.load(table({"do": "pressure", "action": "set", "pressure": 30.0}, cc(CAPACITY_A, 1000)))
-    seq.start()
-    rig.advance(300)
-    saved = json.loads(json.dumps(seq.snapshot()))
     restarted = Rig(load_cell_file("si-nmc"), seed=2)
     restarted.keeps_own_time = True  # as a HardwareRig
-    restarted.sequencer.restore(saved)
+    restarted.sequencer.restore(snapshot_mid_charge(rig, 30.0))
     reason = restarted.sequencer.reason
     assert "press Off" not in reason and "the press as the IOC found it" in reason
     assert "re-press to 30 MPa" in reason
@@ -225,14 +231,9 @@ def test_a_suspended_sequence_re_presses_and_runs_the_rest_of_its_step(rig):
 def test_a_new_table_forgets_the_pressure_an_old_one_was_held_at(rig):
     """A sequence restored as held, then aborted: the next table's resume after a
     client's pause does not re-press to the old pressure."""
-    seq = rig.sequencer
-    seq.load(table({"do": "pressure", "action": "set", "pressure": 40.0}, cc(CAPACITY_A, 1000)))
-    seq.start()
-    rig.advance(300)
-    saved = json.loads(json.dumps(seq.snapshot()))
     restarted = Rig(load_cell_file("si-nmc"), seed=2)
     restarted.tare()
-    restarted.sequencer.restore(saved)
+    restarted.sequencer.restore(snapshot_mid_charge(rig, 40.0))
     restarted.sequencer.abort()
     restarted.sequencer.load(table(rest(1000)))
     restarted.sequencer.start()
