@@ -25,6 +25,7 @@ from typing import Any
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import DeviceStatus
+from ophyd.utils import DisconnectedError
 
 from .press import RigDisconnected
 
@@ -53,7 +54,10 @@ class SequenceStatus(DeviceStatus):
     def progress(self) -> None:
         """Tell the watchers (progress bars) how many steps are done."""
         device = self.device
-        done, total = device.completed.get(), device.steps.get()
+        try:
+            done, total = device.completed.get(), device.steps.get()
+        except (TimeoutError, DisconnectedError):
+            return  # the IOC went away: the connection callback fails this status
         if not self.done and total:
             for watcher in list(self._watchers):
                 watcher(name="protocol", current=done, initial=0, target=total, unit="steps")
