@@ -18,7 +18,7 @@ def _page(index: int, max_length: int, doc: str, method: str):
     async def get(group, instance):
         return getattr(group.parent, method)(index)
 
-    pv = array(page_name(index), "mixed", f"{doc}: page PV {index}", max_length)
+    pv = array(page_name(index), "mixed", f"{doc}, one page (ssb_contract.paging)", max_length)
     return pv.getter(get)
 
 
@@ -38,7 +38,7 @@ def _text_page(index: int, max_length: int, doc: str, method: str):
     async def get(group, instance):
         return getattr(group.parent, method)(index, max_length)
 
-    pv = text(page_name(index), f"{doc}: page PV {index}", max_length=max_length)
+    pv = text(page_name(index), f"{doc}, one page (ssb_contract.paging)", max_length=max_length)
     return pv.getter(get)
 
 
