@@ -6,7 +6,8 @@
 
 Reproduces a report: ten clients monitoring every PV (the three 140,000-element
 ``Rows-RB`` arrays among them, since replaced by page PVs) grew the IOC from 85 to
-298 MB over six rounds, never released; caproto's server keeps a backlog of updates per subscription.
+298 MB over six rounds, never released; caproto's server keeps a backlog of updates
+per subscription.
 
 An ``ssb-ioc`` subprocess (speed 5000, loopback, random prefix) charges the cell at 1 mA
 with a sample logged every second of test time and full-rate load-cell sampling on, so
