@@ -24,6 +24,16 @@ CA_ENV = loopback_ca_env(free_port_pair())
 os.environ.update(CA_ENV)  # before any caproto client context exists
 
 
+# The longest files, started first: with -n a worker never runs one of them alone at the
+# end while the other waits (test_readme alone takes 5-8 minutes).
+SLOW_FIRST = ("test_readme.py", "test_storage.py", "test_lab.py", "test_attach.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: rest in order
+
+
 GONE: set[str] = set()  # prefixes of the IOCs stopped so far in this session
 CONTEXTS: list = []  # the tests' client contexts
 
