@@ -5,17 +5,18 @@
         [--figure docs/figures/monitor_memory.png]
 
 Reproduces a report: ten clients monitoring every PV (the three 140,000-element
-``Rows-RB`` arrays among them) grew the IOC from 85 to 298 MB over six rounds, never
-released; caproto's server keeps a backlog of updates per subscription.
+``Rows-RB`` arrays among them, since replaced by page PVs) grew the IOC from 85 to
+298 MB over six rounds, never released; caproto's server keeps a backlog of updates
+per subscription.
 
 An ``ssb-ioc`` subprocess (speed 5000, loopback, random prefix) charges the cell at 1 mA
 with a sample logged every second of test time and full-rate load-cell sampling on, so
 the bulk buffers fill. ``--clients`` subprocesses (this script with ``--client``), each
 with its own caproto threading client context, subscribe to every PV the IOC serves and
 count the updates their callbacks handle. A writer in this process drives the traffic of
-the acquiring process: put cycles of ``Cyc:Buf:ReadFrom-SP``, ``Evt:Buf:ReadFrom-SP`` and
-``LC:Fast:ReadFrom-SP`` (0: as many rows as held), each put waiting for its completion,
-so every put posts the bulk arrays to every client. A round is ``--cycles`` (50) such put
+the acquiring process: read cycles of ``Cyc:Buf:Page0-RB``, ``Evt:Buf:Page0-RB`` and
+``LC:Fast:Page0-RB`` (the pages that fill first; each read fills its page PV), so every
+read posts the bulk arrays to every client. A round is ``--cycles`` (50) such read
 cycles or ``--round-seconds`` of them, one every ``--period`` s (0: back to back).
 
 Rows of the table: the IOC's resident set size (RSS, psutil) before the clients connect,
@@ -63,7 +64,7 @@ import time
 
 from ssb_ioc.launch import IOCProcess, free_port_pair, loopback_ca_env, random_prefix
 
-BUFFER_PUTS = ("Cyc:Buf:ReadFrom-SP", "Evt:Buf:ReadFrom-SP", "LC:Fast:ReadFrom-SP")
+BUFFER_PAGES = ("Cyc:Buf:Page0-RB", "Evt:Buf:Page0-RB", "LC:Fast:Page0-RB")
 MARKER_PV = "Cyc:Cycle-SP"  # a setting without effect until a cycler step starts
 MARKER = 7.0
 REPLY_TIMEOUT = 30.0  # s for a client to answer a report request
@@ -407,6 +408,11 @@ def main() -> None:
             data_type = ChannelType.STRING if isinstance(value, str) else None
             pv.write([value], wait=True, timeout=timeout, data_type=data_type)
 
+        def read(name: str, timeout: float = 60.0):
+            pv = pvs[prefix + name]
+            pv.wait_for_connection(timeout=10)
+            pv.read(timeout=timeout)
+
         def ioc_alive() -> bool:
             if ioc.process.poll() is None:
                 return True
@@ -468,16 +474,16 @@ def main() -> None:
                     time.monotonic() < end if args.round_seconds else cycles < args.cycles
                 ):
                     started = time.monotonic()
-                    for name in BUFFER_PUTS:
-                        put(name, 0.0)
+                    for name in BUFFER_PAGES:
+                        read(name)
                     cycles += 1
                     pause = args.period - (time.monotonic() - started)
                     if pause > 0:
                         time.sleep(pause)
-            except Exception as ex:  # a put timed out or failed: is the IOC still there?
+            except Exception as ex:  # a read timed out or failed: is the IOC still there?
                 if ioc_alive():
                     raise
-                notes.append(f"round {k}: put failed ({type(ex).__name__})")
+                notes.append(f"round {k}: read failed ({type(ex).__name__})")
             rounds.append((round_start, time.monotonic() - t0))
             row(f"round {k}", cycles)
             if not ioc_alive():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from caproto import ChannelDouble, ChannelEnum, ChannelInteger
 
+from ssb_contract.paging import PAGES, page_name
 from ssb_ioc.server import RigIOC
 from ssb_ioc.sim import Rig, load_cell_file
 
@@ -38,7 +39,13 @@ def row(name: str, pv) -> str:
 def table() -> str:
     ioc = RigIOC(prefix="SSB:", backend=Rig(load_cell_file("si-nmc")))
     asyncio.run(ioc.configure())
-    return HEADER + "\n".join(row(name, pv) for name, pv in ioc.pvdb.items()) + "\n"
+    rows = []
+    for name, pv in ioc.pvdb.items():
+        if re.search(r"Page[1-9][0-9]*-RB$", name):
+            continue  # a ring's pages are alike: one row for them all
+        pages = f"{name} .. {name.replace('Page0-RB', page_name(PAGES - 1))}"
+        rows.append(row(pages if name.endswith("Page0-RB") else name, pv))
+    return HEADER + "\n".join(rows) + "\n"
 
 
 def main() -> None:

@@ -404,11 +404,10 @@ def record_steps(
 
 
 def read_results(rig: Rig, first: int) -> MsgGenerator[list[dict[str, Any]]]:
-    """The step records from completion number ``first`` on (one bulk read)."""
-    yield from bps.mv(rig.sequencer.results_from, first)
-    reading = yield from bps.read(rig.sequencer.results)
-    text = reading[rig.sequencer.results.name]["value"] if reading else ""
-    return json.loads(text) if text else []
+    """The step records from completion number ``first`` on (page reads, which change
+    nothing on the instrument: other clients read the same records meanwhile)."""
+    yield from bps.null()
+    return rig.sequencer.read_results(first)
 
 
 def follow_sequence(

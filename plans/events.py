@@ -33,8 +33,8 @@ import numpy as np
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from ssb_contract.records import EVENT_UNITS
 from ssb_devices import EVENT_KINDS, Rig
-from ssb_devices.events import EVENT_UNITS
 
 from .results import ResultStream
 

@@ -9,6 +9,8 @@ Every device is built from the rig's PV prefix (``SSB:`` by default)::
     rig.press.set(100).wait()
 """
 
+from ssb_contract.records import EVENT_KINDS
+
 from .connection import disconnect, disconnect_at_exit  # first: it picks ophyd's client
 from .cycler import (
     Cycler,
@@ -20,7 +22,7 @@ from .cycler import (
     Termination,
 )
 from .diffraction import DetectorFailed, DiffractionDetector
-from .events import EVENT_KINDS, EventDetection, EventLog, FastLog, FaultInjector
+from .events import EventDetection, EventLog, FastLog, FaultInjector
 from .press import MODES, Press, PressureRejected, RigDisconnected
 from .rig import ExperimentClock, LoadCell, Rig
 from .sequencer import Sequencer, SequenceRefused, SequenceStatus

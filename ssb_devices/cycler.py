@@ -33,7 +33,10 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import DeviceStatus, Status
 
-from .buffers import RowLog, finished
+from ssb_contract.paging import HEADER, Lost, Page, Paging, follow
+from ssb_contract.records import SAMPLE, SPECTRA_KEPT
+
+from .buffers import RowLog, finished, page_signals, read_fresh
 from .press import RigDisconnected
 
 logger = logging.getLogger(__name__)
@@ -41,24 +44,6 @@ logger = logging.getLogger(__name__)
 STEP_KINDS = ("Rest", "CC", "CV", "CCCV", "CP", "CR", "PEIS")
 LIMITS = ("Voltage", "Current", "Time", "Capacity")
 DIRECTIONS = ("Auto", "Rising", "Falling")
-
-SAMPLE_FIELDS = (  # the IOC's Buf:<Field>-RB arrays (units come from the PVs)
-    "seq",
-    "test_time",
-    "step_time",
-    "cycle",
-    "step",
-    "voltage",
-    "current",
-    "charge_capacity",
-    "discharge_capacity",
-    "charge_energy",
-    "discharge_energy",
-    "pressure",
-    "force",
-    "gap",
-)
-INTEGER_FIELDS = ("seq", "cycle", "step")
 
 
 class StepRejected(RuntimeError):
@@ -141,43 +126,11 @@ class StepStatus(DeviceStatus):
 
 
 class SampleLog(RowLog):
-    """The cycler's sample buffer as a flyer (stream ``samples``), at ``Cyc:Buf:``;
-    one array PV per field as well, whose units the stream's description carries."""
+    """The cycler's sample buffer as a flyer (stream ``samples``), at ``Cyc:Buf:``."""
 
-    fields = SAMPLE_FIELDS
-    integer_fields = INTEGER_FIELDS
+    record = SAMPLE
     stream = "samples"
     time_field = "test_time"
-
-    buf_seq = Cpt(EpicsSignalRO, "Seq-RB", kind=Kind.omitted, auto_monitor=False)
-    buf_test_time = Cpt(EpicsSignalRO, "TestTime-RB", kind=Kind.omitted, auto_monitor=False)
-    buf_step_time = Cpt(EpicsSignalRO, "StepTime-RB", kind=Kind.omitted, auto_monitor=False)
-    buf_cycle = Cpt(EpicsSignalRO, "Cycle-RB", kind=Kind.omitted, auto_monitor=False)
-    buf_step = Cpt(EpicsSignalRO, "Step-RB", kind=Kind.omitted, auto_monitor=False)
-    buf_voltage = Cpt(EpicsSignalRO, "Voltage-RB", kind=Kind.omitted, auto_monitor=False)
-    buf_current = Cpt(EpicsSignalRO, "Current-RB", kind=Kind.omitted, auto_monitor=False)
-    buf_charge_capacity = Cpt(
-        EpicsSignalRO, "ChargeCapacity-RB", kind=Kind.omitted, auto_monitor=False
-    )
-    buf_discharge_capacity = Cpt(
-        EpicsSignalRO, "DischargeCapacity-RB", kind=Kind.omitted, auto_monitor=False
-    )
-    buf_charge_energy = Cpt(
-        EpicsSignalRO, "ChargeEnergy-RB", kind=Kind.omitted, auto_monitor=False
-    )
-    buf_discharge_energy = Cpt(
-        EpicsSignalRO, "DischargeEnergy-RB", kind=Kind.omitted, auto_monitor=False
-    )
-    buf_pressure = Cpt(EpicsSignalRO, "Pressure-RB", kind=Kind.omitted, auto_monitor=False)
-    buf_force = Cpt(EpicsSignalRO, "Force-RB", kind=Kind.omitted, auto_monitor=False)
-    buf_gap = Cpt(EpicsSignalRO, "Gap-RB", kind=Kind.omitted, auto_monitor=False)
-
-    def field_units(self, field: str) -> str:
-        array = getattr(self, f"buf_{field}")
-        return array.describe()[array.name].get("units", "")
-
-    def field_source(self, field: str) -> str:
-        return f"PV:{getattr(self, f'buf_{field}').pvname}"
 
 
 class ImpedanceLog(Device):
@@ -193,8 +146,7 @@ class ImpedanceLog(Device):
     f_start = Cpt(EpicsSignal, "FStart-SP", kind=Kind.config)
     f_end = Cpt(EpicsSignal, "FEnd-SP", kind=Kind.config)
     points_per_decade = Cpt(EpicsSignal, "PointsPerDecade-SP", kind=Kind.config)
-    read_from = Cpt(EpicsSignal, "ReadFrom-SP", kind=Kind.omitted, put_complete=True)
-    spectrum = Cpt(EpicsSignalRO, "Spectrum-RB", kind=Kind.omitted, auto_monitor=False)
+    pages = page_signals()
 
     stream = "impedance"
     UNITS: ClassVar[dict[str, str]] = {
@@ -236,38 +188,55 @@ class ImpedanceLog(Device):
         }
         return {self.stream: keys}
 
+    def _fetch(self, index: int) -> Page[list[np.ndarray]]:
+        """Page PV ``index``: its spectra, each [number, MPa, s, points, Hz.., Re.., Im..]."""
+        value = np.asarray(read_fresh(getattr(self.pages, f"page{index}")), dtype=float)
+        page, n = int(value[0]), int(value[1])
+        records, at = [], HEADER
+        for _ in range(n):
+            width = 4 + 3 * int(value[at + 3])
+            records.append(value[at : at + width])
+            at += width
+        return Page(page, [int(r[0]) for r in records], records)
+
     def collect_pages(self):
         """Every spectrum measured since the last collect, one page each (read by number
         from the instrument, which keeps the last 1000)."""
         if self._seen is None:
             raise RuntimeError(f"{self.name}: kickoff() before collecting")
-        count = int(self.count.get(use_monitor=False))
-        while self._seen < count:
-            self.read_from.set(self._seen + 1).wait(timeout=10)
-            row = np.asarray(self.spectrum.get(use_monitor=False), dtype=float)
-            number, pressure, test_time, n = row[0], row[1], row[2], int(row[3])
-            if n and int(number) > self._seen + 1:  # older ones were let go on the instrument
-                missed = int(number) - self._seen - 1
-                self.lost += missed
-                self.gaps.append({"first_seq": self._seen + 1, "last_seq": int(number) - 1,
-                                  "rows": missed, "time_before": float("nan"),
-                                  "time_after": float(test_time)})  # fmt: skip
-                logger.warning("%s: %d spectra were no longer held on the instrument when "
-                               "read; the run records the loss", self.name, missed)  # fmt: skip
-            self._seen = max(int(number), self._seen + 1)
-            if n == 0:
+        count = int(read_fresh(self.count))
+        for item in follow(Paging(SPECTRA_KEPT), self._seen + 1, count + 1, self._fetch):
+            if isinstance(item, Lost):  # older ones were let go on the instrument
+                self.lost += item.count
+                self.gaps.append({"first_seq": item.first, "last_seq": item.last,
+                                  "rows": item.count, "time_before": float("nan"),
+                                  "time_after": float("nan")})  # fmt: skip
+                logger.warning(
+                    "%s: %d spectra were no longer held on the instrument when read; the "
+                    "run records the loss",
+                    self.name,
+                    item.count,
+                )
+                self._seen = item.last
                 continue
-            freq, z_re, z_im = row[4 : 4 + n], row[4 + n : 4 + 2 * n], row[4 + 2 * n : 4 + 3 * n]
-            data = {
-                "frequency": freq.tolist(),
-                "z_real": z_re.tolist(),
-                "z_imag": z_im.tolist(),
-                "spectrum": [int(number)] * n,
-                "spectrum_pressure": [float(pressure)] * n,
-                "spectrum_time": [float(test_time)] * n,
-            }
-            now = time.time()
-            yield {"data": data, "timestamps": {k: [now] * n for k in data}, "time": [now] * n}
+            for row in item:
+                yield self._page(row)
+                self._seen = int(row[0])
+
+    @staticmethod
+    def _page(row: np.ndarray) -> dict:
+        number, pressure, test_time, n = int(row[0]), row[1], row[2], int(row[3])
+        freq, z_re, z_im = row[4 : 4 + n], row[4 + n : 4 + 2 * n], row[4 + 2 * n : 4 + 3 * n]
+        data = {
+            "frequency": freq.tolist(),
+            "z_real": z_re.tolist(),
+            "z_imag": z_im.tolist(),
+            "spectrum": [number] * n,
+            "spectrum_pressure": [float(pressure)] * n,
+            "spectrum_time": [float(test_time)] * n,
+        }
+        now = time.time()
+        return {"data": data, "timestamps": {k: [now] * n for k in data}, "time": [now] * n}
 
 
 class Cycler(Device):

@@ -7,30 +7,19 @@ a window after each. :class:`EventLog` and :class:`FastLog` read those buffers i
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import Status
 
-from .buffers import RowLog
+from ssb_contract.records import EVENT, FAST
 
-# The IOC's kind index (Evt:Buf:Rows-RB) and each kind's unit of magnitude.
-EVENT_KINDS = ("pressure_spike", "pressure_drop", "soft_short", "resistance_jump")
-EVENT_UNITS = {
-    "pressure_spike": "MPa",
-    "pressure_drop": "MPa",
-    "soft_short": "V",
-    "resistance_jump": "ohm",
-}
+from .buffers import RowLog
 
 
 class EventLog(RowLog):
     """Events detected on the instrument (rows of time, kind index, magnitude, value)."""
 
-    fields = ("seq", "time", "kind", "magnitude", "value", "step")
-    integer_fields = ("seq", "kind", "step")
-    units: ClassVar[dict[str, str]] = {"time": "s"}
+    record = EVENT
     stream = "ioc_events"
 
 
@@ -38,15 +27,7 @@ class FastLog(RowLog):
     """Every load-cell sample (up to the loop rate, 1 kHz) while full-rate sampling is on
     (``LC:Fast-SP``, or the window after an event): stream ``load_cell_fast``."""
 
-    fields = ("seq", "time", "pressure", "force", "gap", "voltage", "current")
-    units: ClassVar[dict[str, str]] = {
-        "time": "s",
-        "pressure": "MPa",
-        "force": "kN",
-        "gap": "um",
-        "voltage": "V",
-        "current": "A",
-    }
+    record = FAST
     stream = "load_cell_fast"
 
 

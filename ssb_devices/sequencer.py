@@ -19,6 +19,7 @@ and a device that does not own the running sequence touches nothing of it.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
@@ -27,7 +28,13 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import DeviceStatus
 from ophyd.utils import DisconnectedError
 
+from ssb_contract.paging import Lost, Page, Paging, follow
+from ssb_contract.records import RESULTS_KEPT
+
+from .buffers import page_signals, read_fresh
 from .press import RigDisconnected
+
+logger = logging.getLogger(__name__)
 
 ENDED = ("Done", "Aborted", "Failed", "Held")
 ACTIVE = ("Running", "Paused", "Held")
@@ -87,10 +94,7 @@ class Sequencer(Device):
     cycle = Cpt(EpicsSignalRO, "Seq:Cycle-RB", kind=Kind.omitted)
     step_text = Cpt(EpicsSignalRO, "Seq:StepText-RB", string=True, kind=Kind.omitted)
     completed = Cpt(EpicsSignalRO, "Seq:Completed-RB", kind=Kind.omitted)
-    results_from = Cpt(EpicsSignal, "Seq:ResultsFrom-SP", kind=Kind.omitted, put_complete=True)
-    results = Cpt(
-        EpicsSignalRO, "Seq:Results-RB", string=True, kind=Kind.omitted, auto_monitor=False
-    )
+    results = page_signals(string=True, prefix="Seq:Results:")
     owner_key = Cpt(EpicsSignalRO, "Seq:OwnerKey-RB", kind=Kind.omitted, auto_monitor=False)
     message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted)
 
@@ -175,11 +179,25 @@ class Sequencer(Device):
                 )
             )
 
+    def _results_page(self, index: int) -> Page[list[dict[str, Any]]]:
+        page = json.loads(read_fresh(getattr(self.results, f"page{index}")) or '{"page": -1}')
+        records = page.get("records", [])
+        return Page(int(page["page"]), [int(r["n"]) for r in records], records)
+
     def read_results(self, first: int) -> list[dict[str, Any]]:
-        """Records of the steps completed from completion number ``first`` on."""
-        self.results_from.put(first, wait=True, timeout=10)
-        text = self.results.get(use_monitor=False)
-        return json.loads(text) if text else []
+        """Records of the steps completed from completion number ``first`` on, as far as
+        the instrument still holds them (a reader this far behind is told in the log)."""
+        end = int(read_fresh(self.completed)) + 1
+        records: list[dict[str, Any]] = []
+        for item in follow(Paging(RESULTS_KEPT), first, end, self._results_page):
+            if isinstance(item, Lost):
+                logger.warning(
+                    "%s: the records of steps %d..%d are no longer held on the instrument",
+                    self.name, item.first, item.last,
+                )  # fmt: skip
+            else:
+                records.extend(item)
+        return records
 
     @property
     def key(self) -> int:

@@ -6,14 +6,18 @@ so runs on the same machine never see each other's PVs.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from caproto import ChannelType
 
+from ssb_contract.paging import HEADER, Lost, Page, Paging, follow, page_name
+from ssb_contract.records import RESULTS_KEPT
 from ssb_ioc.launch import IOCProcess, free_port_pair, loopback_ca_env
 
 CA_ENV = loopback_ca_env(free_port_pair())
@@ -98,6 +102,31 @@ class RunningIOC(IOCProcess):
         for a loaded CI machine (a 10 s one once ran out with the IOC healthy)."""
         kind = ChannelType.STRING if isinstance(value, str) else None
         return self.pv(name).write([value], wait=wait, timeout=timeout, data_type=kind)
+
+    def rows(self, group: str, width: int, start: int | None = None) -> np.ndarray:
+        """Every row of a buffer (``Cyc:Buf:``) from sequence number ``start`` (else the
+        oldest held) on, read from its page PVs as any client does; a loss fails."""
+
+        def fetch(index):
+            value = np.asarray(self.pv(group + page_name(index)).read(timeout=10).data)
+            rows = value[HEADER : HEADER + int(value[1]) * width].reshape(-1, width)
+            return Page(int(value[0]), rows[:, 0].astype(np.int64), rows)
+
+        end = int(self.get(group + "NextSeq-RB"))
+        start = int(self.get(group + "OldestSeq-RB")) if start is None else start
+        read = list(follow(Paging(int(self.get(group + "Kept-RB"))), start, end, fetch))
+        assert not [item for item in read if isinstance(item, Lost)], read
+        return np.concatenate(read) if read else np.empty((0, width))
+
+    def results(self, first: int = 1) -> list[dict]:
+        """The records of completed steps from completion number ``first`` on."""
+
+        def fetch(index):
+            page = json.loads(self.text(f"Seq:Results:{page_name(index)}"))
+            return Page(page["page"], [r["n"] for r in page["records"]], page["records"])
+
+        end = int(self.get("Seq:Completed-RB")) + 1
+        return [r for page in follow(Paging(RESULTS_KEPT), first, end, fetch) for r in page]
 
     def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition"):
         """Poll a condition on the IOC's PVs until true (no fixed sleeps)."""

@@ -7,6 +7,8 @@ import json
 import pytest
 from conftest import RunningIOC
 
+from ssb_contract.records import SAMPLE
+
 pytestmark = pytest.mark.network
 
 
@@ -91,12 +93,7 @@ def saved_value(directory, name: str):
 
 
 def rows(ioc, since: int = 0):
-    import numpy as np
-
-    ioc.put("Cyc:Buf:ReadFrom-SP", float(since))
-    count = int(ioc.get("Cyc:Buf:Count-RB"))
-    data = np.asarray(ioc.pv("Cyc:Buf:Rows-RB").read().data)[: count * 14]
-    return data.reshape(count, 14)
+    return ioc.rows("Cyc:Buf:", SAMPLE.width, since)
 
 
 def test_logged_samples_survive_a_killed_ioc_and_numbering_goes_on(ca_context, tmp_path):

@@ -3,9 +3,12 @@ trip, and bulk-read the instrument's sample buffer by sequence number."""
 
 import asyncio
 
+import numpy as np
 import pytest
-from caproto import AlarmSeverity
+from caproto import AlarmSeverity, ChannelType
 
+from ssb_contract.paging import HEADER, PAGES, Lost, Page, Paging, follow
+from ssb_contract.records import SAMPLE
 from ssb_ioc.server import RigIOC
 from ssb_ioc.sim import Rig, load_cell_file
 
@@ -103,17 +106,33 @@ def test_bulk_reads_by_sequence_lose_and_repeat_nothing(ioc):
         while not start.done():
             await asyncio.sleep(0.005)
             await ioc.tick()
-            await cyc.read_from_sp.write(float(next_seq))
-            count = int(cyc.count_rb.value)
-            if count:
-                seqs = list(cyc.buf_seq.value[:count])
-                seen += seqs
-                next_seq = int(seqs[-1]) + 1
+            end = int(cyc.buf.next_seq_rb.value)
+            pages = await read_pages(cyc.buf.pages)
+            for item in follow(Paging(int(cyc.buf.kept_rb.value)), next_seq, end, pages):
+                assert not isinstance(item, Lost)
+                seen += [int(seq) for seq in item[:, 0]]
+                next_seq = seen[-1] + 1
         assert seen == list(range(len(seen)))  # contiguous: none lost, none twice
         assert len(seen) >= 360  # a sample every 10 s for an hour
-        assert cyc.buf_pressure.units == "MPa"
 
     asyncio.run(go())
+
+
+async def read_pages(group):
+    """Read every page PV of a group as a client would (each read fills its page); the
+    pages as :func:`ssb_contract.paging.follow` takes them."""
+    values = []
+    for k in range(PAGES):
+        pv = getattr(group, f"page{k}")
+        await pv.read(ChannelType.DOUBLE)
+        values.append(np.asarray(pv.value, dtype=float))
+
+    def fetch(index):
+        value = values[index]
+        rows = value[HEADER : HEADER + int(value[1]) * SAMPLE.width].reshape(-1, SAMPLE.width)
+        return Page(int(value[0]), rows[:, 0].astype(int), rows)
+
+    return fetch
 
 
 def test_impedance_step_publishes_a_whole_spectrum(ioc):

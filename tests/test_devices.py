@@ -192,13 +192,13 @@ class _LateSignal:
 
 
 def test_a_late_answer_is_read_again_but_a_lost_ioc_fails_at_once(caplog):
-    from ssb_devices.buffers import LATE_READ_TIMEOUT, _read
+    from ssb_devices.buffers import LATE_READ_TIMEOUT, read_fresh
 
     busy = _LateSignal(connected=True)
-    assert _read(busy) == 42.0
+    assert read_fresh(busy) == 42.0
     assert busy.calls == [None, LATE_READ_TIMEOUT]
     assert "answered late" in caplog.text
     lost = _LateSignal(connected=False)
     with pytest.raises(TimeoutError):
-        _read(lost)
+        read_fresh(lost)
     assert len(lost.calls) == 1

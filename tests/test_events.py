@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from caproto import ChannelType
 from conftest import pressed_sim_rig
 
 from ssb_ioc.server import RigIOC
@@ -214,7 +215,7 @@ def test_event_pvs_configure_detection_and_report_the_newest():
         rig.inject_fault("pressure_spike", 1.0)
         rig.advance(1.0)
         await ioc.update_readbacks()
-        await ioc.events.buf.read_from_sp.write(0)
+        await ioc.events.buf.pages.page0.read(ChannelType.DOUBLE)
         with pytest.raises(Exception, match="Limits are set"):
             await ioc.events.window_sp.write(-2.0)
 
@@ -222,8 +223,8 @@ def test_event_pvs_configure_detection_and_report_the_newest():
     assert rig.events.thresholds.pressure == 0.5
     assert ioc.events.count_rb.value == 1
     assert ioc.events.last_rb.value.startswith("pressure_spike of 0.")
-    assert ioc.events.buf.count_rb.value == 1
-    assert len(ioc.events.buf.rows_rb.value) == 6
+    page0 = ioc.events.buf.pages.page0.value
+    assert list(page0[:2]) == [0, 1] and len(page0) == 2 + 6  # page 0 holds the one event
     assert ioc.load_cell.fast.next_seq_rb.value == 4 + 1000  # 4 cell steps, then 1 s at 1 kHz
     assert rig.event_window == 2.0
     assert "Evt:Window-SP refused: " in ioc.msg_rb.value

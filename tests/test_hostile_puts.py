@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from caproto import AccessRights, AlarmSeverity, AlarmStatus, ChannelType
 
+from ssb_contract.records import SAMPLE
 from ssb_ioc.server import RigIOC
 from ssb_ioc.sim import Rig, load_cell_file
 
@@ -161,15 +162,14 @@ def test_refusals_leave_the_data_buffer_intact(ioc):
     ioc.put("Rig:Speed-SP", 5000.0)
     ioc.put("Rig:CellCurrent-SP", 1e-3)
     ioc.wait_for(lambda: ioc.get("Cyc:Buf:NextSeq-RB") > 20, what="samples logged")
-    ioc.put("Cyc:Buf:ReadFrom-SP", 0.0)
-    before = np.asarray(ioc.pv("Cyc:Buf:Seq-RB").read().data)
+    before = ioc.rows("Cyc:Buf:", SAMPLE.width, 0)
     messages = Messages(ioc)
-    for name in ("Cyc:Buf:ReadFrom-SP", "Cyc:Buf:Seq-RB", "Cyc:Buf:Rows-RB"):
+    for name in ("Cyc:Buf:Page0-RB", "Cyc:Buf:Kept-RB", "Cyc:Buf:NextSeq-RB"):
         ioc.pv(name).write([math.nan, 1.0], data_type=D, wait=False)
         assert "refused" in messages.next()
-    after = np.asarray(ioc.pv("Cyc:Buf:Seq-RB").read().data)
+    after = ioc.rows("Cyc:Buf:", SAMPLE.width, 0)[: len(before)]
     np.testing.assert_array_equal(after, before)
-    assert np.all(np.diff(after) == 1)
+    assert np.all(np.diff(after[:, 0]) == 1)
 
 
 def test_check_put_is_a_pure_function_with_the_reason_in_its_error():

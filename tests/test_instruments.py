@@ -388,9 +388,7 @@ def test_check_prints_every_register(tmp_path):
 # --- the BTS cycler channel -------------------------------------------------------------------
 def samples(ioc) -> np.ndarray:
     """Every sample the IOC holds, as rows of SAMPLE_FIELDS."""
-    ioc.put("Cyc:Buf:ReadFrom-SP", 0)
-    flat = np.asarray(ioc.pv("Cyc:Buf:Rows-RB").read(timeout=10).data, dtype=float)
-    return flat[: ioc.get("Cyc:Buf:Count-RB") * len(SAMPLE_FIELDS)].reshape(-1, len(SAMPLE_FIELDS))
+    return ioc.rows("Cyc:Buf:", len(SAMPLE_FIELDS))
 
 
 @pytest.fixture

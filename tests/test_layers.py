@@ -1,4 +1,5 @@
-"""Imports flow one way: analysis reads the catalog only; the IOC never imports clients.
+"""Imports flow one way: analysis reads the catalog only; the IOC never imports clients;
+both sides share ssb_contract, which imports none of them.
 
     ssb_lab -> ssb_plans, ssb_devices, ssb_analysis, ssb_ioc.launch   (starts it all)
     ssb_analysis            (catalog only: no ophyd, caproto, bluesky)
@@ -17,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {
+    "ssb_contract": "contract",
     "ssb_ioc": "ioc",
     "ssb_devices": "ssb_devices",
     "ssb_plans": "plans",
@@ -24,6 +26,10 @@ FOLDERS = {
     "ssb_lab": "lab",
 }
 FORBIDDEN = {
+    "ssb_contract": {  # what both sides know: it imports neither, nor any library
+        "ssb_ioc", "ssb_devices", "ssb_plans", "ssb_analysis", "ssb_lab", "ophyd", "bluesky",
+        "caproto", "numpy", "tiled", "databroker", "p4p", "pandas",
+    },
     "ssb_ioc": {
         "ssb_devices", "ssb_plans", "ssb_analysis", "ssb_lab", "ophyd", "bluesky", "databroker",
     },

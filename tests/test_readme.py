@@ -21,6 +21,9 @@ def test_readme_pv_table_lists_every_pv():
     readme = (ROOT / "README.md").read_text()
     ioc = RigIOC(prefix="SSB:", backend=Rig(load_cell_file("si-nmc")))
     listed = set(re.findall(r"`(SSB:[A-Za-z0-9:-]+)`", readme))
+    for first, last in re.findall(r"`(SSB:[A-Za-z0-9:]+:Page0-RB) \.\. (\S+Page31-RB)`", readme):
+        assert last == first.replace("Page0-RB", "Page31-RB")  # a ring's pages, one row
+        listed |= {first.replace("Page0-RB", f"Page{k}-RB") for k in range(32)}
     assert listed == set(ioc.pvdb)
 
 

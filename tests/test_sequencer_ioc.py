@@ -103,8 +103,7 @@ def test_tables_and_commands_are_refused_with_reasons_from_any_client(ioc):
     assert ioc.enum("Cyc:Running-RB") == "Yes"
     ioc.put("Seq:Abort-Cmd", 1)
     assert ioc.enum("Seq:State-RB") == "Aborted" and ioc.enum("Cyc:Running-RB") == "No"
-    ioc.put("Seq:ResultsFrom-SP", 1)
-    records = json.loads(ioc.text("Seq:Results-RB"))
+    records = ioc.results()
     assert records[0]["reason"] == "aborted by a client"
     assert "paused after" in records[0]["interruptions"]
 
@@ -137,8 +136,7 @@ def test_a_killed_ioc_comes_back_holding_the_sequence_and_resume_goes_on(ca_cont
         assert key > 1
         second.put("Seq:Resume-Cmd", key)  # to take over, a client says it means to
         second.wait_for(lambda: second.enum("Seq:State-RB") == "Done", 60, "the end")
-        second.put("Seq:ResultsFrom-SP", 1)
-        records = {r["index"]: r for r in json.loads(second.text("Seq:Results-RB"))}
+        records = {r["index"]: r for r in second.results()}
         charge = records[2]
         assert charge["duration"] == pytest.approx(7200.0, abs=60.0)  # less what ran before
         assert "IOC restarted" in charge["interruptions"]

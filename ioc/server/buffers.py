@@ -1,9 +1,9 @@
 """Rows logged on the instrument, read in bulk by sequence number (one PV group per buffer).
 
-A client puts the first sequence number it wants to ``ReadFrom-SP`` (the put completes
-once ``Rows-RB`` holds up to ``ROWS_READ`` rows from there), reads ``Count-RB`` rows from
-``Rows-RB`` and goes on from the last sequence number + 1. Rows the ring overwrote
-before they were read show as a jump in sequence numbers, never as silent loss.
+A client reads the page PVs that hold the rows it wants (:mod:`ssb_contract.paging`:
+``Page<k>-RB`` = [page number, rows, then the rows flattened]); reads change nothing,
+so any number of clients read the same buffer at once. Rows the ring overwrote before
+they were read show as a jump in sequence numbers, never as silent loss.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ import math
 import time
 from typing import ClassVar
 
+import numpy as np
+
+from ssb_contract.paging import Paging
 from ssb_ioc.sim.cycler import SampleBuffer
 
-from .pvs import RigPVGroup, array, counter, publish, setting
+from .pages import pages
+from .pvs import RigPVGroup, counter, publish, setting
 
-ROWS_READ = 140_000  # elements per bulk read (10,000 cycler samples of 14 fields)
 KEEP_LEASE = 10.0  # s of wall time a reader's Keep-SP holds without being put again
 PACE_FILL = 0.75  # the simulation waits before unread rows fill this much of a ring
 
@@ -41,11 +44,22 @@ class Keep:
         return buffer.next_seq - max(self.seq, buffer.oldest_seq) >= PACE_FILL * buffer.size
 
 
+def page_of(buffer: SampleBuffer, index: int) -> np.ndarray:
+    """Page PV ``index`` of ``buffer`` as it reads now: header, then the rows."""
+    page, numbers = Paging(buffer.size).held(index, buffer.next_seq)
+    rows = buffer.since(numbers.start, limit=len(numbers)) if numbers else np.empty(0)
+    return np.concatenate(([float(page), float(len(numbers))], rows.ravel()))
+
+
+def row_pages(max_kept: int, width: int):
+    return pages(max_kept, width, "rows of the buffer, by sequence number")
+
+
 class RowBufferGroup(RigPVGroup):
     """NextSeq-RB, OldestSeq-RB   sequence numbers of the next row and the oldest held
-    ReadFrom-SP                  fill Rows-RB from this sequence number
-    Count-RB                     rows in Rows-RB
-    Rows-RB                      the rows, flattened; fields as named by the owner
+    Kept-RB                      rows the ring holds (the pages' layout follows from it)
+    Page0-RB .. Page31-RB        [page, rows, then the rows flattened]: fields as named
+                                 by the owner, seq first (ssb_contract.paging)
     Keep-SP                      the oldest row the reader still needs: the simulation
                                  slows rather than overwrite it (put it again within
                                  10 s of wall time)
@@ -55,9 +69,7 @@ class RowBufferGroup(RigPVGroup):
 
     next_seq_rb = counter("NextSeq-RB", "Next row's sequence no.")
     oldest_seq_rb = counter("OldestSeq-RB", "Oldest row held")
-    read_from_sp = setting("ReadFrom-SP", "1", 0.0, 1e15, "Fill Rows-RB from this seq", 0)
-    count_rb = counter("Count-RB", "Rows in Rows-RB")
-    rows_rb = array("Rows-RB", "mixed", "Rows of the buffer, flattened (one read)", ROWS_READ)
+    kept_rb = counter("Kept-RB", "Rows the ring holds")
     keep_sp = setting("Keep-SP", "1", 0.0, 1e15, "Oldest row still needed (slows the sim)", 0)
 
     def __init__(self, *args, **kwargs):
@@ -67,13 +79,8 @@ class RowBufferGroup(RigPVGroup):
     def buffer(self) -> SampleBuffer:
         raise NotImplementedError
 
-    @read_from_sp.putter
-    async def read_from_sp(self, instance, value):
-        buffer = self.buffer()
-        rows = buffer.since(int(value), limit=ROWS_READ // buffer.width)
-        await self.rows_rb.write(rows.ravel() if len(rows) else [0.0])
-        await self.count_rb.write(len(rows))
-        return value
+    def page_value(self, index: int) -> np.ndarray:
+        return page_of(self.buffer(), index)
 
     @keep_sp.putter
     async def keep_sp(self, instance, value):
@@ -84,3 +91,4 @@ class RowBufferGroup(RigPVGroup):
         buffer = self.buffer()
         await publish(self.next_seq_rb, buffer.next_seq)
         await publish(self.oldest_seq_rb, buffer.oldest_seq)
+        await publish(self.kept_rb, buffer.size)

@@ -3,9 +3,8 @@
 A client writes the step's settings (type, current, voltage, power, resistance, up to
 three terminations), then puts ``Start-Cmd`` with a callback: the put completes when the
 step terminates (its reason on ``Reason-RB``) and fails if a safety trip ends it. Samples
-logged on the instrument are read in bulk: put the first wanted sequence number to
-``Buf:ReadFrom-SP`` (completes once the arrays are filled), then read ``Buf:Count-RB``
-and the ``Buf:*-RB`` arrays. An impedance step (``PEIS``) sweeps
+logged on the instrument are read in bulk from the ``Buf:Page<k>-RB`` pages
+(:mod:`ssb_contract.paging`). An impedance step (``PEIS``) sweeps
 ``EIS:FStart-SP`` to ``EIS:FEnd-SP`` at open circuit; its spectrum lands in the
 ``EIS:*-RB`` arrays and ``EIS:Count-RB`` counts the spectra measured.
 """
@@ -14,55 +13,42 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 from caproto import AlarmSeverity, AlarmStatus
+from caproto.server import SubGroup
 
+from ssb_contract.paging import Paging
+from ssb_contract.records import SAMPLE
 from ssb_ioc.sim import RigError
 from ssb_ioc.sim.cycler import (
     EIS_MAX_POINTS,
-    SAMPLE_FIELDS,
+    SPECTRA_KEPT,
     CyclerError,
     Limit,
     Step,
     StepKind,
     Termination,
 )
+from ssb_ioc.sim.params import MAX_SAMPLES
 
-from .buffers import Keep
+from .buffers import RowBufferGroup, row_pages
+from .pages import pages
 from .pvs import RigPVGroup, array, choice, command, counter, publish, reading, setting, text
 
+SPECTRUM_WIDTH = 4 + 3 * EIS_MAX_POINTS  # floats of one spectrum's record
 STEP_TYPES = ["Rest", "CC", "CV", "CCCV", "CP", "CR", "PEIS"]
 TERM_TYPES = ["None", "Voltage", "Current", "Time", "Capacity"]
 DIRECTIONS = ["Auto", "Rising", "Falling"]
-BUFFER_READ = 10_000  # samples per bulk read
-ARRAY_UNITS = {
-    "seq": "1",
-    "cycle": "1",
-    "step": "1",
-    "test_time": "s",
-    "step_time": "s",
-    "voltage": "V",
-    "current": "A",
-    "charge_capacity": "mAh",
-    "discharge_capacity": "mAh",
-    "charge_energy": "mWh",
-    "discharge_energy": "mWh",
-    "pressure": "MPa",
-    "force": "kN",
-    "gap": "um",
-}
 
 
-def _camel(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("_"))
+class SampleRows(RowBufferGroup):
+    """The channel's logged samples (``Cyc:Buf:``)."""
 
+    fields = SAMPLE.fields
+    pages = row_pages(MAX_SAMPLES, SAMPLE.width)
 
-def _buffer(field: str):
-    return array(
-        f"Buf:{_camel(field)}-RB",
-        ARRAY_UNITS.get(field, ""),
-        f"Buffered samples: {field}",
-        BUFFER_READ,
-    )
+    def buffer(self):
+        return self.rig.cycler.buffer
 
 
 # a termination value's units follow its type; unused (None), it says so
@@ -100,8 +86,9 @@ class CyclerGroup(RigPVGroup):
     EIS:FStart-SP, EIS:FEnd-SP Hz, EIS:PointsPerDecade-SP: the PEIS sweep
     EIS:Count-RB, EIS:Pressure-RB MPa, EIS:TestTime-RB s; EIS:Freq-RB Hz, EIS:ZRe-RB and
                        EIS:ZIm-RB Ohm: the last spectrum
-    EIS:ReadFrom-SP    fill EIS:Spectrum-RB with spectrum number N (or the oldest kept)
-    EIS:Spectrum-RB    [number, pressure MPa, test time s, points, Hz..., Re Ohm..., Im Ohm...]
+    EIS:Page0-RB .. EIS:Page31-RB  the kept spectra by number, in pages
+                       (ssb_contract.paging); each: number, pressure MPa, test time s,
+                       points, Hz..., Re Ohm..., Im Ohm...
     TermN{Type,Value,Dir}-SP  up to three terminations (Voltage V, Current A, Time s,
                        Capacity mAh: the value's units follow the type; Dir
                        Auto/Rising/Falling for voltage)
@@ -112,8 +99,9 @@ class CyclerGroup(RigPVGroup):
     Voltage-RB, Current-RB, TestTime-RB, StepTime-RB, CycleIndex-RB, StepIndex-RB,
     StepCharge-RB, StepDischarge-RB, ChargeCapacity-RB, DischargeCapacity-RB (mAh),
     ChargeEnergy-RB, DischargeEnergy-RB (mWh)
-    Buf:NextSeq-RB, Buf:OldestSeq-RB, Buf:ReadFrom-SP, Buf:Count-RB, Buf:<Field>-RB,
-    Buf:Rows-RB        the same samples as rows of all fields, for a single read
+    Buf:NextSeq-RB, Buf:OldestSeq-RB, Buf:Kept-RB, Buf:Page0-RB .. Buf:Page31-RB
+                       logged samples in pages (ssb_contract.paging), fields as
+                       ssb_contract.records.SAMPLE
     Buf:Keep-SP        the oldest sample the reader still needs: the simulation slows
                        rather than overwrite it (put it again within 10 s of wall time)
     """
@@ -162,12 +150,12 @@ class CyclerGroup(RigPVGroup):
     eis_freq = array("EIS:Freq-RB", "Hz", "Last spectrum: frequency", EIS_MAX_POINTS)
     eis_z_re = array("EIS:ZRe-RB", "Ohm", "Last spectrum: Re Z", EIS_MAX_POINTS)
     eis_z_im = array("EIS:ZIm-RB", "Ohm", "Last spectrum: Im Z", EIS_MAX_POINTS)
-    eis_read_from = setting("EIS:ReadFrom-SP", "1", 0.0, 1e12, "Fill EIS:Spectrum-RB", 0)
-    eis_spectrum = array(
-        "EIS:Spectrum-RB",
-        "mixed",
-        "Spectrum N: number, MPa, s, points, then Hz, Re, Im",
-        4 + 3 * EIS_MAX_POINTS,
+    eis_pages = pages(
+        SPECTRA_KEPT,
+        SPECTRUM_WIDTH,
+        "spectra by number: number, MPa, s, points, then Hz, Re, Im",
+        prefix="EIS:",
+        method="spectra_page",
     )
     start_cmd = command("Start-Cmd", "Start the step; completes when it ends")
     stop_cmd = command("Stop-Cmd", "End the step: open circuit")
@@ -190,35 +178,10 @@ class CyclerGroup(RigPVGroup):
     charge_energy_rb = reading("ChargeEnergy-RB", "mWh", 0.0, 1e9, "Charge energy", 5)
     discharge_energy_rb = reading("DischargeEnergy-RB", "mWh", 0.0, 1e9, "Discharge energy", 5)
 
-    next_seq_rb = counter("Buf:NextSeq-RB", "Next sample's sequence no.")
-    oldest_seq_rb = counter("Buf:OldestSeq-RB", "Oldest sample held")
-    read_from_sp = setting("Buf:ReadFrom-SP", "1", 0.0, 1e15, "Fill arrays from this seq", 0)
-    keep_sp = setting("Buf:Keep-SP", "1", 0.0, 1e15, "Oldest sample still needed", 0)
-    count_rb = counter("Buf:Count-RB", "Samples in the arrays")
-    buf_seq = _buffer("seq")
-    buf_test_time = _buffer("test_time")
-    buf_step_time = _buffer("step_time")
-    buf_cycle = _buffer("cycle")
-    buf_step = _buffer("step")
-    buf_voltage = _buffer("voltage")
-    buf_current = _buffer("current")
-    buf_charge_capacity = _buffer("charge_capacity")
-    buf_discharge_capacity = _buffer("discharge_capacity")
-    buf_charge_energy = _buffer("charge_energy")
-    buf_discharge_energy = _buffer("discharge_energy")
-    buf_pressure = _buffer("pressure")
-    buf_force = _buffer("force")
-    buf_gap = _buffer("gap")
-    buf_rows = array(
-        "Buf:Rows-RB",
-        "mixed",
-        "Buffered samples as rows of all fields, in Buf:*-RB order (one read)",
-        BUFFER_READ * len(SAMPLE_FIELDS),
-    )
+    buf = SubGroup(SampleRows, prefix="Buf:")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.keep = Keep()
         self._ends: list[asyncio.Future] = []
         self._spectrum_published = 0
 
@@ -276,31 +239,18 @@ class CyclerGroup(RigPVGroup):
             await self.update()
         return 0
 
-    @eis_read_from.putter
-    async def eis_read_from(self, instance, value):
-        kept = [s for s in self.rig.cycler.spectra if s.count >= int(value)]
-        if kept:
-            s = kept[0]
-            head = [float(s.count), s.pressure, s.test_time, float(len(s.frequency))]
-            rows = [*head, *s.frequency, *s.impedance.real, *s.impedance.imag]
-        else:
-            rows = [0.0, 0.0, 0.0, 0.0]
-        await self.eis_spectrum.write(rows)
-        return value
-
-    @keep_sp.putter
-    async def keep_sp(self, instance, value):
-        self.keep.set(value)
-        return value
-
-    @read_from_sp.putter
-    async def read_from_sp(self, instance, value):
-        rows = self.rig.cycler.buffer.since(int(value), limit=BUFFER_READ)
-        for i, field in enumerate(SAMPLE_FIELDS):
-            await getattr(self, f"buf_{field}").write(rows[:, i] if len(rows) else [0.0])
-        await self.buf_rows.write(rows.ravel() if len(rows) else [0.0])
-        await self.count_rb.write(len(rows))
-        return value
+    def spectra_page(self, index: int) -> np.ndarray:
+        """Page PV ``index`` of the kept spectra, numbered from 1 (their ``EIS:Count-RB``)."""
+        spectra = self.rig.cycler.spectra
+        latest = spectra[-1].count if spectra else 0
+        page, numbers = Paging(SPECTRA_KEPT).held(index, latest + 1)
+        records = [
+            [float(s.count), s.pressure, s.test_time, float(len(s.frequency)),
+             *s.frequency, *s.impedance.real, *s.impedance.imag]
+            for s in spectra
+            if s.count in numbers
+        ]  # fmt: skip
+        return np.array([float(page), float(len(records)), *(x for r in records for x in r)])
 
     async def update(self) -> None:
         """Publish the channel's state; complete or fail pending Start-Cmd puts."""
@@ -322,11 +272,10 @@ class CyclerGroup(RigPVGroup):
             self.discharge_rb: c.discharge_capacity,
             self.charge_energy_rb: c.charge_energy,
             self.discharge_energy_rb: c.discharge_energy,
-            self.next_seq_rb: cyc.buffer.next_seq,
-            self.oldest_seq_rb: cyc.buffer.oldest_seq,
         }
         for pv, value in values.items():
             await publish(pv, value)
+        await self.buf.update()
         spectrum = cyc.spectrum
         if spectrum is not None and spectrum.count != self._spectrum_published:
             await self.eis_freq.write(spectrum.frequency)

@@ -8,23 +8,27 @@ from __future__ import annotations
 
 from caproto.server import SubGroup
 
-from ssb_ioc.sim.events import EVENT_FIELDS, EVENT_KINDS, EVENT_UNITS, FAST_FIELDS
+from ssb_contract.records import EVENT, EVENT_KINDS, EVENT_UNITS, FAST
+from ssb_ioc.sim.events import EVENT_BUFFER
+from ssb_ioc.sim.rig import FAST_BUFFER
 
-from .buffers import RowBufferGroup
+from .buffers import RowBufferGroup, row_pages
 from .pvs import RigPVGroup, choice, counter, publish, setting, text
 
 KIND_NAMES = ", ".join(f"{i} {kind}" for i, kind in enumerate(EVENT_KINDS))
 
 
 class EventRows(RowBufferGroup):
-    fields = EVENT_FIELDS
+    fields = EVENT.fields
+    pages = row_pages(EVENT_BUFFER, EVENT.width)
 
     def buffer(self):
         return self.rig.events.buffer
 
 
 class FastRows(RowBufferGroup):
-    fields = FAST_FIELDS
+    fields = FAST.fields
+    pages = row_pages(FAST_BUFFER, FAST.width)
 
     def buffer(self):
         return self.rig.fast
@@ -67,7 +71,7 @@ class EventsGroup(RigPVGroup):
                               that kind (PressureSpike, PressureDrop, SoftShort,
                               ResistanceJump); OpenCircuit ends the cycler step at once
     Count-RB                  events detected so far; Last-RB: the newest, in words
-    Buf:NextSeq-RB, Buf:OldestSeq-RB, Buf:ReadFrom-SP, Buf:Count-RB, Buf:Rows-RB
+    Buf:NextSeq-RB, Buf:OldestSeq-RB, Buf:Kept-RB, Buf:Page0-RB .. Buf:Page31-RB
                               rows of (seq, time s, kind, magnitude, value, step);
                               kind 0 pressure_spike, 1 pressure_drop, 2 soft_short,
                               3 resistance_jump; magnitude in MPa, MPa, V, Ohm

@@ -241,7 +241,7 @@ class LoadCellGroup(RigPVGroup):
     FastRate-SP     Hz    rate of the kept samples, up to SampleRate-RB
     FastFor-SP      s     On ends by itself this much experiment time after this put
                           (put it after Fast-SP; 0 = until Off)
-    Fast:NextSeq-RB, Fast:OldestSeq-RB, Fast:ReadFrom-SP, Fast:Count-RB, Fast:Rows-RB
+    Fast:NextSeq-RB, Fast:OldestSeq-RB, Fast:Kept-RB, Fast:Page0-RB .. Fast:Page31-RB
                           rows of (seq, time s, pressure MPa, force kN, gap um,
                           voltage V, current A)
     """
@@ -709,7 +709,7 @@ class RigIOC(RigPVGroup):
     def _keeps(self):
         rig = self.backend
         return (
-            ("Cyc:Buf:", self.cycler.keep, rig.cycler.buffer),
+            ("Cyc:Buf:", self.cycler.buf.keep, rig.cycler.buffer),
             ("LC:Fast:", self.load_cell.fast.keep, rig.fast),
             ("Evt:Buf:", self.events.buf.keep, rig.events.buffer),
         )

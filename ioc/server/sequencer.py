@@ -5,22 +5,23 @@ A client puts the whole table (JSON, see :func:`ssb_ioc.sim.sequencer.load_table
 ``Table-SP``; it is checked as a whole and refused with the path of the first bad entry.
 ``Start-Cmd`` runs it; from then on the IOC starts each step in the simulation step in
 which the previous one ended, whether or not a client is connected. Clients follow
-``Step-RB`` and ``Completed-RB``, and read the record of finished steps in bulk: put the
-first wanted completion number to ``ResultsFrom-SP`` (completes once ``Results-RB`` is
-filled), then read ``Results-RB``, a JSON list.
+``Step-RB`` and ``Completed-RB``, and read the record of finished steps in bulk from the
+``Results:Page<k>-RB`` pages (:mod:`ssb_contract.paging`; JSON, numbered from 1).
 """
 
 from __future__ import annotations
 
 import json
 
+from ssb_contract.paging import Paging
+from ssb_contract.records import RESULTS_KEPT
 from ssb_ioc.sim.sequencer import STATES
 
+from .pages import text_pages
 from .pvs import RigPVGroup, choice, command, counter, keyed_command, publish, setting, text
 
 TABLE_MAX = 1_000_000  # characters of a table (a protocol file is at most 1 MB of text)
-RESULTS_READ = 1000  # step records per bulk read
-RESULTS_MAX = 2_000_000  # characters of one bulk read
+RESULTS_MAX = 2_000_000  # characters of one page of step records
 
 
 class SequencerGroup(RigPVGroup):
@@ -46,10 +47,10 @@ class SequencerGroup(RigPVGroup):
     Step-RB, Cycle-RB  index and cycle of the step in progress (as the plan numbers them)
     StepText-RB        the protocol line of the step in progress
     Completed-RB       steps completed since Start-Cmd
-    ResultsFrom-SP     fill Results-RB with the records of completed steps from this
-                       number on (at most 1000; put-completion = filled)
-    Results-RB         JSON list of step records: index, cycle, text, type, reason,
-                       start/end time, duration, counters at start and end, interruptions
+    Results:Page0-RB .. Results:Page31-RB  records of completed steps by completion
+                       number "n" (from 1), in pages: {"page": m, "records": [...]}
+                       (ssb_contract.paging); a record: n, index, cycle, text, type,
+                       reason, start/end time, duration, counters, interruptions
     """
 
     table_sp = text("Table-SP", "Protocol table (JSON)", writable=True, max_length=TABLE_MAX)
@@ -68,8 +69,9 @@ class SequencerGroup(RigPVGroup):
     cycle_rb = counter("Cycle-RB", "Cycle of the step in progress")
     step_text_rb = text("StepText-RB", "Protocol line of the step in progress")
     completed_rb = counter("Completed-RB", "Steps completed")
-    results_from_sp = setting("ResultsFrom-SP", "1", 0.0, 1e7, "Fill Results-RB from here", 0)
-    results_rb = text("Results-RB", "Step records (JSON list)", max_length=RESULTS_MAX)
+    results = text_pages(
+        RESULTS_MAX, "step records by completion number", "Results:", "results_page"
+    )
 
     @property
     def seq(self):
@@ -128,12 +130,17 @@ class SequencerGroup(RigPVGroup):
             await self.root.update_readbacks()
         return 0
 
-    @results_from_sp.putter
-    async def results_from_sp(self, instance, value):
-        first = int(value)
-        rows = [r for r in self.seq.results if r["n"] >= first][:RESULTS_READ]
-        await self.results_rb.write(json.dumps(rows)[:RESULTS_MAX])
-        return value
+    def results_page(self, index: int, max_length: int) -> str:
+        """Page PV ``index`` of the completed steps' records (JSON); the newest records of
+        a page too long for the PV wait for the next read."""
+        seq = self.seq
+        page, numbers = Paging(RESULTS_KEPT).held(index, seq.completed + 1)
+        records = [r for r in seq.results if r["n"] in numbers]
+        while True:
+            text = json.dumps({"page": page, "records": records})
+            if len(text) <= max_length:
+                return text
+            records = records[: len(records) // 2]
 
     async def restored(self) -> None:
         """Show a table restored after a restart."""

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ssb_contract.records import SAMPLE, SPECTRA_KEPT
+
 from .cell import MAH, Cell
 
 
@@ -80,7 +82,6 @@ class Step:
 EIS_MIN_POINT_TIME = 0.1  # s per frequency point (settling, averaging)
 EIS_PERIODS = 2  # periods measured at each frequency
 EIS_MAX_POINTS = 200
-SPECTRA_KEPT = 1000  # spectra a client can still read by number
 
 
 def sweep_frequencies(f_start: float, f_end: float, points_per_decade: int) -> np.ndarray:
@@ -117,22 +118,7 @@ class CyclerError(ValueError):
     """A step the channel refuses; the message names the problem."""
 
 
-SAMPLE_FIELDS = (
-    "seq",
-    "test_time",
-    "step_time",
-    "cycle",
-    "step",
-    "voltage",
-    "current",
-    "charge_capacity",
-    "discharge_capacity",
-    "charge_energy",
-    "discharge_energy",
-    "pressure",
-    "force",
-    "gap",
-)
+SAMPLE_FIELDS = SAMPLE.fields
 
 
 @dataclass

@@ -32,13 +32,11 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from ssb_contract.records import EVENT_FIELDS, EVENT_KINDS
+
 from .cycler import SampleBuffer
 
-EVENT_KINDS = ("pressure_spike", "pressure_drop", "soft_short", "resistance_jump")
-EVENT_UNITS = {"pressure_spike": "MPa", "pressure_drop": "MPa", "soft_short": "V"}
-EVENT_UNITS["resistance_jump"] = "ohm"
-EVENT_FIELDS = ("seq", "time", "kind", "magnitude", "value", "step")
-FAST_FIELDS = ("seq", "time", "pressure", "force", "gap", "voltage", "current")
+EVENT_BUFFER = 10_000  # events held for bulk reads
 
 
 @dataclass
@@ -56,7 +54,7 @@ class EventDetector:
     """Checks the rig's signals; appends ``(time, kind index, magnitude, value, step)``
     rows to :attr:`buffer` (``value``: the pressure or voltage at detection)."""
 
-    def __init__(self, thresholds: Thresholds | None = None, buffer_size: int = 10_000):
+    def __init__(self, thresholds: Thresholds | None = None, buffer_size: int = EVENT_BUFFER):
         self.thresholds = thresholds or Thresholds()
         self.buffer = SampleBuffer(buffer_size, width=len(EVENT_FIELDS))
         self._armed = {"pressure_spike": True, "pressure_drop": True}

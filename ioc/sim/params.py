@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ssb_contract.records import SAMPLE
+
 CHEMISTRIES = ("nmc-si", "nmc-li", "nmc-liin")
 
 
@@ -27,7 +29,8 @@ class CellFileError(ValueError):
 
 
 MAX_FILE_BYTES = 1_000_000  # a cell file is a page of TOML
-SAMPLE_BYTES = 14 * 8  # one logged cycler sample held in the IOC
+SAMPLE_BYTES = SAMPLE.width * 8  # one logged cycler sample held in the IOC
+MAX_SAMPLES = 1_000_000  # samples a cycler channel may hold (cycler.buffer_size)
 
 
 def _q(
@@ -137,7 +140,7 @@ class CyclerSection:
     buffer_size: float = _q(
         "",
         100,
-        1e6,
+        MAX_SAMPLES,
         why=f"each sample holds {SAMPLE_BYTES} bytes in the IOC: 1e6 samples = 112 MB",
     )
 

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ssb_contract.records import EVENT_KINDS, FAST_FIELDS
+
 from .cell import Cell
 from .cycler import Cycler, CyclerError, SafetyLimits, SampleBuffer, Step, StepKind
-from .events import EVENT_KINDS, FAST_FIELDS, EventDetector
+from .events import EventDetector
 from .loadcell import LoadCell
 from .params import RigParams
 from .press import Mode, Press

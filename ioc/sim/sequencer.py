@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ssb_contract.records import RESULTS_KEPT
+
 from .cycler import SAMPLE_FIELDS, CyclerError, Limit, Step, StepKind, Termination
 from .press import Mode
 
@@ -39,7 +41,6 @@ if TYPE_CHECKING:
 TABLE_VERSION = 1
 MAX_STEPS = 1_000_000  # as the protocol parser allows
 MAX_DEPTH = 10
-RESULTS_KEPT = 10_000  # completed steps whose results a client can still read
 STATES = ("Idle", "Running", "Paused", "Done", "Aborted", "Failed", "Held")
 ACTIVE = ("Running", "Paused", "Held")  # a sequence that owns the channel and the press
 COUNTERS = ("charge_capacity", "discharge_capacity", "charge_energy", "discharge_energy")
