@@ -87,7 +87,7 @@ def level_data(run) -> tuple[list[dict], list[dict]]:
     spectra = []
     if "impedance" in run:
         eis = run["impedance"].read()
-        if len(eis["time"]):
+        if "time" in eis and len(eis["time"]):  # a stream whose run died before a spectrum
             for k in np.unique(eis["spectrum"].values):
                 mask = eis["spectrum"].values == k
                 spectra.append(

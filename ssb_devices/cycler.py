@@ -35,9 +35,11 @@ from ophyd.status import DeviceStatus, Status
 
 from ssb_contract.paging import HEADER, Lost, Page, Paging, follow
 from ssb_contract.records import SAMPLE, SPECTRA_KEPT
+from ssb_contract.refusals import Refusal
 
 from .buffers import RowLog, finished, page_signals, read_fresh
 from .press import RigDisconnected
+from .refusals import ConfirmedSignal, LastRefusal, PutRefused, put_confirmed
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,12 @@ DIRECTIONS = ("Auto", "Rising", "Falling")
 
 
 class StepRejected(RuntimeError):
-    """The cycler refused a step or a safety trip ended it; the message says why."""
+    """The cycler refused a step or a safety trip ended it; the message says why, ``code``
+    (:class:`ssb_contract.refusals.Refusal`, None for a check made here) which kind."""
+
+    def __init__(self, message: str, code: Refusal | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -269,7 +276,7 @@ class Cycler(Device):
     log_period = Cpt(EpicsSignal, "Cyc:LogPeriod-SP", kind=Kind.config)
     start_cmd = Cpt(EpicsSignal, "Cyc:Start-Cmd", kind=Kind.omitted, put_complete=True)
     stop_cmd = Cpt(EpicsSignal, "Cyc:Stop-Cmd", kind=Kind.omitted, put_complete=True)
-    reset_cmd = Cpt(EpicsSignal, "Cyc:Reset-Cmd", kind=Kind.omitted, put_complete=True)
+    reset_cmd = Cpt(ConfirmedSignal, "Cyc:Reset-Cmd", refusals="Cyc:", kind=Kind.omitted)
 
     voltage = Cpt(EpicsSignalRO, "Cyc:Voltage-RB", kind=Kind.hinted, auto_monitor=False)
     current = Cpt(EpicsSignalRO, "Cyc:Current-RB", kind=Kind.hinted, auto_monitor=False)
@@ -291,6 +298,7 @@ class Cycler(Device):
     trip_reason = Cpt(EpicsSignalRO, "Cyc:TripReason-RB", string=True, kind=Kind.omitted)
 
     message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted)
+    refusals = Cpt(LastRefusal, "Cyc:", kind=Kind.omitted)
 
     samples = Cpt(SampleLog, "Cyc:Buf:")
     impedance = Cpt(ImpedanceLog, "Cyc:EIS:")
@@ -301,7 +309,6 @@ class Cycler(Device):
         self._status: StepStatus | None = None
         self._paused: tuple[float, float] | None = None  # step time, capacity at pause
         self._stopping = False
-        self.message.subscribe(self._on_message, run=False)
         self.step_time.subscribe(self._on_step_time, run=False)
         self.voltage.subscribe(self._on_connection, event_type="meta", run=False)
 
@@ -353,27 +360,34 @@ class Cycler(Device):
             puts[kind] = t.limit if t else "None"
             if t:
                 puts[value], puts[direction] = t.value, t.direction
-        for signal, value in puts.items():  # in order, each acknowledged by the IOC
-            try:
-                signal.put(value, wait=True, timeout=2)
-            except TimeoutError:  # the IOC refused it: its reason is on Rig:Msg-RB
-                raise StepRejected(
-                    f"{signal.pvname} = {value!r} not accepted: "
-                    f"{self.message.get(use_monitor=False)}"
-                ) from None
+        for signal, value in puts.items():  # in order, each answered by the IOC
+            try:  # Cyc:EIS: PVs are the cycler group's too
+                put_confirmed(signal, value, refusals=self.refusals, timeout=5).wait()
+            except PutRefused as ex:
+                raise StepRejected(f"{value!r} not accepted: {ex}", ex.code) from None
 
     def _start(self, step: CyclerStep, status: StepStatus) -> None:
         status.started = time.time()
         try:
             self._write(step)
         except Exception as ex:
-            status.set_exception(StepRejected(f"{self.name}: could not define the step: {ex}"))
+            status.set_exception(
+                StepRejected(
+                    f"{self.name}: could not define the step: {ex}", getattr(ex, "code", None)
+                )
+            )
             return
-        started = self.start_cmd.set(1)
+        started = put_confirmed(self.start_cmd, 1, refusals=self.refusals, timeout=None)
         started.add_callback(lambda st: self._on_step_end(st, status))
 
     def _on_step_end(self, started, status: StepStatus) -> None:
-        if status.done or self._paused is not None or self._stopping or not started.success:
+        """The IOC answers Start-Cmd when the step ends: done, or refused (a step it
+        would not start, a safety trip that ended it)."""
+        if status.done or self._paused is not None or self._stopping:
+            return
+        if not started.success:
+            ex = started.exception()
+            status.set_exception(StepRejected(f"{self.name}: {ex}", getattr(ex, "code", None)))
             return
 
         def finish():  # a CA read: not on the client's callback thread
@@ -385,13 +399,6 @@ class Cycler(Device):
                     status.set_exception(ex)
 
         threading.Thread(target=finish, daemon=True).start()
-
-    def _on_message(self, value: str = "", timestamp: float = 0.0, **kwargs) -> None:
-        status = self._status
-        if status is None or status.done or f"{self.start_cmd.pvname} refused" not in value:
-            return
-        if timestamp >= status.started - 1.0:
-            status.set_exception(StepRejected(f"{self.name}: {value}"))
 
     def _on_step_time(self, value: float = 0.0, **kwargs) -> None:
         status = self._status

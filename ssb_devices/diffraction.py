@@ -17,6 +17,8 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.areadetector.base import EpicsSignalWithRBV
 from ophyd.status import DeviceStatus
 
+from .refusals import LastRefusal, put_confirmed
+
 
 class DetectorFailed(RuntimeError):
     """A frame the detector did not deliver; the message is the detector's."""
@@ -44,6 +46,8 @@ class DiffractionDetector(Device):
     state = Cpt(EpicsSignalRO, "cam1:DetectorState_RBV", string=True, kind=Kind.omitted)
     message = Cpt(EpicsSignalRO, "cam1:StatusMessage_RBV", string=True, kind=Kind.omitted)
     sample = Cpt(EpicsSignalRO, "cam1:Sample_RBV", string=True, kind=Kind.omitted)
+    # ssb-ioc --xrd shows why it refused a put; a beamline's areaDetector does not
+    refusals = Cpt(LastRefusal, "cam1:", kind=Kind.omitted, lazy=True)
 
     def __init__(self, prefix: str = "", *, name: str, **kwargs):
         super().__init__(prefix, name=name, **kwargs)
@@ -51,36 +55,23 @@ class DiffractionDetector(Device):
 
     def trigger(self) -> DeviceStatus:
         """Take one frame; done when the IOC completes the put, failed with the
-        detector's words if it refuses or loses the frame."""
+        detector's words if it refuses the put or loses the frame."""
         status = DeviceStatus(self)
-        lock = threading.Lock()
-        self.message.get(use_monitor=False)
-        before = self.message.timestamp
-
-        def finish(exc: Exception | None = None) -> None:
-            with lock:
-                if status.done:
-                    return
-                self.message.clear_sub(on_message)
-                if exc is None:
-                    status.set_finished()
-                else:
-                    status.set_exception(exc)
-
-        def on_message(value: str = "", timestamp: float = 0.0, **kwargs) -> None:
-            if timestamp > before and ("refused" in value or "lost" in value):
-                finish(DetectorFailed(f"{self.name}: {value}"))
 
         def on_put(st) -> None:
-            if not st.success:
-                finish(DetectorFailed(f"{self.name}: {self.acquire.pvname} did not complete"))
+            ex = st.exception()
+            if ex is not None:
+                said = "" if getattr(ex, "code", None) else f"; {self.message.get()}"
+                status.set_exception(DetectorFailed(f"{self.name}: {ex}{said}"))
             elif self.state.get(use_monitor=False) == "Aborted":
-                finish(DetectorFailed(f"{self.name}: acquisition stopped, no frame"))
+                status.set_exception(DetectorFailed(f"{self.name}: acquisition stopped, no frame"))
             else:
-                finish()
+                status.set_finished()
 
-        self.message.subscribe(on_message, run=False)
-        self.acquire.set(1).add_callback(on_put)
+        put = put_confirmed(self.acquire, 1, refusals=self.refusals, timeout=None)
+        put.add_callback(
+            lambda st: threading.Thread(target=on_put, args=(st,), daemon=True).start()
+        )
         return status
 
     def stop(self, *, success: bool = False) -> None:

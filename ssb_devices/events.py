@@ -14,6 +14,7 @@ from ophyd.status import Status
 from ssb_contract.records import EVENT, FAST
 
 from .buffers import RowLog
+from .refusals import ConfirmedSignal
 
 
 class EventLog(RowLog):
@@ -66,7 +67,7 @@ class FaultInjector(Device):
     fault_type = Cpt(EpicsSignal, "Rig:FaultType-SP", string=True, kind=Kind.config)
     size = Cpt(EpicsSignal, "Rig:FaultSize-SP", kind=Kind.config)
     at = Cpt(EpicsSignal, "Rig:FaultAt-SP", kind=Kind.config)
-    inject_cmd = Cpt(EpicsSignal, "Rig:InjectFault-Cmd", kind=Kind.omitted, put_complete=True)
+    inject_cmd = Cpt(ConfirmedSignal, "Rig:InjectFault-Cmd", refusals="Rig:", kind=Kind.omitted)
     message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted)
 
     def inject(self, kind: str, size: float = 0.0, at: float = 0.0) -> Status:

@@ -2,9 +2,10 @@
 
 ``Press.set(p)`` puts ``Press:Pressure-SP`` with a completion callback: the IOC completes
 the put only when its own settle logic says the pressure has settled, so "done" means
-done. What the IOC refuses (NaN, limits, wrong mode, an interlock trip mid-move) is read
-from the rig's message PV and fails the status with :class:`PressureRejected`; a lost
-connection fails it with :class:`RigDisconnected`.
+done. What the IOC refuses (NaN, limits, wrong mode, an interlock trip mid-move) fails the
+put itself (``ECA_PUTFAIL``), and the status with :class:`PressureRejected` (its ``code``
+the contract's kind, its message the IOC's reason); a lost connection fails it with
+:class:`RigDisconnected`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import math
 import numbers
 import threading
-import time
 
 from ophyd import Component as Cpt
 from ophyd import EpicsSignal, EpicsSignalRO, Kind, PVPositionerPC
@@ -20,11 +20,16 @@ from ophyd.positioner import PositionerBase
 from ophyd.status import MoveStatus
 from ophyd.utils import LimitError
 
+from .refusals import ConfirmedSignal, LastRefusal, PutRefused, put_confirmed
+
 MODES = ("Off", "Pressure", "Gap")
 
 
 class PressureRejected(RuntimeError):
-    """The IOC refused a pressure setpoint; the message says why."""
+    """The IOC refused a pressure setpoint; the message says why, ``code`` (a
+    :class:`ssb_contract.refusals.Refusal`, or None for a check made here) which kind."""
+
+    code = None
 
 
 class RigDisconnected(RuntimeError):
@@ -55,14 +60,14 @@ class Press(PVPositionerPC):
     error = Cpt(EpicsSignalRO, "Press:Error-RB", kind=Kind.omitted)
 
     mode = Cpt(
-        EpicsSignal,
+        ConfirmedSignal,
         "Press:Mode-RB",
         write_pv="Press:Mode-SP",
+        refusals="Press:",
         string=True,
         kind=Kind.config,
-        put_complete=True,
     )
-    ramp_rate = Cpt(EpicsSignal, "Press:RampRate-SP", kind=Kind.config, put_complete=True)
+    ramp_rate = Cpt(ConfirmedSignal, "Press:RampRate-SP", refusals="Press:", kind=Kind.config)
     max_pressure = Cpt(EpicsSignal, "Press:MaxPressure-SP", kind=Kind.config)
     over_pressure = Cpt(EpicsSignal, "Press:OverPressure-SP", kind=Kind.config)
     kp = Cpt(EpicsSignal, "Press:KP-SP", kind=Kind.config)
@@ -80,13 +85,12 @@ class Press(PVPositionerPC):
     deadman_state = Cpt(EpicsSignalRO, "Press:Deadman-RB", string=True, kind=Kind.omitted)
     heartbeat = Cpt(EpicsSignal, "Press:Heartbeat-Cmd", kind=Kind.omitted, put_complete=True)
 
-    message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted, auto_monitor=True)
+    refusals = Cpt(LastRefusal, "Press:", kind=Kind.omitted)
 
     def __init__(self, prefix: str = "", *, name: str, egu: str = "MPa", **kwargs):
         super().__init__(prefix, name=name, egu=egu, **kwargs)
         self._lock = threading.Lock()
-        self._pending: tuple[MoveStatus, float, float] | None = None
-        self.message.subscribe(self._on_message, run=False)
+        self._pending: MoveStatus | None = None
         self.readback.subscribe(self._on_connection, event_type="meta", run=False)
 
     @property
@@ -119,31 +123,38 @@ class Press(PVPositionerPC):
             )
         with self._lock:
             self._pending = None
-        since = time.time()
         status = super().move(position, wait=False, timeout=timeout, moved_cb=moved_cb)
         with self._lock:
             if not status.done:
-                self._pending = (status, float(position), since)
+                self._pending = status
         if wait:
             status.wait()
         return status
+
+    def _setup_move(self, position) -> None:
+        """PVPositionerPC's move, with the put's answer: done, or refused with the reason."""
+        self._move_changed(value=1 - self.done_value)  # moving, until the IOC answers
+        put = put_confirmed(self.setpoint, position, refusals=self.refusals, timeout=None)
+        put.add_callback(self._on_answer)
+
+    def _on_answer(self, put) -> None:
+        ex = put.exception()
+        if ex is None:
+            self._done_moving(success=True)
+            return
+        rejected = PressureRejected(f"{self.name}: IOC refused the move: {ex}")
+        rejected.code = getattr(ex, "code", None)
+        self._fail_pending(rejected if isinstance(ex, PutRefused) else ex)
 
     # --- failure paths ------------------------------------------------------------
     def _fail_pending(self, exc: Exception) -> None:
         with self._lock:
             pending, self._pending = self._pending, None
-        if pending is None or pending[0].done:
+        if pending is None or pending.done:
             return
         self._reset_sub(self._SUB_REQ_DONE)  # the status is finished here, with the reason
         self._done_moving(success=False)
-        pending[0].set_exception(exc)
-
-    def _on_message(self, value: str = "", timestamp: float = 0.0, **kwargs) -> None:
-        pending = self._pending
-        if pending is None or f"{self.setpoint.pvname} refused" not in (value or ""):
-            return
-        if timestamp >= pending[2] - 1.0:  # a refusal of this put, not an older one
-            self._fail_pending(PressureRejected(f"{self.name}: IOC refused the move: {value}"))
+        pending.set_exception(exc)
 
     def _on_connection(self, connected: bool = True, **kwargs) -> None:
         if not connected:

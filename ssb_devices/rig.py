@@ -11,6 +11,7 @@ from ophyd.status import DeviceStatus
 from .cycler import Cycler
 from .events import EventDetection, FastLog
 from .press import Press, RigDisconnected
+from .refusals import ConfirmedSignal
 from .sequencer import Sequencer
 
 
@@ -24,7 +25,7 @@ class LoadCell(Device):
     sensitivity = Cpt(EpicsSignalRO, "LC:Sensitivity-RB", kind=Kind.config)
     sample_rate = Cpt(EpicsSignalRO, "LC:SampleRate-RB", kind=Kind.config)
     tare_offset = Cpt(EpicsSignalRO, "LC:TareOffset-RB", kind=Kind.config)
-    tare_cmd = Cpt(EpicsSignal, "LC:Tare-Cmd", kind=Kind.omitted, put_complete=True)
+    tare_cmd = Cpt(ConfirmedSignal, "LC:Tare-Cmd", refusals="LC:", kind=Kind.omitted)
     fast_sampling = Cpt(EpicsSignal, "LC:Fast-SP", string=True, kind=Kind.config)
     fast_rate = Cpt(EpicsSignal, "LC:FastRate-SP", kind=Kind.config)
     fast_for = Cpt(EpicsSignal, "LC:FastFor-SP", kind=Kind.config)
@@ -172,7 +173,7 @@ class Rig(Device):
     link = Cpt(EpicsSignalRO, "Rig:Link-RB", string=True, kind=Kind.omitted)  # OK/Silent/Lost
     missed_replies = Cpt(EpicsSignalRO, "Rig:MissedReplies-RB", kind=Kind.omitted)
     interlock_reset_cmd = Cpt(
-        EpicsSignal, "Rig:InterlockReset-Cmd", kind=Kind.omitted, put_complete=True
+        ConfirmedSignal, "Rig:InterlockReset-Cmd", refusals="Rig:", kind=Kind.omitted
     )
 
     def reset_interlock(self):

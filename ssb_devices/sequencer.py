@@ -33,6 +33,7 @@ from ssb_contract.records import RESULTS_KEPT
 
 from .buffers import page_signals, read_fresh
 from .press import RigDisconnected
+from .refusals import LastRefusal, PutRefused, PutTimedOut, put_confirmed
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,10 @@ ACTIVE = ("Running", "Paused", "Held")
 
 
 class SequenceRefused(RuntimeError):
-    """The IOC refused a table or a sequencer command; the message says why."""
+    """The IOC refused a table or a sequencer command; the message says why, ``code``
+    (:class:`ssb_contract.refusals.Refusal`) which kind."""
+
+    code = None
 
 
 class SequenceStatus(DeviceStatus):
@@ -97,6 +101,7 @@ class Sequencer(Device):
     results = page_signals(string=True, prefix="Seq:Results:")
     owner_key = Cpt(EpicsSignalRO, "Seq:OwnerKey-RB", kind=Kind.omitted, auto_monitor=False)
     message = Cpt(EpicsSignalRO, "Rig:Msg-RB", string=True, kind=Kind.omitted)
+    refusals = Cpt(LastRefusal, "Seq:", kind=Kind.omitted)
 
     def __init__(self, prefix: str = "", *, name: str, **kwargs):
         super().__init__(prefix, name=name, **kwargs)
@@ -131,29 +136,17 @@ class Sequencer(Device):
         return status
 
     def _command(self, signal, value, timeout: float = 10) -> None:
-        """Put ``value`` and wait for the IOC to take it; a refusal raises at once with
-        the IOC's words (from ``Rig:Msg-RB``), a silent IOC after ``timeout`` s."""
-        answered, said = threading.Event(), []
-        self.message.get(use_monitor=False)
-        before = self.message.timestamp  # only a newer message answers this put
-
-        def on_message(value: str = "", timestamp: float = 0.0, **kwargs) -> None:
-            if f"{signal.pvname} refused" in (value or "") and timestamp > before:
-                said.append(value)
-                answered.set()
-
-        self.message.subscribe(on_message, run=False)
+        """Put ``value`` and wait for the IOC's answer: a refusal raises
+        :class:`SequenceRefused` (its ``code`` the contract's kind) with the IOC's reason,
+        no answer within ``timeout`` s raises :class:`RigDisconnected`."""
         try:
-            status = signal.set(value, timeout=timeout)
-            status.add_callback(lambda st: answered.set())
-            if not answered.wait(timeout + 1.0):
-                raise RigDisconnected(f"{signal.pvname}: no answer; is the IOC running?")
-        finally:
-            self.message.clear_sub(on_message)
-        if said:
-            raise SequenceRefused(said[0])
-        if not status.success:
-            raise RigDisconnected(f"{signal.pvname}: no answer; is the IOC running?")
+            put_confirmed(signal, value, refusals=self.refusals, timeout=timeout).wait()
+        except PutRefused as ex:
+            refused = SequenceRefused(str(ex))
+            refused.code = ex.code
+            raise refused from None
+        except PutTimedOut as ex:
+            raise RigDisconnected(str(ex)) from None
 
     def _on_state(self, value: str = "", timestamp: float = 0.0, **kwargs) -> None:
         status = self._status

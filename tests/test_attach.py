@@ -41,7 +41,8 @@ def acquire(catalog_dir, tmp_path, prefix, *mode, heartbeat=HEARTBEAT) -> subpro
     line = proc.stdout.readline() if ready else ""
     if "acquiring" not in line:
         proc.kill()
-        raise AssertionError(f"acquisition did not start: {proc.stderr.read()}")
+        _, err = proc.communicate(timeout=10)  # reaped, pipes closed: nothing leaks on
+        raise AssertionError(f"acquisition did not start: {err}")
     return proc
 
 

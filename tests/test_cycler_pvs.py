@@ -75,7 +75,7 @@ def test_a_refused_step_changes_nothing_and_says_why(ioc):
             await cyc.start_cmd.write(1)
         assert not ioc.backend.cycler.running
         assert "Cyc:Start-Cmd refused" in ioc.msg_rb.value
-        with pytest.raises(Exception, match="Limits"):
+        with pytest.raises(Exception, match="outside the limits"):
             await cyc.current_sp.write(0.5)  # beyond the channel's 20 mA
 
     asyncio.run(go())

@@ -104,7 +104,9 @@ def test_refused_step_names_the_problem_and_changes_nothing(fast_rig):
     cycler = fast_rig.cycler
     before = cycler.step_index.get(use_monitor=False)
     status = cycler.set(CyclerStep("CC", current=0.5))  # beyond the 20 mA channel limit
-    with pytest.raises(StepRejected, match=r"Current-SP.*0\.5.*Limits"):
+    with pytest.raises(
+        StepRejected, match=r"Current-SP refused \(limit\).*0\.5 is outside the limits"
+    ):
         status.wait(10)
     assert cycler.running.get(use_monitor=False) == "No"
     assert cycler.step_index.get(use_monitor=False) == before

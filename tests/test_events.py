@@ -216,7 +216,7 @@ def test_event_pvs_configure_detection_and_report_the_newest():
         rig.advance(1.0)
         await ioc.update_readbacks()
         await ioc.events.buf.pages.page0.read(ChannelType.DOUBLE)
-        with pytest.raises(Exception, match="Limits are set"):
+        with pytest.raises(Exception, match="outside the limits"):
             await ioc.events.window_sp.write(-2.0)
 
     asyncio.run(go())

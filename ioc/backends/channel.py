@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ssb_contract.refusals import Refusal
+
 from ..sim.cycler import Cycler, CyclerError, Limit, SafetyLimits, Step, StepKind
 from .bts import BtsClient, Channel
 from .rigfile import BtsCycler
@@ -83,7 +85,7 @@ class BtsChannel(Cycler):
 
     def start(self, step: Step, *, cycle: int | None = None, index: int | None = None) -> None:
         if self.client.error and self.client.error != "not connected yet":
-            raise CyclerError(f"{self.client.name}: {self.client.error}")
+            raise CyclerError(f"{self.client.name}: {self.client.error}", code=Refusal.LINK)
         super().start(step, cycle=cycle, index=index)
         c = self.counters
         self._base = (c.charge_capacity, c.discharge_capacity, c.charge_energy, c.discharge_energy)
@@ -99,7 +101,9 @@ class BtsChannel(Cycler):
         self._pending, self._stop_owed = "", True
 
     def account(self, *args, **kwargs) -> None:  # pragma: no cover - see sync()
-        raise CyclerError("a BTS channel is followed with sync(), not simulated")
+        raise CyclerError(
+            "a BTS channel is followed with sync(), not simulated", code=Refusal.UNSUPPORTED
+        )
 
     # --- one scan ---------------------------------------------------------------------------
     async def sync(

@@ -29,6 +29,8 @@ import asyncio
 import math
 import time
 
+from ssb_contract.refusals import Refusal
+
 from ..sim.cycler import Cycler, CyclerError, SafetyLimits
 from ..sim.params import RigParams
 from ..sim.press import Mode, Press
@@ -70,7 +72,10 @@ class AbsentCycler(Cycler):
     """The cycler channel of a rig without one: refuses steps, still logs the mechanics."""
 
     def validate(self, step) -> None:
-        raise CyclerError("this rig has no cycler channel (rig file: [cycler] driver = 'none')")
+        raise CyclerError(
+            "this rig has no cycler channel (rig file: [cycler] driver = 'none')",
+            code=Refusal.UNSUPPORTED,
+        )
 
     def account(self, dt, current, pressure, force, gap, interlock="") -> None:
         self.counters.test_time += dt
@@ -114,7 +119,7 @@ class DrivenPress(Press):
         self._update_settle()
 
     def run(self, n, check):  # pragma: no cover - the instrument runs itself
-        raise RigError("a driven press is not simulated")
+        raise RigError("a driven press is not simulated", code=Refusal.UNSUPPORTED)
 
 
 class HardwareRig(Rig):
@@ -166,7 +171,8 @@ class HardwareRig(Rig):
         if at is not None:
             raise RigError(
                 "clock hold refused: real instruments keep their own time (a hold is the "
-                "simulation's way to keep a schedule at a high speed factor)"
+                "simulation's way to keep a schedule at a high speed factor)",
+                code=Refusal.UNSUPPORTED,
             )
 
     def stale_pvs(self) -> dict[str, tuple[str, float]]:
@@ -196,28 +202,35 @@ class HardwareRig(Rig):
             self._wall0 = time.monotonic()
 
     def advance(self, dt: float) -> None:  # pragma: no cover - the scan is exchange()
-        raise RigError("a hardware rig runs on its instruments' clock: call exchange()")
+        raise RigError(
+            "a hardware rig runs on its instruments' clock: call exchange()",
+            code=Refusal.UNSUPPORTED,
+        )
 
     def inject_fault(self, kind: str, size: float = 0.0, at: float | None = None) -> str:
         raise RigError(
             "fault injection acts on the simulated cell; this rig is hardware (faults of "
-            "emulated instruments are made in ssb-emulate)"
+            "emulated instruments are made in ssb-emulate)",
+            code=Refusal.UNSUPPORTED,
         )
 
     def tare(self) -> None:
         if "load_cell" not in self.instruments:
-            raise RigError("tare refused: the press controller zeroes its own load cell")
+            raise RigError(
+                "tare refused: the press controller zeroes its own load cell",
+                code=Refusal.UNSUPPORTED,
+            )
         if self.comm["load_cell"]:
-            raise RigError(f"tare refused: {self.comm['load_cell']}")
+            raise RigError(f"tare refused: {self.comm['load_cell']}", code=Refusal.LINK)
         super().tare()
 
     def set_mode(self, mode: int | str) -> None:
         mode = self.parse_mode(mode)
         lost = self._lost()
         if lost and mode != Mode.OFF:
-            raise RigError(f"{mode.name.title()} mode refused: {lost}")
+            raise RigError(f"{mode.name.title()} mode refused: {lost}", code=Refusal.LINK)
         if mode == Mode.PRESSURE and not math.isfinite(self.press.pressure):
-            raise RigError("Pressure mode refused: no pressure measured yet")
+            raise RigError("Pressure mode refused: no pressure measured yet", code=Refusal.LINK)
         super().set_mode(mode)
 
     @property

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 
+from ssb_contract.refusals import Refusal
+
 from ..sim.cycler import CyclerError, Limit, SafetyLimits, Step, StepKind, Termination
 
 CC_CHARGE, CC_DISCHARGE, CV, REST, END, CCCV_CHARGE = 1, 2, 3, 4, 6, 7
@@ -37,7 +39,10 @@ def step_type(step: Step) -> int:
         StepKind.CR: "constant resistance",
         StepKind.PEIS: "an impedance sweep (BTS channels have no impedance analyser)",
     }[step.kind]
-    raise CyclerError(f"{what} is not mapped to a Neware BTS step; use CC, CV, CCCV charge, rest")
+    raise CyclerError(
+        f"{what} is not mapped to a Neware BTS step; use CC, CV, CCCV charge, rest",
+        code=Refusal.UNSUPPORTED,
+    )
 
 
 def _value(parent: ET.Element, tag: str, value: float) -> None:

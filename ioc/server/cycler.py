@@ -19,6 +19,7 @@ from caproto.server import SubGroup
 
 from ssb_contract.paging import Paging
 from ssb_contract.records import SAMPLE
+from ssb_contract.refusals import Refusal, refusal_of
 from ssb_ioc.sim import RigError
 from ssb_ioc.sim.cycler import (
     EIS_MAX_POINTS,
@@ -33,7 +34,18 @@ from ssb_ioc.sim.params import MAX_SAMPLES
 
 from .buffers import RowBufferGroup, row_pages
 from .pages import pages
-from .pvs import RigPVGroup, array, choice, command, counter, publish, reading, setting, text
+from .pvs import (
+    RigPVGroup,
+    array,
+    choice,
+    command,
+    counter,
+    publish,
+    reading,
+    refusals,
+    setting,
+    text,
+)
 
 SPECTRUM_WIDTH = 4 + 3 * EIS_MAX_POINTS  # floats of one spectrum's record
 STEP_TYPES = ["Rest", "CC", "CV", "CCCV", "CP", "CR", "PEIS"]
@@ -105,6 +117,8 @@ class CyclerGroup(RigPVGroup):
     Buf:Keep-SP        the oldest sample the reader still needs: the simulation slows
                        rather than overwrite it (put it again within 10 s of wall time)
     """
+
+    last_refusal = refusals("")  # the last refused put: Refusal-RB, RefusalMsg-RB
 
     step_type = choice("StepType-SP", STEP_TYPES, "Type of the next step")
     current_sp = setting("Current-SP", "A", -1.0, 1.0, "Step current (+ = charge)", 6)
@@ -217,7 +231,7 @@ class CyclerGroup(RigPVGroup):
             index = int(self.step_sp.value) or None
             self.rig.cycler.start(self._step(), cycle=int(self.cycle_sp.value), index=index)
         except CyclerError as ex:
-            raise RigError(f"step refused: {ex}") from None
+            raise RigError(f"step refused: {ex}", code=refusal_of(ex)) from None
         await self.update()
         end = asyncio.get_running_loop().create_future()
         self._ends.append(end)
@@ -297,6 +311,6 @@ class CyclerGroup(RigPVGroup):
                 if end.done():
                     continue
                 if failed:
-                    end.set_exception(RigError(f"step ended by a {cyc.reason}"))
+                    end.set_exception(RigError(f"step ended by a {cyc.reason}", Refusal.INTERLOCK))
                 else:
                     end.set_result(None)

@@ -23,6 +23,8 @@ import math
 import numpy as np
 from caproto import ChannelType
 
+from ssb_contract.refusals import Refusal, Refused
+
 from ..sim.diffraction import Beamline, Exposure, lithium_content
 from .pvs import (
     ARRAY_BACKLOG,
@@ -34,6 +36,7 @@ from .pvs import (
     limits,
     publish,
     reading,
+    refusals,
     text,
 )
 
@@ -47,8 +50,11 @@ DETECTOR_STATES = [
 IMAGE_MODES = ["Single", "Multiple", "Continuous"]
 
 
-class DetectorError(RuntimeError):
-    """An acquisition that could not complete; the message says why and what to do."""
+class DetectorError(Refused):
+    """An acquisition that could not complete (a lost frame); the message says why and
+    what to do."""
+
+    code = Refusal.LINK
 
 
 class SampleLink:
@@ -147,6 +153,8 @@ class DetectorIOC(RigPVGroup):
     TimeStamp_RBV         s     the rig's experiment time when that frame's exposure began
     ArraySize0_RBV, NDimensions_RBV
     """
+
+    last_refusal = refusals("cam1:")  # the last refused put: Refusal-RB, RefusalMsg-RB
 
     acquire = choice("cam1:Acquire", ["Done", "Acquire"], "Start (and wait) or stop")
     acquire_rbv = choice("cam1:Acquire_RBV", ["Done", "Acquire"], "Acquiring", read_only=True)

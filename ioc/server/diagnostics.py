@@ -10,7 +10,7 @@ import time
 
 from caproto.server import pvproperty
 
-from .pvs import RigPVGroup, limits, setting
+from .pvs import RigPVGroup, limits, refusals, setting
 
 
 class DiagnosticsGroup(RigPVGroup):
@@ -19,6 +19,8 @@ class DiagnosticsGroup(RigPVGroup):
     Rate-SP      Hz   post Counter-RB this many times a second (0 = off)
     Counter-RB        incremented at Rate-SP (posted in bursts each millisecond)
     """
+
+    last_refusal = refusals("")  # the last refused put: Refusal-RB, RefusalMsg-RB
 
     rate_sp = setting("Rate-SP", "Hz", 0.0, 1e5, "Counter updates per second (0 = off)", 1)
     counter_rb = pvproperty(

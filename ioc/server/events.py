@@ -13,7 +13,7 @@ from ssb_ioc.sim.events import EVENT_BUFFER
 from ssb_ioc.sim.rig import FAST_BUFFER
 
 from .buffers import RowBufferGroup, row_pages
-from .pvs import RigPVGroup, choice, counter, publish, setting, text
+from .pvs import RigPVGroup, choice, counter, publish, refusals, setting, text
 
 KIND_NAMES = ", ".join(f"{i} {kind}" for i, kind in enumerate(EVENT_KINDS))
 
@@ -76,6 +76,8 @@ class EventsGroup(RigPVGroup):
                               kind 0 pressure_spike, 1 pressure_drop, 2 soft_short,
                               3 resistance_jump; magnitude in MPa, MPa, V, Ohm
     """
+
+    last_refusal = refusals("")  # the last refused put: Refusal-RB, RefusalMsg-RB
 
     buf = SubGroup(EventRows, prefix="Buf:")
     enable_sp = choice("Enable-SP", ["Off", "On"], "Detect events")

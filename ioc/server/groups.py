@@ -14,6 +14,7 @@ from typing import ClassVar
 from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import SubGroup
 
+from ssb_contract.refusals import Refusal
 from ssb_ioc.backends.interface import RigBackend
 from ssb_ioc.sim import Mode, RigError
 
@@ -31,6 +32,7 @@ from .pvs import (
     limits,
     publish,
     reading,
+    refusals,
     setting,
     text,
 )
@@ -88,6 +90,8 @@ class PressGroup(RigPVGroup):
                             from the working setpoint in Pressure mode (once the move has
                             settled, or while it ramps), whatever Mode-RB says
     """
+
+    last_refusal = refusals("")  # the last refused put: Refusal-RB, RefusalMsg-RB
 
     pressure_sp = setting("Pressure-SP", "MPa", 0.0, 200.0, "Target pressure")
     pressure_rb = reading("Pressure-RB", "MPa", -400.0, 400.0, "Measured pressure")
@@ -246,6 +250,8 @@ class LoadCellGroup(RigPVGroup):
                           voltage V, current A)
     """
 
+    last_refusal = refusals("")  # the last refused put: Refusal-RB, RefusalMsg-RB
+
     fast = SubGroup(FastRows, prefix="Fast:")
     fast_sp = choice("Fast-SP", ["Off", "On", "Step"], "Keep every load-cell sample")
     fast_rate_sp = setting(
@@ -349,6 +355,8 @@ class RigIOC(RigPVGroup):
     protocol sequencer (``{prefix}Seq:``), events (``{prefix}Evt:``) and diagnostics
     (``{prefix}Diag:``) PVs: see their groups.
     """
+
+    last_refusal = refusals("Rig:")  # the last refused put: Refusal-RB, RefusalMsg-RB
 
     press = SubGroup(PressGroup, prefix="Press:")
     load_cell = SubGroup(LoadCellGroup, prefix="LC:")
@@ -662,7 +670,8 @@ class RigIOC(RigPVGroup):
         )
         raise RigError(
             f"{what}; if you mean it, write Rig:Override-Cmd (1, or the owner's key) "
-            "first: a 30 s window"
+            "first: a 30 s window",
+            code=Refusal.OWNED,
         )
 
     @override_cmd.putter
@@ -810,9 +819,13 @@ class RigIOC(RigPVGroup):
             return
         press = self.backend.press
         if self.backend.interlock:
-            self.finish_moves(RigError(f"move aborted: interlock ({self.backend.interlock})"))
+            self.finish_moves(
+                RigError(f"move aborted: interlock ({self.backend.interlock})", Refusal.INTERLOCK)
+            )
         elif press.mode != Mode.PRESSURE:
-            self.finish_moves(RigError(f"move aborted: mode changed to {press.mode.name.title()}"))
+            self.finish_moves(
+                RigError(f"move aborted: mode changed to {press.mode.name.title()}", Refusal.STATE)
+            )
         elif press.settled:
             self.finish_moves()
 
@@ -955,7 +968,10 @@ class RigIOC(RigPVGroup):
     @speed_sp.putter
     async def speed_sp(self, instance, value):
         if self.backend.keeps_own_time:
-            raise RigError("Rig:Speed-SP refused: real instruments keep their own time")
+            raise RigError(
+                "Rig:Speed-SP refused: real instruments keep their own time",
+                code=Refusal.UNSUPPORTED,
+            )
         self.speed = value
         return value
 

@@ -2,9 +2,11 @@
 
 Each PV gets its own alarm (caproto's default is one alarm shared by a whole group).
 Every PV checks what a client sends before caproto converts it (:mod:`.wire`) and who
-sends it (:mod:`.access`), and reports a refused put on the rig's message PV with a WRITE
-alarm before the put fails, so that clients that do not surface a server-side put
-failure (pyepics' ``caput``, or a client that only times out) can still read why.
+sends it (:mod:`.access`). A refused put fails on the wire as EPICS' own IOCs fail it: a
+put with completion is answered ``ECA_PUTFAIL`` (``ECA_NOWTACCESS`` without write
+access). Before that answer the PV raises its WRITE alarm, its group's
+``Refusal-RB``/``RefusalMsg-RB`` show the kind (:class:`ssb_contract.refusals.Refusal`)
+and the reason, and ``Rig:Msg-RB`` logs it for people.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from caproto import AccessRights, AlarmSeverity, AlarmStatus, ChannelType, SkipWrite
-from caproto.server import PVGroup, pvproperty
+from caproto import AccessRights, AlarmSeverity, AlarmStatus, CAStatus, ChannelType, SkipWrite
+from caproto.server import PVGroup, SubGroup, pvproperty
+
+from ssb_contract.refusals import REFUSAL_NAMES, Refusal, Refused, refusal_of
 
 from .access import AccessRules
 from .wire import as_char_array, check_put, shown
@@ -22,22 +26,30 @@ from .wire import as_char_array, check_put, shown
 
 class _Guarded:
     """Mixin for pvproperty data: check what a client sends (:mod:`.wire`), refuse
-    non-finite numbers, report every refusal on the rig's message PV with a WRITE alarm
-    on the PV, and clear that alarm with the next accepted put."""
+    non-finite numbers, fail a refused put on the wire with its kind on the group's
+    refusal PVs and a WRITE alarm on the PV, and clear that alarm with the next accepted
+    put."""
 
     kind: ClassVar[str] = ""  # "float" | "int" | "enum" | "text"
 
     writer = ""  # who sent the put being handled (user@host; "" for the IOC itself)
 
     async def auth_write(self, hostname, username, data, data_type, metadata, **kwargs):
+        """A client's put. A refusal is the put's answer (caproto would answer an
+        exception with an error message caproto's own client ignores, and log a
+        traceback): ``ECA_PUTFAIL`` to a put with completion, nothing to a plain put,
+        whose client reads the refusal PVs."""
         self.writer = f"{username}@{hostname}"  # read by putters before their first await
         if AccessRights.WRITE not in self.check_access(hostname, username):
             who = f"{username}@{hostname}"
             why = "read-only PV" if self.read_only else f"no write access for {who}"
-            await self.group.root.report(
-                f"{self.pvname} refused: {why} (the put: {_cut(shown(data, data_type))})"
-            )
-        return await super().auth_write(hostname, username, data, data_type, metadata, **kwargs)
+            await self.say_refused(shown(data, data_type), Refused(why, Refusal.ACCESS))
+            return CAStatus.ECA_NOWTACCESS  # no WRITE alarm: a readback keeps its own
+        try:
+            await self.write_from_dbr(data, data_type, metadata, **kwargs_for_write(kwargs))
+        except Exception:  # said by refuse() on the way out of write_from_dbr / write
+            return CAStatus.ECA_PUTFAIL
+        return CAStatus.ECA_NORMAL
 
     def check_access(self, hostname, username):
         rights = super().check_access(hostname, username)
@@ -86,6 +98,10 @@ class _Guarded:
     async def verify_value(self, value):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{value} is not a finite number")
+        if self.kind in ("float", "int") and isinstance(value, int | float):
+            lo, hi = self.lower_ctrl_limit, self.upper_ctrl_limit  # caproto's check, typed
+            if lo != hi and not lo <= value <= hi:
+                raise Refused(f"{value:g} is outside the limits {lo:g}..{hi:g}", Refusal.LIMIT)
         return await super().verify_value(value)
 
     async def write(self, value, *, verify_value=True, **kwargs):
@@ -101,10 +117,20 @@ class _Guarded:
 
     async def refuse(self, value, ex: Exception) -> None:
         """Say why a put was refused (once) and raise the PV's WRITE alarm."""
-        if not getattr(ex, "reported", False):
-            ex.reported = True
-            await self.group.root.report(f"{self.pvname} refused: {ex} (the put: {_cut(value)})")
+        await self.say_refused(value, ex)
         await self.alarm.write(status=AlarmStatus.WRITE, severity=AlarmSeverity.MAJOR_ALARM)
+
+    async def say_refused(self, value, ex: Exception) -> None:
+        """The refusal's kind and reason on the group's refusal PVs, the reason on
+        Rig:Msg-RB: once per refusal."""
+        if getattr(ex, "reported", False):
+            return
+        ex.reported = True
+        message = f"{self.pvname} refused: {ex} (the put: {_cut(value)})"
+        holder = _refusal_holder(self.group)
+        if holder is not None:
+            await holder.last_refusal.record(refusal_of(ex), message)
+        await self.group.root.report(message)
 
     async def accepted(self) -> None:
         """A put was honoured: clear the WRITE alarm a refused one raised; autosave."""
@@ -112,6 +138,18 @@ class _Guarded:
             self.group.root.setting_changed(self.pvname)
         if self.alarm.status == AlarmStatus.WRITE:
             await self.alarm.write(status=AlarmStatus.NO_ALARM, severity=AlarmSeverity.NO_ALARM)
+
+
+def kwargs_for_write(kwargs: dict) -> dict:
+    """caproto hands auth_write the client's address too; write_from_dbr takes flags."""
+    return {k: v for k, v in kwargs.items() if k == "flags"}
+
+
+def _refusal_holder(group):
+    """The nearest group (this one or a parent) that shows refusals."""
+    while group is not None and not isinstance(getattr(group, "last_refusal", None), LastRefusal):
+        group = getattr(group, "parent", None)
+    return group
 
 
 def _cut(value, limit: int = 60) -> str:
@@ -304,3 +342,25 @@ async def publish(pv, value) -> None:
             value = min(max(value, lo), hi)
     if pv.value != value:
         await pv.write(value)
+
+
+class LastRefusal(RigPVGroup):
+    """A group's last refused put: its kind (a contract code) and the IOC's words. A
+    client that made a plain put (no completion) reads why here; the timestamp says when."""
+
+    code = choice(
+        "Refusal-RB",
+        list(REFUSAL_NAMES),
+        "The kind of the last refused put to this group (ssb_contract.refusals.Refusal)",
+        read_only=True,
+    )
+    message = text("RefusalMsg-RB", "Why the last put to this group was refused, and the put")
+
+    async def record(self, code: Refusal, message: str) -> None:
+        await self.message.write(message[:255])
+        await self.code.write(REFUSAL_NAMES[code])
+
+
+def refusals(prefix: str):
+    """The refusal PVs of a group (``<prefix>Refusal-RB``, ``<prefix>RefusalMsg-RB``)."""
+    return SubGroup(LastRefusal, prefix=prefix)

@@ -18,7 +18,17 @@ from ssb_contract.records import RESULTS_KEPT
 from ssb_ioc.sim.sequencer import STATES
 
 from .pages import text_pages
-from .pvs import RigPVGroup, choice, command, counter, keyed_command, publish, setting, text
+from .pvs import (
+    RigPVGroup,
+    choice,
+    command,
+    counter,
+    keyed_command,
+    publish,
+    refusals,
+    setting,
+    text,
+)
 
 TABLE_MAX = 1_000_000  # characters of a table (a protocol file is at most 1 MB of text)
 RESULTS_MAX = 2_000_000  # characters of one page of step records
@@ -52,6 +62,8 @@ class SequencerGroup(RigPVGroup):
                        (ssb_contract.paging); a record: n, index, cycle, text, type,
                        reason, start/end time, duration, counters, interruptions
     """
+
+    last_refusal = refusals("")  # the last refused put: Refusal-RB, RefusalMsg-RB
 
     table_sp = text("Table-SP", "Protocol table (JSON)", writable=True, max_length=TABLE_MAX)
     owner_rb = text("Owner-RB", "Who uploaded the table (JSON)", max_length=4096)

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 from caproto import ChannelType, native_type
 
+from ssb_contract.refusals import Refused
+
 PLAIN_TYPES = (
     ChannelType.STRING,
     ChannelType.INT,
@@ -39,7 +41,7 @@ NUMERIC_TYPES = (ChannelType.CHAR, ChannelType.INT, ChannelType.LONG, ChannelTyp
 FLOAT_TYPES = (ChannelType.FLOAT, ChannelType.DOUBLE)
 
 
-class PutRefused(ValueError):
+class PutRefused(Refused):
     """A put the PV cannot honour; the message says why, for ``Rig:Msg-RB``."""
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ssb_contract.records import SAMPLE, SPECTRA_KEPT
+from ssb_contract.refusals import Refusal, Refused
 
 from .cell import MAH, Cell
 
@@ -114,7 +115,7 @@ class SafetyLimits:
     i_max: float = 0.02  # A
 
 
-class CyclerError(ValueError):
+class CyclerError(Refused):
     """A step the channel refuses; the message names the problem."""
 
 
@@ -228,7 +229,9 @@ class Cycler:
     def start(self, step: Step, *, cycle: int | None = None, index: int | None = None) -> None:
         """Begin ``step`` now (validated; refused while a safety trip is latched)."""
         if self.tripped:
-            raise CyclerError(f"safety trip latched ({self.tripped}); reset it first")
+            raise CyclerError(
+                f"safety trip latched ({self.tripped}); reset it first", code=Refusal.INTERLOCK
+            )
         self.validate(step)
         c = self.counters
         if cycle is not None:
@@ -272,33 +275,43 @@ class Cycler:
         if len(step.terminations) > 3:
             raise CyclerError("a step takes at most three terminations")
         if not math.isfinite(step.current) or abs(step.current) > lim.i_max:
-            raise CyclerError(f"current {step.current:g} A outside +-{lim.i_max:g} A")
+            raise CyclerError(
+                f"current {step.current:g} A outside +-{lim.i_max:g} A", code=Refusal.LIMIT
+            )
         for term in step.terminations:  # at a safety limit the trip would come first
             if term.limit == Limit.VOLTAGE and not lim.v_min < term.value < lim.v_max:
                 raise CyclerError(
                     f"until {term.value:g} V: the safety limits are {lim.v_min:g} and "
                     f"{lim.v_max:g} V, which trip the step and end the protocol; end it "
-                    "inside them"
+                    "inside them",
+                    code=Refusal.LIMIT,
                 )
         if step.kind in (StepKind.CV, StepKind.CCCV):
             v = step.voltage
             if v is None or not math.isfinite(v) or not lim.v_min <= v <= lim.v_max:
-                raise CyclerError(f"voltage {v} V outside {lim.v_min:g}..{lim.v_max:g} V")
+                raise CyclerError(
+                    f"voltage {v} V outside {lim.v_min:g}..{lim.v_max:g} V", code=Refusal.LIMIT
+                )
             if step.current == 0:
                 raise CyclerError(f"{step.kind.value} needs a non-zero current (limit)")
         if step.kind == StepKind.PEIS:
             for f in (step.f_start, step.f_end):
                 if not (math.isfinite(f) and 1e-3 <= f <= 1e7):
-                    raise CyclerError(f"impedance frequency {f:g} Hz outside 1 mHz..10 MHz")
+                    raise CyclerError(
+                        f"impedance frequency {f:g} Hz outside 1 mHz..10 MHz", code=Refusal.LIMIT
+                    )
             if step.f_start == step.f_end:
                 raise CyclerError("impedance sweep needs two different frequencies")
             if not 1 <= step.points_per_decade <= 50:
                 raise CyclerError(
-                    f"impedance sweep: {step.points_per_decade} points per decade outside 1..50"
+                    f"impedance sweep: {step.points_per_decade} points per decade outside 1..50",
+                    code=Refusal.LIMIT,
                 )
             n = len(sweep_frequencies(step.f_start, step.f_end, step.points_per_decade))
             if n > EIS_MAX_POINTS:
-                raise CyclerError(f"impedance sweep of {n} points; at most {EIS_MAX_POINTS}")
+                raise CyclerError(
+                    f"impedance sweep of {n} points; at most {EIS_MAX_POINTS}", code=Refusal.LIMIT
+                )
         if step.kind == StepKind.CC and step.current == 0:
             raise CyclerError("constant current of 0 A: use a rest step")
         if step.kind == StepKind.CP and (

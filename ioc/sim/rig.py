@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ssb_contract.records import EVENT_KINDS, FAST_FIELDS
+from ssb_contract.refusals import Refusal, Refused, refusal_of
 
 from .cell import Cell
 from .cycler import Cycler, CyclerError, SafetyLimits, SampleBuffer, Step, StepKind
@@ -34,7 +35,7 @@ FAST_BUFFER = 200_000  # full-rate rows held for bulk reads: 200 s at 1 kHz
 PRE_TRIGGER = 5  # cell steps kept, to lead an event's full-rate window
 
 
-class RigError(ValueError):
+class RigError(Refused):
     """A command the rig refuses; the message says why and what to do instead."""
 
 
@@ -130,7 +131,7 @@ class Rig:
             return
         at = _finite("clock hold", at)
         if at < 0:
-            raise RigError(f"clock hold at {at:g} s: expected a time >= 0")
+            raise RigError(f"clock hold at {at:g} s: expected a time >= 0", code=Refusal.LIMIT)
         self.hold_at = max(at, self.time)
 
     @property
@@ -139,7 +140,9 @@ class Rig:
         return self.hold_at is not None and self.time >= self.hold_at - self.press.period / 2
 
     async def exchange(self) -> None:  # pragma: no cover - the simulation is advanced
-        raise RigError("the simulation runs on its own clock: call advance(dt)")
+        raise RigError(
+            "the simulation runs on its own clock: call advance(dt)", code=Refusal.UNSUPPORTED
+        )
 
     def advance(self, dt: float, stop=None) -> float:
         """Simulate ``dt`` seconds of experiment time; returns the time simulated, less
@@ -288,12 +291,17 @@ class Rig:
         if rate is not None:
             rate = _finite("full-rate sampling rate", rate)
             if not 0 < rate <= top:
-                raise RigError(f"sampling rate {rate:g} Hz: expected 0 < rate <= {top:g} Hz")
+                raise RigError(
+                    f"sampling rate {rate:g} Hz: expected 0 < rate <= {top:g} Hz",
+                    code=Refusal.LIMIT,
+                )
             decimation = max(1, round(top / rate))
         if duration is not None:
             duration = _finite("full-rate sampling duration", duration)
             if duration < 0:
-                raise RigError(f"full-rate sampling for {duration:g} s: expected >= 0")
+                raise RigError(
+                    f"full-rate sampling for {duration:g} s: expected >= 0", code=Refusal.LIMIT
+                )
         self.fast_mode, self.fast_decimation = mode, decimation
         if duration is not None:
             self.fast_until = self.time + duration if duration > 0 else math.inf
@@ -305,7 +313,9 @@ class Rig:
         for name, value in values.items():
             value = _finite(f"event threshold {name}", value)
             if not value > 0:
-                raise RigError(f"event threshold {name} = {value:g}: expected > 0")
+                raise RigError(
+                    f"event threshold {name} = {value:g}: expected > 0", code=Refusal.LIMIT
+                )
             checked[name] = value
         unknown = set(checked) - {"pressure", "voltage_drop", "resistance", "window"}
         if unknown:
@@ -337,7 +347,10 @@ class Rig:
         if not self.interlock:
             return
         if self.press.pressure > self.over_pressure or self.load_cell.overloaded:
-            raise RigError(f"cannot reset interlock: condition persists ({self.interlock})")
+            raise RigError(
+                f"cannot reset interlock: condition persists ({self.interlock})",
+                code=Refusal.STATE,
+            )
         self.interlock = ""
 
     # --- commands (validated; state unchanged on error) -------------------------------
@@ -352,7 +365,10 @@ class Rig:
     def set_mode(self, mode: int | str) -> None:
         mode = self.parse_mode(mode)
         if self.interlock and mode != Mode.OFF:
-            raise RigError(f"interlock tripped ({self.interlock}); reset it before {mode.name}")
+            raise RigError(
+                f"interlock tripped ({self.interlock}); reset it before {mode.name}",
+                code=Refusal.INTERLOCK,
+            )
         if mode == Mode.PRESSURE:
             pid = self.press.pid
             self._check_loop(pid.kp, pid.ki, pid.drvl, pid.drvh)
@@ -363,11 +379,13 @@ class Rig:
         if self.press.mode != Mode.PRESSURE:
             raise RigError(
                 f"pressure setpoint refused: press is in {self.press.mode.name.title()} mode; "
-                "set Mode to Pressure first"
+                "set Mode to Pressure first",
+                code=Refusal.STATE,
             )
         if not 0 <= pressure <= self.max_setpoint:
             raise RigError(
-                f"pressure setpoint {pressure:g} MPa outside 0..{self.max_setpoint:g} MPa"
+                f"pressure setpoint {pressure:g} MPa outside 0..{self.max_setpoint:g} MPa",
+                code=Refusal.LIMIT,
             )
         self.press.set_target(pressure)
 
@@ -375,7 +393,9 @@ class Rig:
         rate = _finite("ramp rate", rate)
         top = self.params.limits.max_ramp_rate
         if not 0 <= rate <= top:
-            raise RigError(f"ramp rate {rate:g} MPa/s outside 0..{top:g} MPa/s (0 = step)")
+            raise RigError(
+                f"ramp rate {rate:g} MPa/s outside 0..{top:g} MPa/s (0 = step)", code=Refusal.LIMIT
+            )
         self.press.set_ramp_rate(rate)
 
     def set_over_pressure(self, limit: float) -> None:
@@ -384,7 +404,8 @@ class Rig:
         if not self.max_setpoint < limit <= capacity_mpa:
             raise RigError(
                 f"over-pressure limit {limit:g} MPa outside {self.max_setpoint:g}.."
-                f"{capacity_mpa:.1f} MPa (above the setpoint limit, within the load cell)"
+                f"{capacity_mpa:.1f} MPa (above the setpoint limit, within the load cell)",
+                code=Refusal.LIMIT,
             )
         self.over_pressure = limit
         self._check_interlocks()
@@ -394,12 +415,14 @@ class Rig:
         if not 0 < limit < self.over_pressure:
             raise RigError(
                 f"setpoint limit {limit:g} MPa outside 0..{self.over_pressure:g} MPa "
-                "(must stay below the over-pressure interlock)"
+                "(must stay below the over-pressure interlock)",
+                code=Refusal.LIMIT,
             )
         if self.press.mode == Mode.PRESSURE and self.press.target > limit:
             raise RigError(
                 f"setpoint limit {limit:g} MPa is below the present target "
-                f"{self.press.target:g} MPa; lower the pressure first"
+                f"{self.press.target:g} MPa; lower the pressure first",
+                code=Refusal.STATE,
             )
         self.max_setpoint = limit
 
@@ -412,7 +435,9 @@ class Rig:
             if value is not None:
                 value = _finite(name.upper(), value)
                 if value < 0:
-                    raise RigError(f"{name.upper()}: {value:g} must not be negative")
+                    raise RigError(
+                        f"{name.upper()}: {value:g} must not be negative", code=Refusal.LIMIT
+                    )
                 new[name] = value
         gains = {"kp": pid.kp, "ki": pid.ki} | new
         if self.press.mode == Mode.PRESSURE:
@@ -427,7 +452,8 @@ class Rig:
         if not -top <= lo < hi <= top:
             raise RigError(
                 f"output limits DRVL={lo:g}, DRVH={hi:g} um/s: need "
-                f"-{top:g} <= DRVL < DRVH <= {top:g}"
+                f"-{top:g} <= DRVL < DRVH <= {top:g}",
+                code=Refusal.LIMIT,
             )
         if self.press.mode == Mode.PRESSURE:
             self._check_loop(pid.kp, pid.ki, lo, hi)
@@ -440,13 +466,15 @@ class Rig:
         if kp == 0 and ki == 0:
             raise RigError(
                 "KP = KI = 0 while the loop holds pressure: it would never act on a new "
-                "setpoint; give one of them a value (or leave Pressure mode first)"
+                "setpoint; give one of them a value (or leave Pressure mode first)",
+                code=Refusal.STATE,
             )
         if not drvl < 0 < drvh:
             raise RigError(
                 f"output limits DRVL={drvl:g}, DRVH={drvh:g} um/s while the loop holds "
                 "pressure: it needs DRVH > 0 to press and DRVL < 0 to relieve, or it drifts "
-                "off its setpoint (leave Pressure mode first to park them)"
+                "off its setpoint (leave Pressure mode first to park them)",
+                code=Refusal.STATE,
             )
 
     def set_settle(self, tolerance: float | None = None, time: float | None = None) -> None:
@@ -456,7 +484,9 @@ class Rig:
         )
         hold = press.settle_time if time is None else _finite("settle time", time)
         if tol <= 0 or hold < 0:
-            raise RigError("settle tolerance must be > 0 MPa and settle time >= 0 s")
+            raise RigError(
+                "settle tolerance must be > 0 MPa and settle time >= 0 s", code=Refusal.LIMIT
+            )
         press.settle_tolerance, press.settle_time = tol, hold
 
     @property
@@ -471,7 +501,8 @@ class Rig:
             raise RigError(
                 f"{what} refused: a protocol sequence is {seq.state.lower()} on this "
                 f"channel, {seq.owner_text()}; its owner aborts it (Seq:Abort-Cmd), a "
-                "person forces an end with Seq:ForceAbort-Cmd"
+                "person forces an end with Seq:ForceAbort-Cmd",
+                code=Refusal.OWNED,
             )
 
     def set_current(self, current: float) -> None:
@@ -484,7 +515,7 @@ class Rig:
         try:
             self.cycler.start(Step(StepKind.CC, current=current))
         except CyclerError as ex:
-            raise RigError(f"cell current refused: {ex}") from None
+            raise RigError(f"cell current refused: {ex}", code=refusal_of(ex)) from None
 
     def stop(self) -> None:
         self.press.stop()
@@ -515,10 +546,14 @@ class Rig:
         if kind not in defaults:
             raise RigError(f"fault {kind!r}: expected one of {', '.join(defaults)}")
         if size < 0:
-            raise RigError(f"fault size {size:g}: expected >= 0 (0 = the default)")
+            raise RigError(
+                f"fault size {size:g}: expected >= 0 (0 = the default)", code=Refusal.LIMIT
+            )
         size = size or defaults[kind]
         if kind == "contact_loss" and not size < 1:
-            raise RigError(f"contact loss {size:g}: expected a fraction below 1")
+            raise RigError(
+                f"contact loss {size:g}: expected a fraction below 1", code=Refusal.LIMIT
+            )
         if at is not None and _finite("fault time", at) > self.time:
             self._faults.append((at, kind, size))
             self._faults.sort()
@@ -540,11 +575,15 @@ class Rig:
 
     def tare(self) -> None:
         if self.press.mode != Mode.OFF:
-            raise RigError("tare refused: set Mode to Off first (tare only an unloaded cell)")
+            raise RigError(
+                "tare refused: set Mode to Off first (tare only an unloaded cell)",
+                code=Refusal.STATE,
+            )
         if abs(self.load_cell.force) > 0.02 * self.load_cell.capacity:
             raise RigError(
                 f"tare refused: reading {self.load_cell.force:.0f} N is above 2 % of capacity; "
-                "unload the press first"
+                "unload the press first",
+                code=Refusal.STATE,
             )
         self.load_cell.tare()
         self.press.pressure = self.load_cell.force / self.press.area_mm2

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ssb_contract.records import RESULTS_KEPT
+from ssb_contract.refusals import Refusal, Refused, refusal_of
 
 from .cycler import SAMPLE_FIELDS, CyclerError, Limit, Step, StepKind, Termination
 from .press import Mode
@@ -46,7 +47,7 @@ ACTIVE = ("Running", "Paused", "Held")  # a sequence that owns the channel and t
 COUNTERS = ("charge_capacity", "discharge_capacity", "charge_energy", "discharge_energy")
 
 
-class SequenceError(ValueError):
+class SequenceError(Refused):
     """A table or a command the sequencer refuses; the message names the problem."""
 
 
@@ -130,7 +131,7 @@ def _number(where: str, value: Any, low: float = -math.inf, high: float = math.i
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SequenceError(f"{where}: expected a number, got {value!r}")
     if not (math.isfinite(value) and low <= value <= high):
-        raise SequenceError(f"{where}: {value!r} outside {low:g}..{high:g}")
+        raise SequenceError(f"{where}: {value!r} outside {low:g}..{high:g}", code=Refusal.LIMIT)
     return float(value)
 
 
@@ -184,7 +185,9 @@ def _node(rig: Rig, where: str, node: Any, depth: int) -> TableStep | Repeat:
         try:
             rig.cycler.validate(step)
         except CyclerError as ex:
-            raise SequenceError(f"{where}{f' ({text})' if text else ''}: {ex}") from None
+            raise SequenceError(
+                f"{where}{f' ({text})' if text else ''}: {ex}", refusal_of(ex)
+            ) from None
         return TableStep(text, "cycler", step=step, period=period)
     if do == "pressure":
         action = node.get("action")
@@ -241,7 +244,10 @@ def load_table(rig: Rig, source: str | bytes) -> Table:
     steps = _nodes(rig, "steps", doc.get("steps"), 0)
     total = _size(steps)
     if total > MAX_STEPS:
-        raise SequenceError(f"table: {total} steps once repeats are unrolled; at most {MAX_STEPS}")
+        raise SequenceError(
+            f"table: {total} steps once repeats are unrolled; at most {MAX_STEPS}",
+            code=Refusal.LIMIT,
+        )
     fast = _step_set("fast_steps", doc.get("fast_steps", []))
     holds = _step_set("hold_steps", doc.get("hold_steps", []))
     owner = doc.get("owner", {})
@@ -322,7 +328,8 @@ class Sequencer:
             raise SequenceError(
                 f"{what} refused: the sequence belongs to {self.owner_text()}; its owner "
                 "puts its key (Seq:OwnerKey-RB) to take over, a person forces an end with "
-                "Seq:ForceAbort-Cmd"
+                "Seq:ForceAbort-Cmd",
+                code=Refusal.OWNED,
             )
 
     # --- commands -----------------------------------------------------------------------
@@ -332,7 +339,8 @@ class Sequencer:
         if self.state in ACTIVE:
             raise SequenceError(
                 f"table refused: a sequence is {self.state.lower()} on this rig, "
-                f"{self.owner_text()}; wait for its end, or attach to it"
+                f"{self.owner_text()}; wait for its end, or attach to it",
+                code=Refusal.OWNED,
             )
         table = load_table(self.rig, source)
         self.key = secrets.randbelow(2**31 - 2) + 2 if table.owner.get("sequence_id") else 0
@@ -348,11 +356,15 @@ class Sequencer:
     def start(self, first: int = 1) -> None:
         """Run the table from step ``first`` (1 = the beginning)."""
         if self.table is None:
-            raise SequenceError("no table loaded: put one to Seq:Table-SP first")
+            raise SequenceError(
+                "no table loaded: put one to Seq:Table-SP first", code=Refusal.STATE
+            )
         if self.state in ("Running", "Paused"):
-            raise SequenceError(f"sequence already {self.state.lower()}")
+            raise SequenceError(f"sequence already {self.state.lower()}", code=Refusal.STATE)
         if not 1 <= first <= self.table.total:
-            raise SequenceError(f"start at step {first}: the table has {self.table.total}")
+            raise SequenceError(
+                f"start at step {first}: the table has {self.table.total}", code=Refusal.LIMIT
+            )
         self._check_free()
         self._steps = self.table.expand(first)
         self.state, self.reason = "Running", ""
@@ -363,16 +375,25 @@ class Sequencer:
     def _check_free(self) -> None:
         rig = self.rig
         if rig.interlock:
-            raise SequenceError(f"interlock tripped ({rig.interlock}); reset it first")
+            raise SequenceError(
+                f"interlock tripped ({rig.interlock}); reset it first", code=Refusal.INTERLOCK
+            )
         if rig.cycler.tripped:
-            raise SequenceError(f"cycler safety trip latched ({rig.cycler.tripped}); reset it")
+            raise SequenceError(
+                f"cycler safety trip latched ({rig.cycler.tripped}); reset it",
+                code=Refusal.INTERLOCK,
+            )
         if rig.cycler.running:
-            raise SequenceError("a cycler step is running: stop it before starting a sequence")
+            raise SequenceError(
+                "a cycler step is running: stop it before starting a sequence", code=Refusal.STATE
+            )
 
     def pause(self, why: str = "paused by a client") -> None:
         """Open the circuit and hold the sequence; the press holds its pressure."""
         if self.state != "Running":
-            raise SequenceError(f"cannot pause: sequence is {self.state.lower()}")
+            raise SequenceError(
+                f"cannot pause: sequence is {self.state.lower()}", code=Refusal.STATE
+            )
         run = self.running
         if run is not None and run.step.do == "cycler" and self.rig.cycler.running:
             c = self.rig.cycler.counters
@@ -413,7 +434,9 @@ class Sequencer:
         """Run the rest of the interrupted step, then go on. A sequence held by a restart
         first brings the press back to the pressure it was regulating."""
         if self.state not in ("Paused", "Held"):
-            raise SequenceError(f"cannot resume: sequence is {self.state.lower()}")
+            raise SequenceError(
+                f"cannot resume: sequence is {self.state.lower()}", code=Refusal.STATE
+            )
         self._check_free()
         rig, run = self.rig, self.running
         repress = self._held_pressure is not None  # held by a restart or a lost link
@@ -436,7 +459,9 @@ class Sequencer:
     def abort(self, why: str = "aborted by a client") -> None:
         """End the sequence now: open circuit, the press holds its pressure."""
         if self.state not in ("Running", "Paused", "Held"):
-            raise SequenceError(f"cannot abort: sequence is {self.state.lower()}")
+            raise SequenceError(
+                f"cannot abort: sequence is {self.state.lower()}", code=Refusal.STATE
+            )
         self._finish("Aborted", why)
 
     # --- the step machine ---------------------------------------------------------------
