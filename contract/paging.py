@@ -110,7 +110,7 @@ def follow(
             continue
         i = bisect_left(got.numbers, number)
         if i == len(got.numbers):
-            if got.numbers:
+            if len(got.numbers):  # a list, or a numpy array from the wire
                 return  # nothing new on this page
             yield Lost(number, stop - 1)  # the whole page was let go, and not yet replaced
             number = stop

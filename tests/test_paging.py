@@ -84,3 +84,29 @@ def test_a_reader_ahead_of_the_instrument_reads_nothing():
 def test_a_ring_keeps_at_least_one_record():
     with pytest.raises(ValueError, match="at least one record"):
         Paging(0)
+
+
+class ArrayRing(Ring):
+    """The same ring, its pages as the devices get them from the wire: numpy arrays."""
+
+    def fetch(self, index: int) -> Page:
+        import numpy as np
+
+        page = super().fetch(index)
+        return Page(page.number, np.asarray(page.numbers, dtype=np.int64), page.records)
+
+
+@pytest.mark.parametrize("ring_type", [Ring, ArrayRing])
+def test_a_reader_outrun_by_the_ring_gets_exact_losses_with_lists_or_arrays(ring_type):
+    """Pages emptied by the ring (every record let go) and full ones alike, whether the
+    record numbers come as a list or as a numpy array (whose truth value is an error)."""
+    ring = ring_type(100)
+    reader = 0
+    ring.log(50)
+    got, lost, reader = read(ring, reader)
+    assert got == list(range(50)) and not lost
+    ring.log(1000)  # the reader falls ten rings behind
+    got, lost, reader = read(ring, reader)
+    assert sum(item.count for item in lost) + len(got) == 1000
+    assert got == list(range(1050 - len(got), 1050))  # what is held, each once
+    assert reader == 1050
