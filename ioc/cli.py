@@ -20,6 +20,8 @@ from .server.context import beacon_addresses, is_loopback
 from .server.detector import DetectorIOC
 from .sim import CellFileError, Rig, load_cell_file, preset_names
 
+log = logging.getLogger("ssb_ioc")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -136,9 +138,19 @@ def _exposure_refusal(
 
 
 def _logging(verbose: bool) -> None:
+    """Libraries log to stderr with time and level; the IOC's own events (``ssb_ioc``:
+    ready, autosave, an instrument's news) go to stdout as ``ssb-ioc: ...`` lines, the
+    console an operator (or procServ) watches."""
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    events = logging.getLogger("ssb_ioc")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("ssb-ioc: %(message)s"))
+    events.addHandler(console)
+    events.setLevel(logging.DEBUG if verbose else logging.INFO)
+    events.propagate = False
     logging.getLogger("caproto").setLevel(logging.INFO if verbose else logging.WARNING)
-    # caproto logs every refused put with a traceback; the reason is on Rig:Msg-RB.
+    # caproto logs a client's failed request with a traceback; the IOC answers refusals
+    # itself (ECA_PUTFAIL) and says why on the refusal PVs and Rig:Msg-RB.
     logging.getLogger("caproto.circ").setLevel(logging.CRITICAL)
     # Beacons to a host without a CA repeater fail harmlessly; do not flood the log.
     logging.getLogger("caproto.ctx").addFilter(
@@ -234,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as ex:
             print(f"ssb-ioc: cannot keep buffers in {autosave.directory}: {ex}", file=sys.stderr)
             return 2
-        print(f"ssb-ioc: autosave {autosave.path}: buffers {'; '.join(kept)}", flush=True)
+        log.info("autosave %s: buffers %s", autosave.path, "; ".join(kept))
         for other in autosave.older_files():
-            print(f"ssb-ioc: autosave: {other} was saved for another rig or cell (or before "
-                  "saves named theirs): left as it is, not restored", flush=True)  # fmt: skip
+            log.warning("autosave: %s was saved for another rig or cell (or before saves "
+                        "named theirs): left as it is, not restored", other)  # fmt: skip
     ioc = RigIOC(
         prefix=args.prefix,
         backend=rig,

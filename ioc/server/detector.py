@@ -18,6 +18,7 @@ frame's end, so the frame costs the experiment exactly its exposure.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 
 import numpy as np
@@ -48,6 +49,8 @@ DETECTOR_STATES = [
     "Error", "Waiting", "Initializing", "Disconnected", "Aborted",
 ]  # fmt: skip
 IMAGE_MODES = ["Single", "Multiple", "Continuous"]
+
+log = logging.getLogger("ssb_ioc")  # the IOC's own events (cli.py: to stdout)
 
 
 class DetectorError(Refused):
@@ -243,7 +246,7 @@ class DetectorIOC(RigPVGroup):
         for pv, value in fixed.items():
             await pv.write(value, verify_value=False)
         await self.report("idle")
-        print(f"ssb-ioc: ready ({len(self.pvdb)} PVs, prefix {self.prefix!r})", flush=True)
+        log.info("ready (%d PVs, prefix %r)", len(self.pvdb), self.prefix)
         try:
             while True:
                 await async_lib.library.sleep(DETECTOR_SCAN)

@@ -7,6 +7,7 @@ PV naming: ``{prefix}{Group}:{Name}-{Suffix}`` with ``-SP`` for a value you set,
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from typing import ClassVar
@@ -37,6 +38,8 @@ from .pvs import (
     text,
 )
 from .sequencer import SequencerGroup
+
+log = logging.getLogger("ssb_ioc")  # the IOC's own events (cli.py: to stdout, 'ssb-ioc: ...')
 
 MODES = [m.name.title() for m in Mode]  # Off, Pressure, Gap
 NO_YES = ["No", "Yes"]
@@ -447,7 +450,7 @@ class RigIOC(RigPVGroup):
     async def time_rb(self, instance, async_lib):
         """Configure the PVs, say ready, then run the clock."""
         await self.configure()
-        print(f"ssb-ioc: ready ({len(self.pvdb)} PVs, prefix {self.prefix!r})", flush=True)
+        log.info("ready (%d PVs, prefix %r)", len(self.pvdb), self.prefix)
         self._last_wall = time.monotonic()
         while True:
             await async_lib.library.sleep(SCAN_PERIOD)
@@ -533,7 +536,7 @@ class RigIOC(RigPVGroup):
             saved = self.autosave.load()
         except ValueError as ex:
             await self.report(f"autosave: {ex}; using the cell file's settings")
-            print(f"ssb-ioc: autosave: {ex}; using the cell file's settings", flush=True)
+            log.warning("autosave: %s; using the cell file's settings", ex)
             return
         values = saved.get("pvs", {}) if isinstance(saved.get("pvs"), dict) else {}
         restored, refused = [], []
@@ -560,21 +563,23 @@ class RigIOC(RigPVGroup):
             except (ValueError, KeyError, TypeError, StopIteration) as ex:
                 found = f"saved sequence not restored ({ex})"
             await self.report(f"autosave: {found}")
-            print(f"ssb-ioc: autosave: {found}", flush=True)
+            log.info("autosave: %s", found)
         if saved:
             found = (
                 "the press and the cell as the instruments report them"
                 if rig.keeps_own_time
                 else "press Off, cell at open circuit"
             )
-            print(
-                f"ssb-ioc: autosave: restored from {self.autosave.path} (saved for "
-                f"{self.autosave.identity or 'this prefix'}): the clock at {rig.time:.1f} s, "
-                f"{', '.join(restored) or 'no settings'}"
-                + (f"; refused today and left at the cell file's: {', '.join(refused)}"
-                   if refused else ""),
-                flush=True,
-            )  # fmt: skip
+            log.info(
+                "autosave: restored from %s (saved for %s): the clock at %.1f s, %s%s",
+                self.autosave.path,
+                self.autosave.identity or "this prefix",
+                rig.time,
+                ", ".join(restored) or "no settings",
+                f"; refused today and left at the cell file's: {', '.join(refused)}"
+                if refused
+                else "",
+            )
             await self.report(
                 f"autosave: restored {len(restored)} settings and the clock ({rig.time:.1f} s) "
                 f"from {self.autosave.path}; {found}"
@@ -599,7 +604,7 @@ class RigIOC(RigPVGroup):
                 {"pvs": values, "state": state, "sequence": rig.sequencer.snapshot()}
             )
         except OSError as ex:
-            print(f"ssb-ioc: autosave to {self.autosave.path} failed: {ex}", flush=True)
+            log.error("autosave to %s failed: %s", self.autosave.path, ex)
         self._settings_changed = False
         self._state_saved = time.monotonic()
 
@@ -770,7 +775,7 @@ class RigIOC(RigPVGroup):
         """One scan of a hardware rig; say what it had to say."""
         await self.backend.exchange()
         for news in self.backend.news:
-            print(f"ssb-ioc: {news}", flush=True)
+            log.info("%s", news)
             await self.report(news)
         self.backend.news.clear()
 
