@@ -17,7 +17,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 PAGES = 32  # page PVs per ring: the ring spans at most PAGES - 1 pages, so each is one
 HEADER = 2  # elements before a float page's records: page number, records in the page
@@ -36,7 +36,7 @@ class Paging:
 
     kept: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kept < 1:
             raise ValueError(f"a ring keeps at least one record, not {self.kept}")
 
@@ -118,7 +118,7 @@ def follow(
         first = int(got.numbers[i])
         if first > number:
             yield Lost(number, first - 1)
-        yield got.records[i:]
+        yield cast(R, got.records[i:])  # a list's or an array's slice: its own type
         number = int(got.numbers[-1]) + 1
         if number < stop:
             return  # the page is still filling: that is all there is
