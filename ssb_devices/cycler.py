@@ -36,16 +36,13 @@ from ophyd.status import DeviceStatus, Status
 from ssb_contract.paging import HEADER, Lost, Page, Paging, follow
 from ssb_contract.records import SAMPLE, SPECTRA_KEPT
 from ssb_contract.refusals import Refusal
+from ssb_contract.states import DIRECTIONS, LIMITS, STEP_KINDS
 
 from .buffers import RowLog, finished, page_signals, read_fresh
 from .press import RigDisconnected
 from .refusals import ConfirmedSignal, LastRefusal, PutRefused, put_confirmed
 
 logger = logging.getLogger(__name__)
-
-STEP_KINDS = ("Rest", "CC", "CV", "CCCV", "CP", "CR", "PEIS")
-LIMITS = ("Voltage", "Current", "Time", "Capacity")
-DIRECTIONS = ("Auto", "Rising", "Falling")
 
 
 class StepRejected(RuntimeError):

@@ -20,9 +20,11 @@ from ophyd.positioner import PositionerBase
 from ophyd.status import MoveStatus
 from ophyd.utils import LimitError
 
+from ssb_contract.states import PRESS_MODES
+
 from .refusals import ConfirmedSignal, LastRefusal, PutRefused, put_confirmed
 
-MODES = ("Off", "Pressure", "Gap")
+MODES = PRESS_MODES
 
 
 class PressureRejected(RuntimeError):

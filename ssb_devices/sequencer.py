@@ -30,6 +30,7 @@ from ophyd.utils import DisconnectedError
 
 from ssb_contract.paging import Lost, Page, Paging, follow
 from ssb_contract.records import RESULTS_KEPT
+from ssb_contract.states import SEQUENCE_ACTIVE
 
 from .buffers import page_signals, read_fresh
 from .press import RigDisconnected
@@ -37,8 +38,8 @@ from .refusals import LastRefusal, PutRefused, PutTimedOut, put_confirmed
 
 logger = logging.getLogger(__name__)
 
-ENDED = ("Done", "Aborted", "Failed", "Held")
-ACTIVE = ("Running", "Paused", "Held")
+ENDED = ("Done", "Aborted", "Failed", "Held")  # states that end a client's status
+ACTIVE = SEQUENCE_ACTIVE
 
 
 class SequenceRefused(RuntimeError):

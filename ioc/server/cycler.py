@@ -20,6 +20,8 @@ from caproto.server import SubGroup
 from ssb_contract.paging import Paging
 from ssb_contract.records import SAMPLE
 from ssb_contract.refusals import Refusal, refusal_of
+from ssb_contract.states import DIRECTIONS as CONTRACT_DIRECTIONS
+from ssb_contract.states import LIMITS, NO_LIMIT, STEP_KINDS
 from ssb_ioc.sim import RigError
 from ssb_ioc.sim.cycler import (
     EIS_MAX_POINTS,
@@ -48,9 +50,9 @@ from .pvs import (
 )
 
 SPECTRUM_WIDTH = 4 + 3 * EIS_MAX_POINTS  # floats of one spectrum's record
-STEP_TYPES = ["Rest", "CC", "CV", "CCCV", "CP", "CR", "PEIS"]
-TERM_TYPES = ["None", "Voltage", "Current", "Time", "Capacity"]
-DIRECTIONS = ["Auto", "Rising", "Falling"]
+STEP_TYPES = list(STEP_KINDS)
+TERM_TYPES = [NO_LIMIT, *LIMITS]
+DIRECTIONS = list(CONTRACT_DIRECTIONS)
 
 
 class SampleRows(RowBufferGroup):

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ssb_contract.records import RESULTS_KEPT
 from ssb_contract.refusals import Refusal, Refused, refusal_of
+from ssb_contract.states import SEQUENCE_ACTIVE, SEQUENCE_STATES
 
 from .cycler import SAMPLE_FIELDS, CyclerError, Limit, Step, StepKind, Termination
 from .press import Mode
@@ -42,8 +43,8 @@ if TYPE_CHECKING:
 TABLE_VERSION = 1
 MAX_STEPS = 1_000_000  # as the protocol parser allows
 MAX_DEPTH = 10
-STATES = ("Idle", "Running", "Paused", "Done", "Aborted", "Failed", "Held")
-ACTIVE = ("Running", "Paused", "Held")  # a sequence that owns the channel and the press
+STATES = SEQUENCE_STATES
+ACTIVE = SEQUENCE_ACTIVE  # a sequence that owns the channel and the press
 COUNTERS = ("charge_capacity", "discharge_capacity", "charge_energy", "discharge_energy")
 
 
