@@ -14,6 +14,7 @@ versions are capped in pyproject.toml.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,8 +27,10 @@ def write_with_status(
     signal, value, on_response: Callable[[bool, Response], None], timeout: float | None
 ) -> None:
     """Put ``value`` to ``signal``'s write PV asking for completion; ``on_response(ok,
-    response)`` runs on caproto's callback thread when the IOC answers. ``timeout`` None:
-    wait for as long as the IOC takes (a press settling)."""
+    response)`` runs in a thread of its own when the IOC answers: never on caproto's
+    callback thread, which every later connection and monitor callback of the client
+    waits behind (what the status's callbacks do may block). ``timeout`` None: wait for
+    as long as the IOC takes (a press settling)."""
     pv = signal._write_pv  # ophyd: the control layer's PV object of the signal
     raw = getattr(pv, "_caproto_pv", None)
     if raw is None:
@@ -37,8 +40,11 @@ def write_with_status(
         )
     signal.wait_for_connection(timeout=signal.connection_timeout)
 
-    def answered(response) -> None:
-        on_response(bool(response.status.success), response)
+    def answered(response) -> None:  # on caproto's callback thread: hand it on at once
+        ok = bool(response.status.success)
+        threading.Thread(
+            target=on_response, args=(ok, response), daemon=True, name=f"answer {signal.name}"
+        ).start()
 
     raw.write(_wire_value(pv, value), wait=False, notify=True, callback=answered, timeout=timeout)
 

@@ -62,14 +62,11 @@ def put_confirmed(signal, value, *, refusals: LastRefusal, timeout: float | None
             _settle(status)
             return
 
-        def explain() -> None:  # CA reads: not on the client's callback thread
-            try:
-                code, reason = refusals.read_refusal(pvname)
-            except Exception as ex:  # gone since, or an IOC without refusal PVs
-                code, reason = None, f"the IOC gave no reason ({type(ex).__name__}: {ex})"
-            _settle(status, PutRefused(pvname, code, reason))
-
-        threading.Thread(target=explain, daemon=True, name=f"refusal {pvname}").start()
+        try:  # a thread of our own (compat): CA reads may wait here
+            code, reason = refusals.read_refusal(pvname)
+        except Exception as ex:  # gone since, or an IOC without refusal PVs
+            code, reason = None, f"the IOC gave no reason ({type(ex).__name__}: {ex})"
+        _settle(status, PutRefused(pvname, code, reason))
 
     write_with_status(signal, value, answered, timeout=None)
     if timeout is not None:
