@@ -109,7 +109,24 @@ class ConfirmedSignal(EpicsSignal):
     def set(self, value, *, timeout=None, settle_time=None) -> Status:
         """Put with completion: done, :class:`PutRefused` or :class:`PutTimedOut`."""
         self.check_value(value)
+        return put_confirmed(self, value, refusals=self.refusals, timeout=timeout)
+
+    @property
+    def refusals(self) -> LastRefusal:
+        """The group's refusal PVs: the parent device's own when it has them for this
+        group, else made here (and destroyed with this signal)."""
+        prefix = self.parent.prefix if self.parent is not None else ""
+        shared = getattr(self.parent, "refusals", None)
+        if isinstance(shared, LastRefusal) and shared.prefix == prefix + self._refusals_at:
+            return shared
         if self._refusals is None:
-            prefix = self.parent.prefix if self.parent is not None else ""
             self._refusals = LastRefusal(prefix + self._refusals_at, name=f"{self.name}_refusals")
-        return put_confirmed(self, value, refusals=self._refusals, timeout=timeout)
+        return self._refusals
+
+    def destroy(self) -> None:
+        """Also let go of the refusal PVs made here: a PV left behind is searched for
+        again, forever, once its IOC is gone."""
+        if self._refusals is not None:
+            self._refusals.destroy()
+            self._refusals = None
+        super().destroy()

@@ -16,11 +16,14 @@ def test_ophyd_still_reports_a_refused_put_as_done(ioc):
     so a put the IOC refused (ECA_PUTFAIL) completes as a success. When this fails,
     ophyd passes the status on: use ``EpicsSignal.set`` and drop the workaround."""
     ramp = EpicsSignal(ioc.prefix + "Press:RampRate-SP", name="ramp", put_complete=True)
-    ramp.wait_for_connection(timeout=10)
-    status = ramp.set(-1.0)  # refused: a negative ramp rate
-    status.wait(10)
-    assert status.success
-    assert ioc.enum("Press:Refusal-RB") == "LIMIT"  # yet the IOC refused it
+    try:
+        ramp.wait_for_connection(timeout=10)
+        status = ramp.set(-1.0)  # refused: a negative ramp rate
+        status.wait(10)
+        assert status.success
+        assert ioc.enum("Press:Refusal-RB") == "LIMIT"  # yet the IOC refused it
+    finally:
+        ramp.destroy()  # a PV left behind is searched for again once its IOC is gone
 
 
 def test_the_compat_pv_still_wraps_a_caproto_pv_whose_write_gives_the_answer(ioc):
@@ -29,11 +32,14 @@ def test_the_compat_pv_still_wraps_a_caproto_pv_whose_write_gives_the_answer(ioc
     import inspect
 
     ramp = EpicsSignal(ioc.prefix + "Press:RampRate-SP", name="ramp")
-    ramp.wait_for_connection(timeout=10)
-    raw = ramp._write_pv._caproto_pv
-    assert {"wait", "callback", "timeout", "notify"} <= set(
-        inspect.signature(raw.write).parameters
-    )
-    assert ramp._write_pv.typefull is not None and isinstance(
-        ramp._write_pv.enum_strs, tuple | list | type(None)
-    )
+    try:
+        ramp.wait_for_connection(timeout=10)
+        raw = ramp._write_pv._caproto_pv
+        assert {"wait", "callback", "timeout", "notify"} <= set(
+            inspect.signature(raw.write).parameters
+        )
+        assert ramp._write_pv.typefull is not None and isinstance(
+            ramp._write_pv.enum_strs, tuple | list | type(None)
+        )
+    finally:
+        ramp.destroy()

@@ -139,15 +139,17 @@ def test_no_answer_in_time_is_a_timeout_not_a_refusal(ioc):
 
     setpoint = EpicsSignal(ioc.prefix + "Press:Pressure-SP", name="setpoint")
     refusals = LastRefusal(ioc.prefix + "Press:", name="refusals")
-    setpoint.wait_for_connection(timeout=10)
-    refusals.wait_for_connection(timeout=10)
-    ioc.put("Press:Mode-SP", "Pressure")
-    ioc.put("Press:RampRate-SP", 0.05)  # 100 MPa in 2000 s of the rig's clock (20 s at 100x)
-    with pytest.raises(PutTimedOut, match=r"no answer within 0\.5 s"):
-        put_confirmed(setpoint, 100.0, refusals=refusals, timeout=0.5).wait(10)
-    assert ioc.enum("Press:Refusal-RB") == "NONE"  # nothing was refused
-    with pytest.raises(PutRefused, match="outside the limits"):  # and a refusal is one
-        put_confirmed(setpoint, 1e6, refusals=refusals, timeout=10).wait(10)
-    ioc.put("Press:Stop-Cmd", 1)  # holds where it is: the pending move completes
-    setpoint.destroy()
-    refusals.destroy()
+    try:  # destroyed at the end: a PV left behind is searched for again once the IOC goes
+        setpoint.wait_for_connection(timeout=10)
+        refusals.wait_for_connection(timeout=10)
+        ioc.put("Press:Mode-SP", "Pressure")
+        ioc.put("Press:RampRate-SP", 0.05)  # 100 MPa in 2000 s of the rig's clock (20 s)
+        with pytest.raises(PutTimedOut, match=r"no answer within 0\.5 s"):
+            put_confirmed(setpoint, 100.0, refusals=refusals, timeout=0.5).wait(10)
+        assert ioc.enum("Press:Refusal-RB") == "NONE"  # nothing was refused
+        with pytest.raises(PutRefused, match="outside the limits"):  # and a refusal is one
+            put_confirmed(setpoint, 1e6, refusals=refusals, timeout=10).wait(10)
+        ioc.put("Press:Stop-Cmd", 1)  # holds where it is: the pending move completes
+    finally:
+        setpoint.destroy()
+        refusals.destroy()
