@@ -10,8 +10,6 @@ what is needed to analyse it.
 
 from __future__ import annotations
 
-import threading
-
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.areadetector.base import EpicsSignalWithRBV
@@ -69,9 +67,7 @@ class DiffractionDetector(Device):
                 status.set_finished()
 
         put = put_confirmed(self.acquire, 1, refusals=self.refusals, timeout=None)
-        put.add_callback(
-            lambda st: threading.Thread(target=on_put, args=(st,), daemon=True).start()
-        )
+        put.add_callback(on_put)  # the answer's own thread (compat): reads may wait
         return status
 
     def stop(self, *, success: bool = False) -> None:

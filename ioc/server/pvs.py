@@ -46,7 +46,7 @@ class _Guarded:
             await self.say_refused(shown(data, data_type), Refused(why, Refusal.ACCESS))
             return CAStatus.ECA_NOWTACCESS  # no WRITE alarm: a readback keeps its own
         try:
-            await self.write_from_dbr(data, data_type, metadata, **kwargs_for_write(kwargs))
+            await self.write_from_dbr(data, data_type, metadata, **_write_flags(kwargs))
         except Exception:  # said by refuse() on the way out of write_from_dbr / write
             return CAStatus.ECA_PUTFAIL
         return CAStatus.ECA_NORMAL
@@ -140,7 +140,7 @@ class _Guarded:
             await self.alarm.write(status=AlarmStatus.NO_ALARM, severity=AlarmSeverity.NO_ALARM)
 
 
-def kwargs_for_write(kwargs: dict) -> dict:
+def _write_flags(kwargs: dict) -> dict:
     """caproto hands auth_write the client's address too; write_from_dbr takes flags."""
     return {k: v for k, v in kwargs.items() if k == "flags"}
 
