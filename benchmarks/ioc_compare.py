@@ -45,6 +45,7 @@ def start(server: str, env: dict) -> IOCProcess:
         ioc = IOCProcess(env=env)
         script = Path(__file__).with_name("softioc_server.py")
         ioc.command = [sys.executable, str(script), ioc.prefix]
+        ioc.heartbeat = f"{ioc.prefix}Press:Pressure-RB"  # 100 once it serves
     else:
         extra = ["--no-tcp-nodelay"] if "no TCP" in server else []
         ioc = IOCProcess(random_prefix(), env=env, speed=1.0, extra_args=extra)

@@ -17,6 +17,8 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 
+from . import probe
+
 
 def free_port_pair(host: str = "127.0.0.1") -> int:
     """A port free for TCP and UDP whose successor is free for UDP (the repeater/beacons),
@@ -65,6 +67,13 @@ def detector_ca_env(port: int) -> dict[str, str]:
     }
 
 
+def beating(address: probe.Address, heartbeat: str) -> bool:
+    """The heartbeat PV (``Rig:Beat-RB``) at ``address`` answers, counting: the IOC's PVs
+    are served and its clock runs (readiness, not a line of output)."""
+    beats = probe.read_value(address, heartbeat, timeout=0.5)
+    return beats is not None and beats > 0
+
+
 def random_prefix(stem: str = "T") -> str:
     return f"{stem}{uuid.uuid4().hex[:8]}:"
 
@@ -99,7 +108,7 @@ class IOCProcess:
         self.process: subprocess.Popen | None = None
         self.stderr = ""
         self.stdout_lines: list[str] = []
-        self._ready = threading.Event()
+        self.heartbeat = f"{self.prefix}Rig:Beat-RB"  # counts from 1 once the IOC serves
         self._reader: threading.Thread | None = None
         self._log = None
 
@@ -120,7 +129,7 @@ class IOCProcess:
         self._reader = threading.Thread(target=self._read_stdout, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.1):  # the IOC prints "ready" once its PVs are live
+        while not self.ready():
             if self.process.poll() is not None:
                 self.stop()
                 raise RuntimeError(
@@ -133,11 +142,12 @@ class IOCProcess:
                 )
         return self
 
+    def ready(self) -> bool:
+        return beating(probe.server_address(self.env), self.heartbeat)
+
     def _read_stdout(self) -> None:
         for line in self.process.stdout:
             self.stdout_lines.append(line.rstrip("\n"))
-            if "ready" in line:
-                self._ready.set()
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait, then SIGKILL if needed; returns the exit code."""
@@ -197,6 +207,7 @@ class DetectorProcess(IOCProcess):
 
     def __init__(self, sample: str, port: int, *, seed: int | None = None, prefix: str = ""):
         super().__init__(prefix or random_prefix("X"), env=detector_ca_env(port), seed=seed)
+        self.heartbeat = f"{self.prefix}cam1:Beat-RB"
         self.command = [
             sys.executable, "-m", "ssb_ioc.cli", "--xrd", "--prefix", self.prefix,
             "--sample", sample, "--lifeline",
@@ -204,12 +215,32 @@ class DetectorProcess(IOCProcess):
         ]  # fmt: skip
 
 
+def instruments_listen(rig_file: str | os.PathLike) -> bool:
+    """Every instrument of the rig file accepts a TCP connection (an emulator is ready)."""
+    from .backends.rigfile import load_rig_file
+
+    rig = load_rig_file(rig_file)
+    for device in (rig.press, rig.load_cell, rig.cycler):
+        if device is None:
+            continue
+        try:
+            with socket.create_connection((device.host, device.port), timeout=0.5):
+                pass
+        except OSError:
+            return False
+    return True
+
+
 class EmulatorProcess(IOCProcess):
     """``ssb-emulate RIG.toml`` as a subprocess; ``start()`` returns once it listens."""
 
     def __init__(self, rig_file: str | os.PathLike, *, speed: float = 1.0, seed: int = 1):
         super().__init__()
+        self.rig_file = rig_file
         self.command = [
             sys.executable, "-m", "ssb_ioc.emulate.emulator", str(rig_file),
             "--speed", str(speed), "--seed", str(seed), "--lifeline",
         ]  # fmt: skip
+
+    def ready(self) -> bool:
+        return instruments_listen(self.rig_file)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from ssb_ioc.launch import loopback_ca_env
+from ssb_ioc.launch import beating, instruments_listen, loopback_ca_env
 
 from . import http_access, postgres, processes
 from .layout import Layout, RigPlaces
@@ -201,8 +201,8 @@ def _wait(recorder: _Recorder, name: str, ready: Callable[[], bool]) -> None:
     processes.wait_ready(part.started, ready, READY_TIMEOUT, name, Path(part.log))
 
 
-def _ioc_ready(log: Path) -> bool:
-    return "ready" in log.read_text(errors="replace")
+def _ioc_ready(rig: RigPlaces) -> bool:
+    return beating(("127.0.0.1", rig.ca_port), f"{rig.prefix}Rig:Beat-RB")
 
 
 def up(
@@ -341,8 +341,7 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, emulate, prog
     _wait(recorder, "tiled", lambda: _http_ok(f"http://127.0.0.1:{layout.tiled_port}/healthz"))
     progress(f"Tiled        {layout.tiled_uri} (PostgreSQL catalog)")
     for rig in layout.all_rigs():
-        log = layout.logs / f"{rig.name}-ioc.log"
-        _wait(recorder, f"{rig.name}-ioc", lambda log=log: _ioc_ready(log))
+        _wait(recorder, f"{rig.name}-ioc", lambda rig=rig: _ioc_ready(rig))
         progress(f"{rig.name} IOC     {rig.prefix} on CA port {rig.ca_port}")
 
     plans_file, groups_file = write_permissions(layout.directory)
@@ -437,8 +436,7 @@ def _start_emulator(recorder: _Recorder, rig: RigPlaces, template: Path, speed: 
         [sys.executable, "-m", "ssb_ioc.emulate.emulator", rig_file, "--speed", str(speed),
          "--seed", str(rig.number)],
     )  # fmt: skip
-    log = recorder.layout.logs / f"{name}.log"
-    _wait(recorder, name, lambda: "ready" in log.read_text(errors="replace"))
+    _wait(recorder, name, lambda: instruments_listen(rig_file))
     recorder.progress(f"{rig.name} instruments emulated from {template.name}: {rig_file}")
     return rig_file
 

@@ -33,6 +33,7 @@ an abort leaves the cell at open circuit and the press holding the pressure meas
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -49,6 +50,7 @@ from bluesky.utils import MsgGenerator
 from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 
+from ssb_contract import table as seq_table
 from ssb_devices import (
     EVENT_KINDS,
     CyclerStep,
@@ -104,17 +106,6 @@ class PlannedStep:
         return str(self.source)
 
 
-def _flatten(steps, cycle: list[int], top: bool):
-    for step in steps:
-        if isinstance(step, Repeat):
-            for _ in range(step.count):
-                if top:
-                    cycle[0] += 1
-                yield from _flatten(step.steps, cycle, False)
-        else:
-            yield cycle[0], step
-
-
 def _termination(until, capacity: float, line: int) -> Termination:
     q = until.quantity
     if q.kind == "voltage":
@@ -151,7 +142,7 @@ def cycler_step(step: Electro | Impedance, capacity: float, i_max: float) -> Cyc
 def plan_steps(protocol: Protocol, capacity: float, i_max: float) -> list[PlannedStep]:
     """Every step in execution order, with its index, cycle and cycler step."""
     out = []
-    for index, (cycle, step) in enumerate(_flatten(protocol.steps, [0], True), start=1):
+    for index, cycle, step in seq_table.expand(protocol.steps):
         spec = None
         if not isinstance(step, PressureStep | GapHold):
             spec = cycler_step(step, capacity, i_max)
@@ -264,32 +255,17 @@ class Acquisition:
         return self.detector_steps == "all" or step in self.detector_steps
 
 
-def table_node(planned: PlannedStep) -> dict[str, Any]:
-    """One step of the sequencer's table (see :mod:`ssb_ioc.sim.sequencer`)."""
-    source, node = planned.source, {"text": planned.text}
+def table_step(planned: PlannedStep) -> seq_table.TableStep:
+    """One step of the sequencer's table (:mod:`ssb_contract.table`)."""
+    source, text = planned.source, planned.text
     if isinstance(source, GapHold):
-        return node | {"do": "gap"}
+        return seq_table.HoldGap(text)
     if isinstance(source, PressureStep):
-        return node | {
-            "do": "pressure",
-            "action": source.action,
-            "pressure": source.pressure,
-            "rate": source.rate,
-            "duration": source.duration,
-        }
-    step = planned.cycler
-    spec = {
-        "kind": step.kind.lower(),
-        "current": step.current,
-        "voltage": step.voltage,
-        "power": step.power,
-        "resistance": step.resistance,
-        "terminations": [[t.limit.lower(), t.value, t.direction] for t in step.terminations],
-        "f_start": step.f_start,
-        "f_end": step.f_end,
-        "points_per_decade": step.points_per_decade,
-    }
-    return node | {"do": "cycler", "step": spec, "period": getattr(source, "period", None)}
+        rate = source.rate if source.action == "ramp" else None
+        return seq_table.SetPressure(source.action, source.pressure, rate, source.duration or 0.0,
+                                 text)  # fmt: skip
+    step = dataclasses.replace(planned.cycler, cycle=0, index=0)  # the table numbers them
+    return seq_table.RunCycler(step, text, getattr(source, "period", None))
 
 
 def sequence_table(
@@ -302,21 +278,22 @@ def sequence_table(
     """The protocol as the instrument's sequencer runs it: the planned steps, with
     repeats kept as repeats (a million steps stay a few lines), as JSON; a simulated
     rig's clock holds at the start of ``hold_steps`` until the plan has read there."""
-    nodes = {}
+    steps: dict[int, seq_table.TableStep] = {}
     for step in planned:
-        nodes.setdefault(id(step.source), table_node(step))
+        steps.setdefault(id(step.source), table_step(step))
 
-    def tree(steps):
-        return [
-            {"repeat": s.count, "steps": tree(s.steps)} if isinstance(s, Repeat) else nodes[id(s)]
-            for s in steps
-        ]
+    def tree(nodes) -> tuple:
+        return tuple(
+            seq_table.Repeat(s.count, tree(s.steps)) if isinstance(s, Repeat) else steps[id(s)]
+            for s in nodes
+        )
 
-    fast = fast_steps if fast_steps == "all" else sorted(fast_steps)
-    holds = hold_steps if hold_steps == "all" else sorted(hold_steps)
-    doc = {"version": 1, "steps": tree(protocol.steps), "fast_steps": fast, "owner": owner or {},
-           "hold_steps": holds}  # fmt: skip
-    return json.dumps(doc)
+    def step_set(chosen: Sequence[int] | Literal["all"]) -> seq_table.StepSet:
+        return "all" if chosen == "all" else frozenset(chosen)
+
+    return seq_table.Table(
+        tree(protocol.steps), step_set(fast_steps), step_set(hold_steps), owner or {}
+    ).to_json()
 
 
 @dataclass

@@ -34,6 +34,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from ssb_contract import table
+from ssb_contract.table import MAX_DEPTH, MAX_STEPS
+
 TIME_UNITS = {
     "s": 1.0,
     "sec": 1.0,
@@ -67,8 +70,7 @@ FREQUENCY_UNITS = {"Hz": 1.0, "mHz": 1e-3, "kHz": 1e3, "MHz": 1e6}
 SYMBOL = {"current": "A", "voltage": "V", "power": "W", "resistance": "Ohm"}
 
 # Resource limits: a protocol is checked before anything is built from it.
-MAX_STEPS = 1_000_000  # steps once repeats are unrolled (a 1,000-cycle test has ~10,000)
-MAX_DEPTH = 10  # nested Repeat blocks
+# MAX_STEPS, MAX_DEPTH: the sequencer's table limits (ssb_contract.table)
 MAX_DURATION = 5 * 365.25 * 86400.0  # s: five years, longer than any cell test
 MAX_CHARACTERS = 1_000_000  # protocol text
 
@@ -197,9 +199,10 @@ class Impedance:
 
 
 @dataclass(frozen=True)
-class Repeat:
-    count: int
-    steps: tuple
+class Repeat(table.Repeat):
+    """A ``Repeat n times:`` block; numbered as the sequencer numbers it
+    (:func:`ssb_contract.table.expand`)."""
+
     line: int = field(default=0, compare=False)
 
     def lines(self, indent: str) -> list[str]:
@@ -228,25 +231,12 @@ class Protocol:
 
     def flat(self) -> list[Step]:
         """Every step in execution order, repeats unrolled."""
-        return list(_unroll(self.steps))
+        return [step for _, _, step in table.expand(self.steps)]
 
     @property
     def expanded_steps(self) -> int:
         """How many steps :meth:`flat` gives, counted without unrolling."""
-        return _expanded(self.steps)
-
-
-def _expanded(steps) -> int:
-    return sum(s.count * _expanded(s.steps) if isinstance(s, Repeat) else 1 for s in steps)
-
-
-def _unroll(steps):
-    for step in steps:
-        if isinstance(step, Repeat):
-            for _ in range(step.count):
-                yield from _unroll(step.steps)
-        else:
-            yield step
+        return table.size(self.steps)
 
 
 # --- tokens and the parser -------------------------------------------------------------------
@@ -549,7 +539,7 @@ def _close(stack) -> None:
     parent = stack[-1][1]
     header = parent[-1]
     block = Repeat(header.count, tuple(steps), line=header.line)
-    expanded = _expanded((block,))
+    expanded = table.size((block,))
     if expanded > MAX_STEPS:
         raise ProtocolError(header.line, 1, f"Repeat {header.count} times {_too_many(expanded)}")
     parent[-1] = block

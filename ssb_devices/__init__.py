@@ -10,16 +10,15 @@ Every device is built from the rig's PV prefix (``SSB:`` by default)::
 """
 
 from ssb_contract.records import EVENT_KINDS
+from ssb_contract.table import CyclerStep, Termination
 
 from .connection import disconnect, disconnect_at_exit  # first: it picks ophyd's client
 from .cycler import (
     Cycler,
-    CyclerStep,
     ImpedanceLog,
     SampleLog,
     StepRejected,
     StepStatus,
-    Termination,
 )
 from .diffraction import DetectorFailed, DiffractionDetector
 from .events import EventDetection, EventLog, FastLog, FaultInjector

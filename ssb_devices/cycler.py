@@ -25,7 +25,6 @@ import dataclasses
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -36,7 +35,7 @@ from ophyd.status import DeviceStatus, Status
 from ssb_contract.paging import HEADER, Lost, Page, Paging, follow
 from ssb_contract.records import SAMPLE, SPECTRA_KEPT
 from ssb_contract.refusals import Refusal
-from ssb_contract.states import DIRECTIONS, LIMITS, STEP_KINDS
+from ssb_contract.table import CyclerStep
 
 from .buffers import RowLog, finished, page_signals, read_fresh
 from .press import RigDisconnected
@@ -52,56 +51,6 @@ class StepRejected(RuntimeError):
     def __init__(self, message: str, code: Refusal | None = None):
         super().__init__(message)
         self.code = code
-
-
-@dataclass(frozen=True)
-class Termination:
-    """End the step when ``limit`` (Voltage V, Current A, Time s, Capacity mAh) reaches
-    ``value``; ``direction`` (voltage only) Auto follows the step."""
-
-    limit: str
-    value: float
-    direction: str = "Auto"
-
-    def __post_init__(self):
-        if self.limit not in LIMITS:
-            raise ValueError(f"termination {self.limit!r}: expected one of {LIMITS}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"direction {self.direction!r}: expected one of {DIRECTIONS}")
-
-
-@dataclass(frozen=True)
-class CyclerStep:
-    """One step for the cycler, in the IOC's terms (A, V, W, Ohm, Hz; + = charge)."""
-
-    kind: str
-    current: float = 0.0  # CC/CCCV current; the current limit of CV
-    voltage: float = 0.0  # CV/CCCV
-    power: float = 0.0  # CP
-    resistance: float = 0.0  # CR
-    terminations: tuple[Termination, ...] = ()
-    f_start: float = 1e6  # PEIS
-    f_end: float = 0.1
-    points_per_decade: int = 10
-    cycle: int = 0  # recorded with the samples
-    index: int = 0  # step index recorded with the samples; 0 = the next one
-
-    def __post_init__(self):
-        if self.kind not in STEP_KINDS:
-            raise ValueError(f"step kind {self.kind!r}: expected one of {STEP_KINDS}")
-        if len(self.terminations) > 3:
-            raise ValueError("a step takes at most three terminations")
-
-    def remaining(self, step_time: float, capacity: float) -> CyclerStep:
-        """The rest of this step after ``step_time`` s and ``capacity`` mAh were done."""
-        terms = []
-        for t in self.terminations:
-            if t.limit == "Time":
-                t = dataclasses.replace(t, value=max(t.value - step_time, 1e-3))
-            elif t.limit == "Capacity":
-                t = dataclasses.replace(t, value=max(t.value - capacity, 1e-6))
-            terms.append(t)
-        return dataclasses.replace(self, terminations=tuple(terms))
 
 
 class StepStatus(DeviceStatus):

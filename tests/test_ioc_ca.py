@@ -155,8 +155,9 @@ def test_bad_cell_file_is_refused_before_serving(tmp_path):
     assert "cell.chemistry: missing" in result.stderr
 
 
-def test_readiness_is_seen_when_both_banner_lines_arrive_in_one_write():
-    """Regression: select() on the pipe missed a 'ready' line buffered with the banner."""
+def test_readiness_is_the_heartbeat_not_the_output():
+    """A process that says "ready" but serves nothing is not ready: the launcher waits
+    for the IOC's heartbeat PV, then refuses with a timeout and stops the process."""
     from ssb_ioc.launch import IOCProcess
 
     ioc = IOCProcess()
@@ -166,9 +167,22 @@ def test_readiness_is_seen_when_both_banner_lines_arrive_in_one_write():
         "import signal, sys; sys.stdout.write('serving 1 PV\\nready\\n'); sys.stdout.flush();"
         " signal.pause()",
     ]
-    with ioc:
-        assert ioc.stdout_lines == ["serving 1 PV", "ready"]
+    with pytest.raises(RuntimeError, match="not ready within 2 s"):
+        ioc.start(timeout=2.0)
+    assert ioc.stdout_lines == ["serving 1 PV", "ready"]
     assert ioc.process.returncode == -signal.SIGTERM
+
+
+def test_the_heartbeat_counts_once_the_ioc_serves(ioc):
+    """What the launcher read: Rig:Beat-RB answers over a plain CA read and goes on
+    counting with the scans."""
+    from ssb_ioc import probe
+
+    address = probe.server_address(ioc.env)
+    first = probe.read_value(address, f"{ioc.prefix}Rig:Beat-RB")
+    assert first is not None and first > 0
+    ioc.wait_for(lambda: ioc.get("Rig:Beat-RB") > first, what="the heartbeat to count")
+    assert probe.read_value(address, f"{ioc.prefix}Rig:NoSuch-RB", timeout=0.3) is None
 
 
 def test_diagnostic_counter_is_posted_at_the_rate_asked(ioc):

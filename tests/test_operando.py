@@ -40,7 +40,7 @@ class RunningDetector(RunningIOC):
     def __init__(self, context, sample: str):
         super().__init__(context)
         made = DetectorProcess(sample, PORT, seed=1, prefix=self.prefix)
-        self.command, self.env = made.command, made.env
+        self.command, self.env, self.heartbeat = made.command, made.env, made.heartbeat
 
 
 @pytest.fixture(scope="module")

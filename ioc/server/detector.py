@@ -29,6 +29,7 @@ from ssb_contract.refusals import Refusal, Refused
 from ..sim.diffraction import Beamline, Exposure, lithium_content
 from .pvs import (
     ARRAY_BACKLOG,
+    BEAT_WRAP,
     RigPVGroup,
     _numeric,
     _pv,
@@ -179,6 +180,7 @@ class DetectorIOC(RigPVGroup):
         put=_shown_on("array_counter_rbv"), **limits(0, 2**31 - 1),
     )  # fmt: skip
     array_counter_rbv = counter("cam1:ArrayCounter_RBV", "Frames taken")
+    beat_rb = counter("cam1:Beat-RB", "Scans since the IOC was ready (readiness: > 0)")
     state = choice("cam1:DetectorState_RBV", DETECTOR_STATES, "Detector state", read_only=True)
     status_message = text("cam1:StatusMessage_RBV", "Last event or refusal")
     time_remaining = reading("cam1:TimeRemaining_RBV", "s", 0.0, 1e7, "Exposure left")
@@ -249,6 +251,7 @@ class DetectorIOC(RigPVGroup):
         log.info("ready (%d PVs, prefix %r)", len(self.pvdb), self.prefix)
         try:
             while True:
+                await self.beat_rb.write(self.beat_rb.value % BEAT_WRAP + 1)
                 await async_lib.library.sleep(DETECTOR_SCAN)
                 ok = await self.link.read()
                 line = f"{self.link.prefix} " + (

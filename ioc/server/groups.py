@@ -25,6 +25,7 @@ from .cycler import CyclerGroup
 from .diagnostics import DiagnosticsGroup
 from .events import EventsGroup, FastRows
 from .pvs import (
+    BEAT_WRAP,
     RigPVGroup,
     choice,
     command,
@@ -326,6 +327,8 @@ class RigIOC(RigPVGroup):
                              link_timeout: press locked, cell at open circuit, a running
                              protocol paused until the link is back, then it goes on; MAJOR)
     MissedReplies-RB         scans in which an instrument did not answer, since the start
+    Beat-RB                  counts scans from 1 once the IOC is configured and its clock
+                             runs: readiness (launchers wait for it, not for output text)
     InterlockReason-RB       why it tripped
     InterlockReset-Cmd       clear a trip whose condition is gone
     FaultType-SP, FaultSize-SP, InjectFault-Cmd: inject SoftShort (S), PressureSpike
@@ -387,6 +390,7 @@ class RigIOC(RigPVGroup):
     link_rb = choice("Rig:Link-RB", ["OK", "Silent", "Lost"], "Instrument links",
                      read_only=True)  # fmt: skip
     missed_replies_rb = counter("Rig:MissedReplies-RB", "Scans with an instrument silent")
+    beat_rb = counter("Rig:Beat-RB", "Scans since the IOC was ready (readiness: > 0)")
     interlock_reset_cmd = command("Rig:InterlockReset-Cmd", "Clear a trip whose condition is gone")
     hold_at_sp = setting(
         "Rig:HoldAt-SP", "s", 0.0, 1e12, "Hold the clock at this time (0 = none)", 3
@@ -767,6 +771,7 @@ class RigIOC(RigPVGroup):
             await self.override_rb.write("No")
         await self._check_deadman()
         await self.update_readbacks()
+        await self.beat_rb.write(self.beat_rb.value % BEAT_WRAP + 1)  # configured; the clock runs
         self._resolve_moves()
         self._resolve_holds()
         self._save_if_due()

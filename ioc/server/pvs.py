@@ -264,6 +264,9 @@ def setting(
 INT_MAX = 2**31 - 1  # DBR_LONG
 
 
+BEAT_WRAP = 2**31 - 2  # a heartbeat (Beat-RB) counts 1, 2, ... then from 1 again: never 0
+
+
 def counter(name: str, doc: str):
     """A read-only count or sequence number: an integer PV (DBR_LONG), as EPICS keeps
     counters."""

@@ -158,7 +158,7 @@ class SequencerGroup(RigPVGroup):
         """Show a table restored after a restart."""
         table = self.seq.table
         if table is not None:
-            await self.table_sp.write(table.source, verify_value=False)
+            await self.table_sp.write(self.seq.source, verify_value=False)
             await self._show_owner()
 
     async def update(self) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from ssb_contract.records import SAMPLE, SPECTRA_KEPT
 from ssb_contract.refusals import Refusal, Refused
+from ssb_contract.table import CyclerStep
 
 from .cell import MAH, Cell
 
@@ -78,6 +79,32 @@ class Step:
     f_start: float = 1e6  # Hz, PEIS: first frequency
     f_end: float = 0.1  # Hz, PEIS: last frequency
     points_per_decade: int = 10  # PEIS
+
+
+_RISING = {"Auto": None, "Rising": True, "Falling": False}
+
+
+def step_of(spec: CyclerStep) -> Step:
+    """The channel's step for a step as the contract writes it (a table's, a client's)."""
+    terms = tuple(
+        Termination(
+            Limit(t.limit.lower()),
+            t.value,
+            _RISING[t.direction] if t.limit == "Voltage" else None,
+        )
+        for t in spec.terminations
+    )
+    return Step(
+        StepKind(spec.kind.lower()),
+        current=spec.current,
+        voltage=spec.voltage,
+        power=spec.power,
+        resistance=spec.resistance,
+        terminations=terms,
+        f_start=spec.f_start,
+        f_end=spec.f_end,
+        points_per_decade=spec.points_per_decade,
+    )
 
 
 EIS_MIN_POINT_TIME = 0.1  # s per frequency point (settling, averaging)

@@ -20,8 +20,6 @@ ends, the cell is left at open circuit and the press holding its pressure.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import secrets
 import time
@@ -33,16 +31,14 @@ from typing import TYPE_CHECKING, Any
 from ssb_contract.records import RESULTS_KEPT
 from ssb_contract.refusals import Refusal, Refused, refusal_of
 from ssb_contract.states import SEQUENCE_ACTIVE, SEQUENCE_STATES
+from ssb_contract.table import CyclerStep, RunCycler, SetPressure, Table, TableError, TableStep
 
-from .cycler import SAMPLE_FIELDS, CyclerError, Limit, Step, StepKind, Termination
+from .cycler import SAMPLE_FIELDS, CyclerError, step_of
 from .press import Mode
 
 if TYPE_CHECKING:
     from .rig import Rig
 
-TABLE_VERSION = 1
-MAX_STEPS = 1_000_000  # as the protocol parser allows
-MAX_DEPTH = 10
 STATES = SEQUENCE_STATES
 ACTIVE = SEQUENCE_ACTIVE  # a sequence that owns the channel and the press
 COUNTERS = ("charge_capacity", "discharge_capacity", "charge_energy", "discharge_energy")
@@ -55,216 +51,44 @@ class SequenceError(Refused):
 # --- the table --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TableStep:
-    """One step of the table: what to do, in the rig's terms."""
-
-    text: str
-    do: str  # "cycler" | "pressure" | "gap"
-    step: Step | None = None  # cycler steps
-    action: str = ""  # pressure: "set" | "ramp" | "hold"
-    pressure: float = 0.0  # MPa
-    rate: float | None = None  # MPa/s, ramps
-    duration: float = 0.0  # s, holds
-    period: float | None = None  # s between logged samples during this step only
-
-
-@dataclass(frozen=True)
-class Repeat:
-    count: int
-    steps: tuple[TableStep | Repeat, ...]
-
-
-@dataclass(frozen=True)
-class Table:
-    steps: tuple[TableStep | Repeat, ...]
-    total: int  # steps once repeats are unrolled
-    fast_steps: frozenset[int] | str  # step indices with full-rate load-cell data, or "all"
-    owner: dict[str, Any]  # who uploaded it (run uid, plan, protocol): for attaching
-    source: str  # the JSON as uploaded
-    hold_steps: frozenset[int] | str = frozenset()  # steps whose start holds the clock
-
-    def expand(self, first: int = 1) -> Iterator[tuple[int, int, TableStep]]:
-        """(index, cycle, step) in execution order from step ``first`` on."""
-        counter = [0, 0]  # index, cycle
-
-        def walk(nodes, top: bool):
-            for node in nodes:
-                if isinstance(node, Repeat):
-                    size = _size(node.steps)
-                    for _ in range(node.count):
-                        if top:
-                            counter[1] += 1
-                        if counter[0] + size < first:  # wholly before `first`: skip it
-                            counter[0] += size
-                            continue
-                        yield from walk(node.steps, False)
-                else:
-                    counter[0] += 1
-                    if counter[0] >= first:
-                        yield counter[0], counter[1], node
-
-        return walk(self.steps, True)
-
-    def fast(self, index: int) -> bool:
-        return self.fast_steps == "all" or index in self.fast_steps
-
-    def holds(self, index: int) -> bool:
-        return self.hold_steps == "all" or index in self.hold_steps
-
-
-def _as_written(step: Step, reason: str) -> str:
+def _as_written(step: CyclerStep, reason: str) -> str:
     """The reason a step ended in the protocol's terms: a step resumed after a pause ran
     the rest of its time or capacity limit, and ended on the limit as written."""
     for t in step.terminations:
-        if t.limit == Limit.TIME and reason.startswith("time "):
+        if t.limit == "Time" and reason.startswith("time "):
             return f"time {t.value:g} s"
-        if t.limit == Limit.CAPACITY and reason.startswith("capacity "):
+        if t.limit == "Capacity" and reason.startswith("capacity "):
             return f"capacity {t.value:g} mAh"
     return reason
 
 
-def _size(nodes) -> int:
-    return sum(n.count * _size(n.steps) if isinstance(n, Repeat) else 1 for n in nodes)
-
-
-def _number(where: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SequenceError(f"{where}: expected a number, got {value!r}")
-    if not (math.isfinite(value) and low <= value <= high):
-        raise SequenceError(f"{where}: {value!r} outside {low:g}..{high:g}", code=Refusal.LIMIT)
-    return float(value)
-
-
-def _cycler_step(where: str, spec: Any) -> Step:
-    if not isinstance(spec, dict):
-        raise SequenceError(f"{where}: expected an object, got {spec!r}")
-    kinds = {k.value: k for k in StepKind}
-    kind = str(spec.get("kind", "")).lower()
-    if kind not in kinds:
-        raise SequenceError(f"{where}.kind: {spec.get('kind')!r} is not one of {list(kinds)}")
-    terms = []
-    for k, term in enumerate(spec.get("terminations", ())):
-        if not (isinstance(term, list | tuple) and len(term) == 3):
-            raise SequenceError(f"{where}.terminations[{k}]: expected [limit, value, direction]")
-        limit, value, direction = term
-        try:
-            limit = Limit(str(limit).lower())
-        except ValueError:
-            raise SequenceError(f"{where}.terminations[{k}]: unknown limit {limit!r}") from None
-        rising = {"Auto": None, "Rising": True, "Falling": False}.get(direction, "bad")
-        if rising == "bad":
-            raise SequenceError(f"{where}.terminations[{k}]: direction {direction!r}")
-        value = _number(f"{where}.terminations[{k}]", value, 0.0)
-        terms.append(Termination(limit, value, rising if limit == Limit.VOLTAGE else None))
-    numbers = {}
-    for name in ("current", "voltage", "power", "resistance", "f_start", "f_end"):
-        if spec.get(name) is not None:
-            numbers[name] = _number(f"{where}.{name}", spec[name])
-    ppd = spec.get("points_per_decade", 10)
-    if not isinstance(ppd, int) or isinstance(ppd, bool):
-        raise SequenceError(f"{where}.points_per_decade: expected a whole number, got {ppd!r}")
-    return Step(kinds[kind], terminations=tuple(terms), points_per_decade=ppd, **numbers)
-
-
-def _node(rig: Rig, where: str, node: Any, depth: int) -> TableStep | Repeat:
-    if not isinstance(node, dict):
-        raise SequenceError(f"{where}: expected an object, got {type(node).__name__}")
-    if "repeat" in node:
-        count = node["repeat"]
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise SequenceError(f"{where}.repeat: expected a whole number >= 1, got {count!r}")
-        if depth >= MAX_DEPTH:
-            raise SequenceError(f"{where}: repeats nested deeper than {MAX_DEPTH}")
-        return Repeat(count, _nodes(rig, f"{where}.steps", node.get("steps"), depth + 1))
-    text, do = str(node.get("text", ""))[:200], node.get("do")
-    period = node.get("period")
-    if period is not None:
-        period = _number(f"{where}.period", period, 0.01, 86400.0)
-    if do == "cycler":
-        step = _cycler_step(f"{where}.step", node.get("step"))
-        try:
-            rig.cycler.validate(step)
-        except CyclerError as ex:
-            raise SequenceError(
-                f"{where}{f' ({text})' if text else ''}: {ex}", refusal_of(ex)
-            ) from None
-        return TableStep(text, "cycler", step=step, period=period)
-    if do == "pressure":
-        action = node.get("action")
-        if action not in ("set", "ramp", "hold"):
-            raise SequenceError(f"{where}.action: {action!r} is not one of set, ramp, hold")
-        pressure = _number(f"{where}.pressure", node.get("pressure"), 0.0, rig.max_setpoint)
-        rate = node.get("rate")
-        if action == "ramp":
-            top = rig.params.limits.max_ramp_rate
-            rate = _number(f"{where}.rate", rate, 0.0, top)
-        duration = 0.0
-        if action == "hold":
-            duration = _number(f"{where}.duration", node.get("duration"), 0.0, 1e9)
-        return TableStep(text, "pressure", action=action, pressure=pressure, rate=rate,
-                         duration=duration, period=period)  # fmt: skip
-    if do == "gap":
-        return TableStep(text, "gap", period=period)
-    raise SequenceError(f"{where}.do: {do!r} is not one of cycler, pressure, gap")
-
-
-def _nodes(rig: Rig, where: str, nodes: Any, depth: int) -> tuple:
-    if not isinstance(nodes, list) or not nodes:
-        raise SequenceError(f"{where}: expected a non-empty list of steps")
-    return tuple(_node(rig, f"{where}[{k}]", node, depth) for k, node in enumerate(nodes))
-
-
 def load_table(rig: Rig, source: str | bytes) -> Table:
-    """Check a table as a whole against the rig's limits; refuses with the path of the
-    first bad entry (``steps[2].step.current: ...``).
-
-    ``{"version": 1, "steps": [...], "fast_steps": [3, 4] | "all", "owner": {...}}``;
-    a step is ``{"repeat": n, "steps": [...]}``, ``{"do": "cycler", "step": {"kind":
-    "cc", "current": A, "voltage": V, "power": W, "resistance": Ohm, "terminations":
-    [["time", 600, "Auto"], ...], "f_start": Hz, "f_end": Hz, "points_per_decade": n}}``,
-    ``{"do": "pressure", "action": "set" | "ramp" | "hold", "pressure": MPa, "rate":
-    MPa/s, "duration": s}`` or ``{"do": "gap"}``; any step may carry ``"text"`` and
-    ``"period"`` (s between logged samples during that step). ``"hold_steps"`` (step
-    numbers or ``"all"``): the simulation's clock holds at the start of each of them until
-    the client moves the hold on (it reads its detectors there; see ``Rig:HoldAt-SP``).
-    """
-    if isinstance(source, bytes):
-        try:
-            source = source.decode()
-        except UnicodeDecodeError as ex:
-            raise SequenceError(f"table: not UTF-8 text (byte {ex.start})") from None
+    """The table in ``source`` (:mod:`ssb_contract.table`) checked as a whole against the
+    rig's limits; refuses with the path of the first bad entry (``steps[2].step.current:
+    ...``). ``hold_steps``: the simulation's clock holds at the start of each of them
+    until the client moves the hold on (it reads its detectors there; see
+    ``Rig:HoldAt-SP``)."""
     try:
-        doc = json.loads(source)
-    except json.JSONDecodeError as ex:
-        raise SequenceError(f"table: not JSON: {ex}") from None
-    if not isinstance(doc, dict):
-        raise SequenceError("table: expected a JSON object with 'steps'")
-    if doc.get("version") != TABLE_VERSION:
-        raise SequenceError(f"table: version {doc.get('version')!r}, expected {TABLE_VERSION}")
-    steps = _nodes(rig, "steps", doc.get("steps"), 0)
-    total = _size(steps)
-    if total > MAX_STEPS:
-        raise SequenceError(
-            f"table: {total} steps once repeats are unrolled; at most {MAX_STEPS}",
-            code=Refusal.LIMIT,
-        )
-    fast = _step_set("fast_steps", doc.get("fast_steps", []))
-    holds = _step_set("hold_steps", doc.get("hold_steps", []))
-    owner = doc.get("owner", {})
-    if not isinstance(owner, dict):
-        raise SequenceError(f"owner: expected an object, got {owner!r}")
-    return Table(steps, total, fast, owner, source, holds)
+        table = Table.from_json(source)
+    except TableError as ex:
+        raise SequenceError(str(ex), refusal_of(ex)) from None
+    for where, node in table.walk():
+        named = f"{where}{f' ({node.text})' if node.text else ''}"
+        if isinstance(node, RunCycler):
+            try:
+                rig.cycler.validate(step_of(node.step))
+            except CyclerError as ex:
+                raise SequenceError(f"{named}: {ex}", refusal_of(ex)) from None
+        elif isinstance(node, SetPressure):
+            _within(f"{where}.pressure", node.pressure, rig.max_setpoint)
+            if node.rate is not None:
+                _within(f"{where}.rate", node.rate, rig.params.limits.max_ramp_rate)
+    return table
 
 
-def _step_set(key: str, steps: Any) -> frozenset[int] | str:
-    if steps == "all":
-        return "all"
-    if not isinstance(steps, list) or not all(
-        isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in steps
-    ):
-        raise SequenceError(f"{key}: expected step numbers or 'all', got {steps!r}")
-    return frozenset(steps)
+def _within(where: str, value: float, high: float) -> None:
+    if value > high:
+        raise SequenceError(f"{where}: {value!r} outside 0..{high:g}", code=Refusal.LIMIT)
 
 
 # --- running it -------------------------------------------------------------------------
@@ -298,6 +122,7 @@ class Sequencer:
     def __init__(self, rig: Rig):
         self.rig = rig
         self.table: Table | None = None
+        self.source = ""  # the table's JSON as it was put
         self.state = "Idle"
         self.reason = ""  # why it ended, paused or was held
         self.running: Running | None = None
@@ -344,6 +169,7 @@ class Sequencer:
                 code=Refusal.OWNED,
             )
         table = load_table(self.rig, source)
+        self.source = source.decode() if isinstance(source, bytes) else source
         self.key = secrets.randbelow(2**31 - 2) + 2 if table.owner.get("sequence_id") else 0
         self.client, self.since = client, time.time()
         self.table, self.state, self.reason = table, "Idle", ""
@@ -563,15 +389,8 @@ class Sequencer:
     def _start_cycler(self, run: Running, remaining: bool = False) -> None:
         step = run.step.step
         if remaining:
-            terms = []
-            for t in step.terminations:
-                if t.limit == Limit.TIME:
-                    t = dataclasses.replace(t, value=max(t.value - run.active, 1e-3))
-                elif t.limit == Limit.CAPACITY:
-                    t = dataclasses.replace(t, value=max(t.value - run.done_capacity, 1e-6))
-                terms.append(t)
-            step = dataclasses.replace(step, terminations=tuple(terms))
-        self.rig.cycler.start(step, cycle=run.cycle, index=run.index)
+            step = step.remaining(run.active, run.done_capacity)
+        self.rig.cycler.start(step_of(step), cycle=run.cycle, index=run.index)
         run.live = True
 
     def _complete(self, reason: str) -> None:
@@ -588,7 +407,7 @@ class Sequencer:
                 "index": run.index,
                 "cycle": run.cycle,
                 "text": run.step.text,
-                "type": run.step.step.kind.name.title() if run.step.do == "cycler" else "Pressure",
+                "type": run.step.step.kind.title() if run.step.do == "cycler" else "Pressure",
                 "reason": reason,
                 "start_time": run.start_time,
                 "end_time": rig.time,
@@ -633,7 +452,7 @@ class Sequencer:
             return None
         run = self.running
         return {
-            "table": self.table.source,
+            "table": self.source,
             "state": self.state,
             "reason": self.reason,
             "step": run.index if run else None,
