@@ -11,6 +11,7 @@ processes (each known by pid and start time) and nothing else, even after a fail
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import signal
@@ -59,6 +60,14 @@ def read_state(directory: Path) -> dict | None:
         return json.loads(path.read_text())
     except ValueError as ex:
         raise LabError(f"{path} is not a lab state file ({ex}); remove it by hand") from None
+
+
+def lab_state(directory: Path) -> dict:
+    """The state of the lab in ``directory``; a directory without one is refused."""
+    state = read_state(directory)
+    if state is None:
+        raise LabError(f"{directory} holds no lab (no lab.json): start one with ssb lab up")
+    return state
 
 
 def layout_of(directory: Path, state: dict) -> Layout:
@@ -341,7 +350,7 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, emulate, prog
     _wait(recorder, "tiled", lambda: _http_ok(f"http://127.0.0.1:{layout.tiled_port}/healthz"))
     progress(f"Tiled        {layout.tiled_uri} (PostgreSQL catalog)")
     for rig in layout.all_rigs():
-        _wait(recorder, f"{rig.name}-ioc", lambda rig=rig: _ioc_ready(rig))
+        _wait(recorder, f"{rig.name}-ioc", functools.partial(_ioc_ready, rig))
         progress(f"{rig.name} IOC     {rig.prefix} on CA port {rig.ca_port}")
 
     plans_file, groups_file = write_permissions(layout.directory)
@@ -384,7 +393,7 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, emulate, prog
             api.environment_open()
     for rig in layout.all_rigs():
         api = managers[rig.name]
-        _wait(recorder, f"{rig.name}-manager", lambda api=api: _environment_open(api))
+        _wait(recorder, f"{rig.name}-manager", functools.partial(_environment_open, api))
         api.close()
         progress(f"{rig.name} manager {rig.zmq_control_addr} (worker open)")
 
@@ -407,7 +416,7 @@ def _bring_up(recorder: _Recorder, redis_server: str, speed, cell, emulate, prog
         _wait(
             recorder,
             f"{rig.name}-http",
-            lambda r=rig: _http_ok(f"{r.http_uri}/api/status", http_key),
+            functools.partial(_http_ok, f"{rig.http_uri}/api/status", http_key),
         )
         progress(f"{rig.name} HTTP    {rig.http_uri}")
 

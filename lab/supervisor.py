@@ -163,9 +163,9 @@ class RigSupervisor:
 def run(directory: Path, period: float = 1.0, stop: threading.Event | None = None) -> None:
     from caproto.threading.client import Context
 
-    from .stack import layout_of, parts_of, read_state
+    from .stack import lab_state, layout_of, parts_of
 
-    state = read_state(directory)
+    state = lab_state(directory)
     layout = layout_of(directory, state)
     pids = {p.name: p.pid for p in parts_of(state)}
     context = Context()
@@ -187,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", required=True, help="the lab directory")
     args = parser.parse_args(argv)
     directory = Path(args.dir).resolve()
-    from .stack import layout_of, read_state
+    from .stack import lab_state, layout_of
 
-    layout = layout_of(directory, read_state(directory))
+    layout = layout_of(directory, lab_state(directory))
     os.environ.update(
         EPICS_CA_ADDR_LIST=" ".join(f"127.0.0.1:{r.ca_port}" for r in layout.all_rigs()),
         EPICS_CA_AUTO_ADDR_LIST="NO",

@@ -105,7 +105,7 @@ class RowLog(Device):
         return f"PV:{self.prefix}Page*-RB"
 
     def describe_collect(self) -> dict:
-        keys = {}
+        keys: dict[str, dict] = {}
         for field in self.fields:
             integer = field in self.integer_fields
             keys[field] = {

@@ -47,4 +47,5 @@ def disconnect() -> None:
 def disconnect_at_exit() -> None:
     """Disconnect before the interpreter stops its thread pools (they are stopped in the
     reverse order of registration, so this runs first)."""
-    threading._register_atexit(disconnect)  # the hook concurrent.futures uses
+    # the hook concurrent.futures uses (CPython's, not public: no stub declares it)
+    threading._register_atexit(disconnect)  # type: ignore[attr-defined]

@@ -107,6 +107,7 @@ class Press(PVPositionerPC):
         """Refuse what the IOC would refuse, with the reason (used by check_limits)."""
         if isinstance(pos, bool) or not isinstance(pos, numbers.Real):
             raise ValueError(f"{self.name}: pressure setpoint {pos!r} is not a number")
+        pos = float(pos)
         if not math.isfinite(pos):
             raise ValueError(f"{self.name}: pressure setpoint {pos} is not a finite number")
         low, high = self.limits

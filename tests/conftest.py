@@ -12,6 +12,18 @@ import subprocess
 import sys
 import time
 
+# caproto's threading client opens a new circuit inside its search-results thread and waits
+# for the handshake there with the global default timeout (2 s): on a loaded CI machine a
+# slower handshake raised in that thread and ended it, and no later PV of the worker ever
+# connected (caproto 1.3). The documented CAPROTO_DEFAULT_TIMEOUT, read once when caproto
+# is imported, gives a handshake 10 s; it is removed again so that the IOCs the tests start
+# keep caproto's defaults. tests/test_compat.py checks the thread still needs it.
+os.environ.setdefault("CAPROTO_DEFAULT_TIMEOUT", "10")
+import caproto.threading.client  # noqa: F401  (takes the timeout now)
+
+if os.environ.get("CAPROTO_DEFAULT_TIMEOUT") == "10":
+    del os.environ["CAPROTO_DEFAULT_TIMEOUT"]
+
 import numpy as np
 import pytest
 from caproto import ChannelType

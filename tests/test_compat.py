@@ -43,3 +43,17 @@ def test_the_compat_pv_still_wraps_a_caproto_pv_whose_write_gives_the_answer(ioc
         )
     finally:
         ramp.destroy()
+
+
+def test_caproto_still_waits_for_a_circuit_inside_its_search_thread():
+    """Why tests/conftest.py sets CAPROTO_DEFAULT_TIMEOUT: the search-results thread
+    itself opens new circuits (``get_circuit_manager``), and a circuit waits for its
+    handshake for the global default timeout. When this fails upstream has moved the
+    wait out of that thread: drop the setting."""
+    import inspect
+
+    from caproto.threading.client import Context, VirtualCircuitManager
+
+    assert "self.get_circuit_manager(" in inspect.getsource(Context._process_search_results_loop)
+    timeout = inspect.signature(VirtualCircuitManager.__init__).parameters["timeout"]
+    assert timeout.default == 10.0  # the setting took: handshakes get 10 s here

@@ -188,14 +188,24 @@ def test_observers_may_not_write_and_operators_may_run_the_suite(tmp_path):
     assert set(allowed_plans["observer"]) == {"count"}
     assert "rig" in allowed_devices["observer"] and "rig" in allowed_devices["primary"]
 
-    def may(group: str, name: str, *args) -> bool:
-        plan = {"name": name, "args": list(args), "kwargs": {}, "user_group": group}
+    def may(group: str, name: str, *args, **kwargs) -> bool:
+        plan = {"name": name, "args": list(args), "kwargs": kwargs, "user_group": group}
         ok, _ = validate_plan(plan, allowed_plans=allowed_plans[group],
                               allowed_devices=allowed_devices[group])  # fmt: skip
         return ok
 
     assert may("primary", "set_pressure", "rig", 20.0) and may("primary", "mv", "rig", 1)
     assert may("observer", "count", ["rig"])
+    # the plans' own type hints, as the queue checks them (parameter annotations)
+    assert may("primary", "run_protocol", "rig", "Rest for 1 s", fast_steps="all")
+    assert may("primary", "run_protocol", "rig", "Rest for 1 s", fast_steps=[2, 3])
+    assert may("primary", "pressure_steps", "rig", [10.0, 20.0], hold=60)
+    for name, args, kwargs in (
+        ("set_pressure", ("rig", "high"), {}),
+        ("run_protocol", ("rig", "Rest for 1 s"), {"fast_steps": "some"}),
+        ("pressure_steps", ("rig", ["ten"]), {"hold": 60}),
+    ):
+        assert not may("primary", name, *args, **kwargs), (name, args, kwargs)
     for name, args in (("mv", ("rig", 1)), ("set_pressure", ("rig", 20.0)),
                        ("run_protocol", ("rig", "Rest for 1 s"))):  # fmt: skip
         assert not may("observer", name, *args), name

@@ -113,8 +113,8 @@ class LabMonitor:
         self.views = {rig.name: RigView(rig) for rig in rigs}
         self.context = Context()
         self._lock = threading.Lock()
-        self._subscriptions = []
-        self._callbacks = []  # caproto holds callbacks weakly: keep them alive here
+        self._subscriptions: list = []
+        self._callbacks: list = []  # caproto holds callbacks weakly: keep them alive here
         self._stop = threading.Event()
         self.queue_period = queue_period
         for view in self.views.values():
