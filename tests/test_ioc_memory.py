@@ -32,17 +32,24 @@ def test_resident_memory_is_flat_after_warm_up_under_monitoring_clients(fast_ioc
     received = [0] * CLIENTS
     contexts, keep = [], []
     try:
-        for k in range(CLIENTS):
+        # Every client connects before any subscribes: a circuit's handshake waits behind
+        # the monitor traffic of the clients before it, and caproto's search thread dies
+        # on a handshake slower than its timeout (tests/conftest.py).
+        clients = []
+        for _ in range(CLIENTS):
             context = Context()
             contexts.append(context)
-            pvs = context.get_pvs(*names, timeout=30)
+            clients.append(context.get_pvs(*names, timeout=30))
+        for pvs in clients:
+            for pv in pvs:
+                pv.wait_for_connection(timeout=30)  # 400 searches on a loaded machine
+        for k, pvs in enumerate(clients):
 
             def count(sub, response, k=k):
                 received[k] += 1
 
             keep.append(count)  # caproto holds callbacks by weak reference
             for pv in pvs:
-                pv.wait_for_connection(timeout=30)  # 400 searches on a loaded machine
                 sub = pv.subscribe(data_type=ChannelType.TIME_DOUBLE)
                 if pv.channel.native_data_type in (ChannelType.CHAR, ChannelType.ENUM):
                     sub = pv.subscribe()
