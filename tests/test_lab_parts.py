@@ -20,7 +20,7 @@ from ssb_lab import connect, lab_catalog, processes
 from ssb_lab.layout import Layout
 from ssb_lab.overview.monitor import level
 from ssb_lab.permissions import SUITE_PLANS, write_permissions
-from ssb_lab.stack import LabError, down, status, up
+from ssb_lab.stack import LabError, down, lab_state, status, up
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -275,3 +275,32 @@ def test_a_beamline_profile_imports_the_rigs_devices_and_plans(catalog, tmp_path
     assert found["prefix"] == "BL7:" and found["rig"] == "bl7-press"
     assert {"RE", "rig", "run_protocol", "attach", "set_pressure", "count"} <= set(found["plans"])
     assert found["sparse"] is (catalog == "server")  # kept out where it can be
+
+
+def test_a_folder_without_a_lab_is_refused_by_name(tmp_path):
+    """The supervisor started on a folder that holds no lab says so and what to do."""
+    with pytest.raises(LabError, match=r"holds no lab .*ssb lab up"):
+        lab_state(tmp_path)
+    (tmp_path / "lab.json").write_text("{not json")
+    with pytest.raises(LabError, match="is not a lab state file"):
+        lab_state(tmp_path)
+
+
+def test_a_plan_parameter_of_a_type_the_queue_is_not_told_of_fails_at_import():
+    """lab/profile.py annotates every plan parameter for queueserver from one table of
+    types; a parameter of a new type is refused by name, not let through unchecked."""
+    script = (
+        "from ssb_lab.profile import _for_queue\n"
+        "def plan(rig, when: complex = 1j):\n"
+        "    yield from ()\n"
+        "_for_queue(plan)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "SSB_LAB_LISTING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "TypeError: plan(when: <class 'complex'>): no queue type for it" in result.stderr
