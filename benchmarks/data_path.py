@@ -75,8 +75,8 @@ def million_sample_run(session, directory: str, n: int = 1_000_000) -> None:
     from event_model import compose_run
 
     from ssb_devices.cycler import INTEGER_FIELDS, SAMPLE_FIELDS
+    from ssb_ioc.core.channel import Step, StepKind
     from ssb_ioc.sim import Rig, load_cell_file
-    from ssb_ioc.sim.cycler import Step, StepKind
 
     rig = Rig(load_cell_file("si-nmc"), seed=0)
     rig.set_mode("Pressure")

@@ -5,7 +5,7 @@ reaction):
 
 * ``ioc``: what the instrument detected at its own resolution (pressure spikes and
   drops, soft-short voltage drops, resistance jumps; thresholds on ``Evt:*-SP``, see
-  :mod:`ssb_ioc.sim.events`). After each, the IOC keeps the load cell's samples at full
+  :mod:`ssb_ioc.core.events`). After each, the IOC keeps the load cell's samples at full
   rate for ``Evt:Window-SP`` s: the run's ``load_cell_fast`` stream.
 * ``plan``: :class:`Limit` rules checked on every sample the run collects, for what a
   scientist wants to watch in their own terms (``Limit("pressure", low=95.0)``).

@@ -199,17 +199,22 @@ def test_events_are_detected_above_the_boundary(kind, ca_context, tmp_path):
 
 def test_the_simulation_and_the_instruments_serve_one_interface():
     """The PV layer asks a RigBackend only; both implementations give every member of it,
-    and differ where they must: who keeps the time, what can be out of reach."""
+    and differ where they must: who keeps the time (each has its own way to scan and not
+    the other's), what can be out of reach."""
     from ssb_ioc.backends import HardwareRig
-    from ssb_ioc.backends.interface import RigBackend
+    from ssb_ioc.core.ports import READINGS, InstrumentBackend, RigBackend, SimulatedBackend
     from ssb_ioc.sim import Rig, load_cell_file
 
     rig_file = load_rig_file(Path(__file__).parent.parent / "rigs" / "emulated.toml")
     params = load_cell_file(rig_file.cell)
     simulation, instruments = Rig(params), HardwareRig(params, rig_file)
     assert isinstance(simulation, RigBackend) and isinstance(instruments, RigBackend)
+    assert isinstance(simulation, SimulatedBackend)
+    assert not isinstance(simulation, InstrumentBackend)
+    assert isinstance(instruments, InstrumentBackend)
+    assert not isinstance(instruments, SimulatedBackend)
     assert not simulation.keeps_own_time and instruments.keeps_own_time
-    assert simulation.stale_pvs() == {}
-    stale = instruments.stale_pvs()  # nothing asked yet: nothing is known
-    assert {"Press:Pressure-RB", "Cyc:Voltage-RB"} <= set(stale)
+    assert simulation.stale_readings() == {}
+    stale = instruments.stale_readings()  # nothing asked yet: nothing is known
+    assert {"press.pressure", "cell.voltage"} <= set(stale) <= set(READINGS)
     assert all(why == "not connected yet" for why, _ in stale.values())

@@ -2,8 +2,8 @@
 
 import pytest
 
+from ssb_ioc.params import SECTIONS
 from ssb_ioc.sim import CellFileError, load_cell_file, preset_names
-from ssb_ioc.sim.params import SECTIONS
 
 
 def write(tmp_path, text):
@@ -15,7 +15,7 @@ def write(tmp_path, text):
 def si_text():
     from importlib import resources
 
-    return resources.files("ssb_ioc.sim").joinpath("presets/si-nmc.toml").read_text()
+    return resources.files("ssb_ioc").joinpath("presets/si-nmc.toml").read_text()
 
 
 def test_presets_load_with_canonical_units():
@@ -81,7 +81,7 @@ def test_every_parameter_is_documented_with_a_comment():
     """Each key of the shipped files carries a unit or a comment saying where it comes from."""
     from importlib import resources
 
-    folder = resources.files("ssb_ioc.sim").joinpath("presets")
+    folder = resources.files("ssb_ioc").joinpath("presets")
     seen = set()
     for item in folder.iterdir():
         for line in item.read_text().splitlines():

@@ -21,10 +21,10 @@ from ssb_contract.states import (
     SEQUENCE_STATES,
     STEP_KINDS,
 )
+from ssb_ioc.core.channel import Limit, StepKind
+from ssb_ioc.core.sequencer import ACTIVE
 from ssb_ioc.server import RigIOC
 from ssb_ioc.sim import Mode, Rig, load_cell_file
-from ssb_ioc.sim.cycler import Limit, StepKind
-from ssb_ioc.sim.sequencer import ACTIVE
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +126,14 @@ def test_the_devices_name_only_the_contracts_pvs_and_write_only_writable_ones():
         suffix for suffix, writes in signals if writes and not RIG_PVS[suffix].writable
     )
     assert written == [], "writable signals on PVs the contract says are read-only"
+
+
+def test_every_reading_of_the_ports_is_shown_by_pvs_the_contract_lists():
+    """The PV layer maps each reading a backend can call stale to the PVs that show it:
+    every reading is mapped, and every PV it maps to is a rig PV of the contract."""
+    from ssb_ioc.core.ports import READINGS
+    from ssb_ioc.server.groups import READING_PVS
+
+    assert set(READING_PVS) == set(READINGS)
+    for reading, names in READING_PVS.items():
+        assert names and set(names) <= set(RIG_PVS), reading

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import pressed_sim_rig
 
-from ssb_ioc.sim.cycler import (
+from ssb_ioc.core.channel import (
     SAMPLE_FIELDS,
     CyclerError,
     Limit,

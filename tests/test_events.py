@@ -8,10 +8,10 @@ import pytest
 from caproto import ChannelType
 from conftest import pressed_sim_rig
 
+from ssb_ioc.core.channel import Limit, Step, StepKind, Termination
+from ssb_ioc.core.events import EVENT_KINDS, EventDetector, Thresholds
 from ssb_ioc.server import RigIOC
 from ssb_ioc.sim import RigError
-from ssb_ioc.sim.cycler import Limit, Step, StepKind, Termination
-from ssb_ioc.sim.events import EVENT_KINDS, EventDetector, Thresholds
 
 
 def events(rig) -> list[tuple[str, float]]:

@@ -113,7 +113,7 @@ def test_ssb_run_refuses_a_binary_cell_description_before_connecting(tmp_path):
 def si_text() -> str:
     from importlib import resources
 
-    return resources.files("ssb_ioc.sim").joinpath("presets/si-nmc.toml").read_text()
+    return resources.files("ssb_ioc").joinpath("presets/si-nmc.toml").read_text()
 
 
 @pytest.mark.parametrize(

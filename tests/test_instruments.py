@@ -18,9 +18,9 @@ from ssb_ioc.backends import RigFileError, link, load_rig_file
 from ssb_ioc.backends.link import CommError, Link
 from ssb_ioc.backends.modbus import decode, encode, garbled
 from ssb_ioc.backends.rigfile import Register, parse_rig
+from ssb_ioc.core.channel import SAMPLE_FIELDS
 from ssb_ioc.emulate import EmulatorThread
 from ssb_ioc.launch import rig_file_on_free_ports
-from ssb_ioc.sim.cycler import SAMPLE_FIELDS
 
 RIGS = Path(__file__).parent.parent / "rigs"
 

@@ -68,6 +68,50 @@ def test_layer_imports(package):
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
+def absolute_imports(path: Path) -> set[str]:
+    """The modules a file of ``ssb_ioc`` imports, relative imports made absolute."""
+    package = ["ssb_ioc", *path.relative_to(ROOT / "ioc").parent.parts]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names |= {module} if node.module else {f"{module}.{a.name}" for a in node.names}
+    return names
+
+
+# Inside the IOC: the control core knows no physics, no driver and no wire; the PV layer
+# knows the core and the contract, not what serves the ports below it.
+IOC_FORBIDDEN = {
+    "core": ("ssb_ioc.sim", "ssb_ioc.backends", "ssb_ioc.server", "ssb_ioc.emulate", "caproto",
+             "pymodbus"),
+    "server": ("ssb_ioc.sim", "ssb_ioc.backends", "ssb_ioc.emulate", "pymodbus"),
+    "backends": ("ssb_ioc.sim", "ssb_ioc.server", "ssb_ioc.emulate", "caproto"),
+    "sim": ("ssb_ioc.backends", "ssb_ioc.server", "ssb_ioc.emulate", "caproto", "pymodbus"),
+}  # fmt: skip
+# The diffraction detector has no driver: its IOC is the face of its simulation.
+IOC_ALLOWED = {"server/detector.py": {"ssb_ioc.sim.diffraction"}}
+
+
+@pytest.mark.parametrize("layer", sorted(IOC_FORBIDDEN))
+def test_the_ioc_layers_import_downwards_only(layer):
+    files = sorted((ROOT / "ioc" / layer).rglob("*.py"))
+    assert files
+    for path in files:
+        name = str(path.relative_to(ROOT / "ioc"))
+        modules = absolute_imports(path) - IOC_ALLOWED.get(name, set())
+        bad = {m for m in modules for f in IOC_FORBIDDEN[layer] if m == f or m.startswith(f + ".")}
+        assert not bad, f"ioc/{name} imports {sorted(bad)}"
+
+
+def test_the_layer_check_sees_relative_imports():
+    """The check above must see ``from ..sim import Rig`` as ssb_ioc.sim."""
+    assert "ssb_ioc.sim.diffraction" in absolute_imports(ROOT / "ioc" / "server" / "detector.py")
+    assert "ssb_ioc.core.press" in absolute_imports(ROOT / "ioc" / "sim" / "press.py")
+
+
 HEAVY = ("bluesky", "ophyd", "caproto", "tiled", "pandas", "matplotlib", "bluesky_queueserver")
 
 

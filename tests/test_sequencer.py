@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from ssb_ioc.core.sequencer import SequenceError
 from ssb_ioc.sim import Rig, load_cell_file
-from ssb_ioc.sim.sequencer import SequenceError
 
 CAPACITY_A = 1e-3  # about C/2 of the si-nmc cell's default area
 

@@ -78,7 +78,7 @@ def critical_cell(tmp_path, critical: float) -> str:
     """The si-nmc preset with another critical pressure (below it, voids stay)."""
     from importlib import resources
 
-    text = resources.files("ssb_ioc.sim").joinpath("presets/si-nmc.toml").read_text()
+    text = resources.files("ssb_ioc").joinpath("presets/si-nmc.toml").read_text()
     text = re.sub(r'critical_pressure = "[^"]+"', f'critical_pressure = "{critical} MPa"', text)
     path = tmp_path / f"si-critical-{critical:g}.toml"
     path.write_text(text)

@@ -19,8 +19,8 @@ from ssb_contract.table import (
     TableError,
     Termination,
 )
+from ssb_ioc.core.sequencer import SequenceError, load_table
 from ssb_ioc.sim import Rig, load_cell_file
-from ssb_ioc.sim.sequencer import SequenceError, load_table
 from ssb_plans.cycling import plan_steps, sequence_table
 from ssb_plans.protocol import parse
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ssb_contract.refusals import Refusal
 
-from ..sim.cycler import Cycler, CyclerError, Limit, SafetyLimits, Step, StepKind
+from ..core.channel import Channel as CyclerChannel
+from ..core.channel import CyclerError, Limit, SafetyLimits, Step, StepKind
 from .bts import BtsClient, Channel
 from .rigfile import BtsCycler
 from .stepfile import step_file, step_type
@@ -50,7 +51,7 @@ def _number(status: dict[str, str], key: str) -> float:
         return math.nan
 
 
-class BtsChannel(Cycler):
+class BtsChannel(CyclerChannel):
     """The rig's cycler, served by one channel of a Neware BTS server."""
 
     def __init__(self, config: BtsCycler, limits: SafetyLimits, log_period: float, size: int):
@@ -99,11 +100,6 @@ class BtsChannel(Cycler):
     def _owe_stop(self) -> None:
         """Stop the channel at the next scan that reaches it, however long that takes."""
         self._pending, self._stop_owed = "", True
-
-    def account(self, *args, **kwargs) -> None:  # pragma: no cover - see sync()
-        raise CyclerError(
-            "a BTS channel is followed with sync(), not simulated", code=Refusal.UNSUPPORTED
-        )
 
     # --- one scan ---------------------------------------------------------------------------
     async def sync(

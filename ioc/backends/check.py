@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..sim.params import CellFileError, load_cell_file
+from ..params import CellFileError, load_cell_file
 from .bts import BtsClient, Channel
 from .link import CommError
 from .modbus import ModbusInstrument

@@ -1,15 +1,15 @@
-"""A rig of real instruments: the rig's control and safety over drivers instead of physics.
+"""A rig of real instruments: the rig's control and safety over drivers.
 
-:class:`HardwareRig` is the :class:`~ssb_ioc.sim.Rig` with its physics replaced by the
-instruments of a rig file. Everything above the boundary is the rig's own and unchanged:
-validation of commands, the setpoint ramp, the settle logic (done = the IOC says settled),
-interlocks, event detection, the sequencer and the logged samples. Below it, one scan
+:class:`HardwareRig` is the rig's control (:class:`~ssb_ioc.core.control.RigControl`:
+validation of commands, the setpoint ramp, the settle logic (done = the IOC says
+settled), interlocks, event detection, the sequencer and the logged samples) over the
+instruments of a rig file, as the simulation is the same control over physics. One scan
 (:meth:`HardwareRig.exchange`) reads every instrument, runs the control, and writes the
 outputs:
 
 - ``topology = "controller"``: the press controller closes the pressure loop; the IOC
   writes its (ramped) setpoint and mode and reads pressure and position;
-- ``topology = "ioc"``: the IOC closes the loop (:class:`~ssb_ioc.sim.Epid`) on the
+- ``topology = "ioc"``: the IOC closes the loop (:class:`~ssb_ioc.core.epid.Epid`) on the
   load-cell amplifier's force and writes the drive's valve command.
 
 A missed reply is counted (``Rig:MissedReplies-RB``) and the readbacks of that instrument
@@ -31,26 +31,26 @@ import time
 
 from ssb_contract.refusals import Refusal
 
-from ..sim.cycler import Cycler, CyclerError, SafetyLimits
-from ..sim.params import RigParams
-from ..sim.press import Mode, Press
-from ..sim.rig import Rig, RigError
-from .channel import BtsChannel
+from ..core.channel import Channel, CyclerError, SafetyLimits
+from ..core.control import RigControl
+from ..core.errors import RigError
+from ..core.loadcell import ForceReading
+from ..core.press import Mode, PressControl
+from ..params import RigParams
+from .channel import BtsChannel, MeasuredCell
 from .link import CommError
 from .modbus import ModbusInstrument
 from .rigfile import RigFile
 
 NAN = math.nan
-# The readbacks that come from each instrument (PV names without the prefix). The modes,
-# setpoints and the step's state are the IOC's own; the rest is measured, or made of what
-# was measured (the settle state, the loop's error and output, the channel's capacities).
-PRESS_PVS = ("Press:Pressure-RB", "Press:Force-RB", "Press:Position-RB", "Press:Gap-RB",
-             "Press:Settled-RB")  # fmt: skip
-LOAD_CELL_PVS = ("LC:Force-RB", "LC:Signal-RB", "LC:Overload-RB")
-LOOP_PVS = ("Press:Error-RB", "Press:Output-RB")  # the IOC's loop on the amplifier's force
-CYCLER_PVS = ("Cyc:Voltage-RB", "Cyc:Current-RB", "Rig:CellVoltage-RB", "Cyc:StepCharge-RB",
-              "Cyc:StepDischarge-RB", "Cyc:ChargeCapacity-RB", "Cyc:DischargeCapacity-RB",
-              "Cyc:ChargeEnergy-RB", "Cyc:DischargeEnergy-RB")  # fmt: skip
+# The readings that come from each instrument (names of ssb_ioc.core.ports.READINGS). The
+# modes, setpoints and the step's state are the IOC's own; the rest is measured, or made of
+# what was measured (the settle state, the loop's error and output, the capacities).
+PRESS_READINGS = ("press.pressure", "press.force", "press.position", "press.gap",
+                  "press.settled")  # fmt: skip
+LOAD_CELL_READINGS = ("load_cell.force", "load_cell.signal", "load_cell.overload")
+LOOP_READINGS = ("press.error", "press.output")  # the IOC's loop on the amplifier's force
+CYCLER_READINGS = ("cell.voltage", "cell.current", "channel.capacities")
 MECHANICAL = ("press", "load_cell")  # the press's safety depends on these links
 # What the drive's mode register means in each topology (our Mode -> register value).
 CONTROLLER_MODES = {Mode.OFF: 0, Mode.PRESSURE: 1, Mode.GAP: 2}
@@ -68,7 +68,7 @@ class NoCell:
         pass
 
 
-class AbsentCycler(Cycler):
+class AbsentCycler(Channel):
     """The cycler channel of a rig without one: refuses steps, still logs the mechanics."""
 
     def validate(self, step) -> None:
@@ -84,12 +84,13 @@ class AbsentCycler(Cycler):
             self._log(0.0, self._mechanics)
 
 
-class DrivenPress(Press):
-    """The press as the IOC sees it through a driver: :class:`Press`'s control state
-    (mode, target, ramped setpoint, settling) with readbacks from the instrument."""
+class DrivenPress(PressControl):
+    """The press as the IOC sees it through a driver: the press's control state (mode,
+    target, ramped setpoint, settling) with readbacks from the instrument."""
 
-    def __init__(self, params: RigParams, load_cell):
-        super().__init__(params, load_cell)
+    def __init__(self, params: RigParams, load_cell: ForceReading):
+        super().__init__(params)
+        self.load_cell = load_cell
         self.clock = 0.0
         self.position = NAN
         self.measured_gap = NAN
@@ -118,33 +119,34 @@ class DrivenPress(Press):
             self._advance_setpoint(dt)
         self._update_settle()
 
-    def run(self, n, check):  # pragma: no cover - the instrument runs itself
-        raise RigError("a driven press is not simulated", code=Refusal.UNSUPPORTED)
 
-
-class HardwareRig(Rig):
+class HardwareRig(RigControl):
     """The rig's control over the instruments of a rig file."""
 
     keeps_own_time = True  # experiment time is the wall's or an instrument's clock
+    press: DrivenPress
+    cycler: AbsentCycler | BtsChannel
 
     def __init__(self, params: RigParams, rig: RigFile):
-        super().__init__(params)
-        self.rigfile = rig
-        self.topology = rig.press.topology
-        self.cell = NoCell()
-        self.press = DrivenPress(params, self.load_cell)
-        self.press.set_ramp_rate(params.limits.ramp_rate)
-        self.press.pressure = NAN
-        self.load_cell.force = NAN
+        load_cell = ForceReading(params.load_cell.capacity)
+        load_cell.force = NAN
+        press = DrivenPress(params, load_cell)
+        press.set_ramp_rate(params.limits.ramp_rate)
+        press.pressure = NAN
         cyc = params.cycler
         limits = SafetyLimits(cyc.v_min, cyc.v_max, cyc.i_max)
+        cycler: AbsentCycler | BtsChannel
         if rig.cycler is None:
-            self.cycler = AbsentCycler(
-                self.cell, limits, log_period=cyc.log_period, buffer_size=int(cyc.buffer_size)
+            cell: NoCell | MeasuredCell = NoCell()
+            cycler = AbsentCycler(
+                cell, limits, log_period=cyc.log_period, buffer_size=int(cyc.buffer_size)
             )
         else:
-            self.cycler = BtsChannel(rig.cycler, limits, cyc.log_period, int(cyc.buffer_size))
-            self.cell = self.cycler.cell
+            cycler = BtsChannel(rig.cycler, limits, cyc.log_period, int(cyc.buffer_size))
+            cell = cycler.cell
+        super().__init__(params, press, load_cell, cycler, cell)
+        self.rigfile = rig
+        self.topology = rig.press.topology
         self.instruments = {d.role: ModbusInstrument(d) for d in rig.devices}
         self.comm = {role: inst.error for role, inst in self.instruments.items()}
         if rig.cycler is not None:
@@ -167,28 +169,26 @@ class HardwareRig(Rig):
         self._resume_on_link = False  # a protocol it paused goes on when the link is back
 
     # --- what the PV layer asks of a backend -------------------------------------------
-    def hold_clock(self, at: float | None) -> None:
-        if at is not None:
-            raise RigError(
-                "clock hold refused: real instruments keep their own time (a hold is the "
-                "simulation's way to keep a schedule at a high speed factor)",
-                code=Refusal.UNSUPPORTED,
-            )
-
-    def stale_pvs(self) -> dict[str, tuple[str, float]]:
-        """PV name (no prefix) -> (why it is stale, time of its last good value)."""
+    def stale_readings(self) -> dict[str, tuple[str, float]]:
+        """Reading -> (why it is stale, time of its last good value)."""
         out: dict[str, tuple[str, float]] = {}
-        sources = {"press": PRESS_PVS, "load_cell": LOAD_CELL_PVS, "cycler": CYCLER_PVS}
+        sources = {"press": PRESS_READINGS, "load_cell": LOAD_CELL_READINGS,
+                   "cycler": CYCLER_READINGS}  # fmt: skip
         if self.topology == "ioc":  # pressure and force come from the amplifier
             sources = {
-                "press": ("Press:Position-RB", "Press:Gap-RB", "Press:Output-RB"),
-                "load_cell": (*LOAD_CELL_PVS, *PRESS_PVS[:2], "Press:Settled-RB", *LOOP_PVS),
-                "cycler": CYCLER_PVS,
+                "press": ("press.position", "press.gap", "press.output"),
+                "load_cell": (
+                    *LOAD_CELL_READINGS,
+                    *PRESS_READINGS[:2],
+                    "press.settled",
+                    *LOOP_READINGS,
+                ),
+                "cycler": CYCLER_READINGS,
             }
         elif "load_cell" not in self.instruments:
-            sources["press"] = (*PRESS_PVS, *LOAD_CELL_PVS)
+            sources["press"] = (*PRESS_READINGS, *LOAD_CELL_READINGS)
         if isinstance(self.cycler, AbsentCycler):
-            out.update(dict.fromkeys(CYCLER_PVS, ("this rig has no cycler channel", 0.0)))
+            out.update(dict.fromkeys(CYCLER_READINGS, ("this rig has no cycler channel", 0.0)))
         for role, why in self.comm.items():
             if why:
                 link = self.cycler.client if role == "cycler" else self.instruments[role]
@@ -200,19 +200,6 @@ class HardwareRig(Rig):
         if self.rigfile.clock == "wall":
             self._clock_offset = max(float(at), 0.0)
             self._wall0 = time.monotonic()
-
-    def advance(self, dt: float) -> None:  # pragma: no cover - the scan is exchange()
-        raise RigError(
-            "a hardware rig runs on its instruments' clock: call exchange()",
-            code=Refusal.UNSUPPORTED,
-        )
-
-    def inject_fault(self, kind: str, size: float = 0.0, at: float | None = None) -> str:
-        raise RigError(
-            "fault injection acts on the simulated cell; this rig is hardware (faults of "
-            "emulated instruments are made in ssb-emulate)",
-            code=Refusal.UNSUPPORTED,
-        )
 
     def tare(self) -> None:
         if "load_cell" not in self.instruments:
@@ -271,7 +258,7 @@ class HardwareRig(Rig):
         self._check_pressure(self._mechanics()[0])
         self._act_on_events()
         self._set_fast_sampling()
-        if self.press.on_period is not None:
+        if self.fast_on:  # every scan's reading, while full-rate sampling is on
             self.fast.append(self._row())
         if isinstance(self.cycler, BtsChannel):  # the channel runs on if its link is lost
             try:

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 
 from ssb_contract.refusals import Refusal
 
-from ..sim.cycler import CyclerError, Limit, SafetyLimits, Step, StepKind, Termination
+from ..core.channel import CyclerError, Limit, SafetyLimits, Step, StepKind, Termination
 
 CC_CHARGE, CC_DISCHARGE, CV, REST, END, CCCV_CHARGE = 1, 2, 3, 4, 6, 7
 TENTH_MV = 1e4  # 0.1 mV per V

@@ -25,8 +25,8 @@ from xml.sax.saxutils import quoteattr
 from ..backends.bts import SPELLED, TERMINATOR, Channel
 from ..backends.rigfile import BtsCycler
 from ..backends.stepfile import read_step_file
+from ..core.channel import SAMPLE_FIELDS, CyclerError
 from ..sim import Rig
-from ..sim.cycler import SAMPLE_FIELDS, CyclerError
 
 FAULTS = ("drop", "slow", "malformed", "refuse")
 COLUMN = {name: i for i, name in enumerate(SAMPLE_FIELDS)}

@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from ssb_contract.paging import Paging
-from ssb_ioc.sim.cycler import SampleBuffer
+from ssb_ioc.core.channel import SampleBuffer
 
 from .pages import pages
 from .pvs import RigPVGroup, counter, publish, setting

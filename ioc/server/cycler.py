@@ -22,17 +22,10 @@ from ssb_contract.records import SAMPLE
 from ssb_contract.refusals import Refusal, refusal_of
 from ssb_contract.states import DIRECTIONS as CONTRACT_DIRECTIONS
 from ssb_contract.states import LIMITS, NO_LIMIT, STEP_KINDS
-from ssb_ioc.sim import RigError
-from ssb_ioc.sim.cycler import (
-    EIS_MAX_POINTS,
-    SPECTRA_KEPT,
-    CyclerError,
-    Limit,
-    Step,
-    StepKind,
-    Termination,
-)
-from ssb_ioc.sim.params import MAX_SAMPLES
+from ssb_contract.table import CyclerStep, TableError, Termination
+from ssb_ioc.core.channel import EIS_MAX_POINTS, SPECTRA_KEPT, CyclerError, step_of
+from ssb_ioc.core.errors import RigError
+from ssb_ioc.params import MAX_SAMPLES
 
 from .buffers import RowBufferGroup, row_pages
 from .pages import pages
@@ -81,10 +74,7 @@ def _term_type(slot: int):
 
 
 def _termination(kind: str, value: float, direction: str) -> Termination | None:
-    if kind == "None":
-        return None
-    rising = {"Auto": None, "Rising": True, "Falling": False}[direction]
-    return Termination(Limit(kind.lower()), value, rising if kind == "Voltage" else None)
+    return None if kind == NO_LIMIT else Termination(kind, float(value), direction)
 
 
 class CyclerGroup(RigPVGroup):
@@ -152,7 +142,7 @@ class CyclerGroup(RigPVGroup):
         86400.0,
         "Log a sample every this much test time",
         2,
-        apply=lambda rig, v: setattr(rig.cycler, "log_period", v),
+        apply=lambda rig, v: rig.set_log_period(v),
     )
     step_sp = setting("Step-SP", "1", 0.0, 1e9, "Step index for the step (0 = next)", 0)
     eis_f_start = setting("EIS:FStart-SP", "Hz", 1e-3, 1e7, "Impedance sweep start", 4)
@@ -201,8 +191,9 @@ class CyclerGroup(RigPVGroup):
         self._ends: list[asyncio.Future] = []
         self._spectrum_published = 0
 
-    def _step(self) -> Step:
-        kind = StepKind(self.step_type.value.lower())
+    def _step(self) -> CyclerStep:
+        """The step the settings PVs describe, as the contract writes a step (the
+        sequencer's table holds the same records)."""
         terms = tuple(
             t
             for t in (
@@ -212,8 +203,8 @@ class CyclerGroup(RigPVGroup):
             )
             if t is not None
         )
-        return Step(
-            kind,
+        return CyclerStep(
+            self.step_type.value,
             current=self.current_sp.value,
             voltage=self.voltage_sp.value,
             power=self.power_sp.value,
@@ -222,6 +213,8 @@ class CyclerGroup(RigPVGroup):
             f_start=self.eis_f_start.value,
             f_end=self.eis_f_end.value,
             points_per_decade=int(self.eis_ppd.value),
+            cycle=int(self.cycle_sp.value),
+            index=int(self.step_sp.value),
         )
 
     @start_cmd.putter
@@ -230,9 +223,9 @@ class CyclerGroup(RigPVGroup):
             return 0
         self.rig.check_manual("step")
         try:
-            index = int(self.step_sp.value) or None
-            self.rig.cycler.start(self._step(), cycle=int(self.cycle_sp.value), index=index)
-        except CyclerError as ex:
+            step = self._step()
+            self.rig.cycler.start(step_of(step), cycle=step.cycle, index=step.index or None)
+        except (CyclerError, TableError) as ex:
             raise RigError(f"step refused: {ex}", code=refusal_of(ex)) from None
         await self.update()
         end = asyncio.get_running_loop().create_future()

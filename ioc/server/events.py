@@ -1,6 +1,6 @@
 """Event detection and full-rate load-cell samples as PVs (``{prefix}Evt:``, ``{prefix}LC:Fast:``).
 
-The rig detects events as it simulates (see :mod:`ssb_ioc.sim.events`), so they are
+The rig detects events as it simulates (see :mod:`ssb_ioc.core.events`), so they are
 caught, kept and followed by full-rate samples whether or not a client is connected.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from caproto.server import SubGroup
 
 from ssb_contract.records import EVENT, EVENT_KINDS, EVENT_UNITS, FAST
-from ssb_ioc.sim.events import EVENT_BUFFER
-from ssb_ioc.sim.rig import FAST_BUFFER
+from ssb_ioc.core.control import FAST_BUFFER
+from ssb_ioc.core.events import EVENT_BUFFER
 
 from .buffers import RowBufferGroup, row_pages
 from .pvs import RigPVGroup, choice, counter, publish, refusals, setting, text
@@ -98,7 +98,7 @@ class EventsGroup(RigPVGroup):
 
     @enable_sp.putter
     async def enable_sp(self, instance, value):
-        self.rig.events.thresholds.enabled = value == "On"
+        self.rig.set_event_detection(value == "On")
         return value
 
     async def configure(self) -> None:

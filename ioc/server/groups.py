@@ -16,8 +16,9 @@ from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import SubGroup
 
 from ssb_contract.refusals import Refusal
-from ssb_ioc.backends.interface import RigBackend
-from ssb_ioc.sim import Mode, RigError
+from ssb_ioc.core.errors import RigError
+from ssb_ioc.core.ports import InstrumentBackend, SimulatedBackend
+from ssb_ioc.core.press import Mode
 
 from .access import AccessRules
 from .autosave import SAVED_PVS, STATE_PERIOD, AutosaveFile, finite_number
@@ -44,6 +45,24 @@ log = logging.getLogger("ssb_ioc")  # the IOC's own events (cli.py: to stdout, '
 
 MODES = [m.name.title() for m in Mode]  # Off, Pressure, Gap
 NO_YES = ["No", "Yes"]
+# The PVs that show each reading of the ports (ssb_ioc.core.ports.READINGS).
+READING_PVS = {
+    "press.pressure": ("Press:Pressure-RB",),
+    "press.force": ("Press:Force-RB",),
+    "press.position": ("Press:Position-RB",),
+    "press.gap": ("Press:Gap-RB",),
+    "press.settled": ("Press:Settled-RB",),
+    "press.error": ("Press:Error-RB",),
+    "press.output": ("Press:Output-RB",),
+    "load_cell.force": ("LC:Force-RB",),
+    "load_cell.signal": ("LC:Signal-RB",),
+    "load_cell.overload": ("LC:Overload-RB",),
+    "cell.voltage": ("Cyc:Voltage-RB", "Rig:CellVoltage-RB"),
+    "cell.current": ("Cyc:Current-RB",),
+    "channel.capacities": ("Cyc:StepCharge-RB", "Cyc:StepDischarge-RB",
+                           "Cyc:ChargeCapacity-RB", "Cyc:DischargeCapacity-RB",
+                           "Cyc:ChargeEnergy-RB", "Cyc:DischargeEnergy-RB"),
+}  # fmt: skip
 SCAN_PERIOD = 0.05  # s of wall time between simulation advances and readback updates
 TICK_BUDGET = 0.04  # s of wall time the simulation may use per scan
 SLICE_WALL = 0.005  # s of wall time per advance() call: the budget is checked between them
@@ -416,7 +435,7 @@ class RigIOC(RigPVGroup):
     def __init__(
         self,
         *args,
-        backend: RigBackend,
+        backend: SimulatedBackend | InstrumentBackend,
         speed: float = 1.0,
         source: str = "",
         access_rules: AccessRules | None = None,
@@ -950,7 +969,11 @@ class RigIOC(RigPVGroup):
     async def _mark_stale(self) -> None:
         """An instrument that does not answer: its readbacks keep their last value and
         time with an INVALID/COMM alarm, so that no client takes them for fresh."""
-        stale = self.backend.stale_pvs()
+        stale = {
+            name: why_when
+            for reading, why_when in self.backend.stale_readings().items()
+            for name in READING_PVS[reading]
+        }
         for name in self._stale | set(stale):
             pv = self.pvdb[self.prefix + name]
             if name in stale:

@@ -1,7 +1,7 @@
 """The protocol sequencer's PVs (``{prefix}Seq:``): upload a protocol, run it on the
 instrument, follow it, read what each step did.
 
-A client puts the whole table (JSON, see :func:`ssb_ioc.sim.sequencer.load_table`) to
+A client puts the whole table (JSON, see :func:`ssb_ioc.core.sequencer.load_table`) to
 ``Table-SP``; it is checked as a whole and refused with the path of the first bad entry.
 ``Start-Cmd`` runs it; from then on the IOC starts each step in the simulation step in
 which the previous one ended, whether or not a client is connected. Clients follow
@@ -15,7 +15,7 @@ import json
 
 from ssb_contract.paging import Paging
 from ssb_contract.records import RESULTS_KEPT
-from ssb_ioc.sim.sequencer import STATES
+from ssb_ioc.core.sequencer import STATES
 
 from .pages import text_pages
 from .pvs import (

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .params import RigParams
+from ..core.channel import MAH  # coulombs per mAh
+from ..params import RigParams
 
 # OCV vs state of charge of the full cell. Shapes follow typical NMC811 curves; the
 # anode shifts them: Si composite ~0.2-0.3 V below Li, Li-In 0.62 V below Li.
@@ -51,7 +52,6 @@ _EDGE_SOC = np.array([-0.1, -0.05, -0.02])
 _EDGE_DV_LOW = np.array([-3.0, -1.5, -0.5])
 _EDGE_SOC_HIGH = np.array([1.02, 1.05, 1.1])
 _EDGE_DV_HIGH = np.array([0.3, 1.0, 3.0])
-MAH = 3.6  # coulombs per mAh
 
 
 def ocv(chemistry: str, soc: float) -> float:

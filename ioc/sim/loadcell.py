@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .params import LoadCellSection
+from ..core.loadcell import ForceReading
+from ..params import LoadCellSection
 
 
-class LoadCell:
+class LoadCell(ForceReading):
     """Bridge output = sensitivity * excitation * (F + offset + drift) / capacity + noise.
 
     The amplifier saturates at ``adc_range`` times full scale. ``tare()`` zeroes the
@@ -15,13 +16,10 @@ class LoadCell:
     """
 
     def __init__(self, params: LoadCellSection, rng: np.random.Generator):
+        super().__init__(params.capacity)
         self.p = params
         self.rng = rng
-        self.capacity = params.capacity * 1e3  # N
         self.drift = 0.0  # N accumulated since start
-        self.tare_offset = 0.0  # N subtracted by tare
-        self.force = 0.0  # N, last reported reading (after tare)
-        self.signal = 0.0  # mV/V, last bridge output
 
     @property
     def bias(self) -> float:
@@ -37,10 +35,6 @@ class LoadCell:
         """Largest reading the amplifier can report (N)."""
         return self.p.adc_range * self.capacity
 
-    @property
-    def overloaded(self) -> bool:
-        return abs(self.force) > self.capacity
-
     def advance(self, dt: float) -> None:
         self.drift += self.p.drift_rate * dt
 
@@ -53,8 +47,3 @@ class LoadCell:
         self.signal = self.p.sensitivity * raw / self.capacity
         self.force = raw - self.tare_offset
         return self.force
-
-    def tare(self) -> None:
-        """Zero the reading at the present load."""
-        self.tare_offset += self.force
-        self.force = 0.0

@@ -27,20 +27,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from enum import IntEnum
 
 import numpy as np
 
-from .epid import Epid
+from ..core.press import Mode, PressControl
+from ..params import RigParams
 from .loadcell import LoadCell
-from .params import RigParams
 
-
-class Mode(IntEnum):
-    OFF = 0
-    PRESSURE = 1
-    GAP = 2
-
+__all__ = ["Mode", "Press"]
 
 # Indices of the linear state vector.
 Y, V, INTEGRAL, ERR, OVAL, S, SDOT, SP, SPRATE, BIAS, ONE = range(11)
@@ -48,36 +42,24 @@ _DYNAMIC = slice(Y, OVAL + 1)
 _FINE_BLOCK = 10  # periods between supervisor checks while every period is stepped
 
 
-class Press:
-    """The press, its platen mechanics and its pressure loop."""
+class Press(PressControl):
+    """The press's control over its platen mechanics."""
 
     def __init__(self, params: RigParams, load_cell: LoadCell):
-        p, c = params, params.controller
-        self.params = params
+        super().__init__(params)
+        p = params
         self.load_cell = load_cell
-        self.area_mm2 = p.cell.area * 100.0
         self.k_frame = p.press.frame_stiffness  # kN/mm == N/um
         self.k_stack = p.mechanics.stiffness * self.area_mm2  # MPa/um * mm^2 = N/um
         self.k = 1.0 / (1.0 / self.k_frame + 1.0 / self.k_stack)
         self.spring_compliance = 0.0  # um/N of a spring between piston and stack (0: none)
-        self.period = c.period
-        self.pid = Epid(kp=c.kp, ki=c.ki, kd=c.kd, drvh=c.drvh, drvl=c.drvl)
-        self.mode = Mode.OFF
         self.y = p.press.retract_position
         self.v = 0.0
         self.swelling = 0.0
         self.swelling_rate = 0.0
-        self.target = 0.0  # MPa, where the user asked to go
-        self.setpoint = 0.0  # MPa, working (ramped) setpoint fed to the loop
-        self.ramp_rate = p.limits.ramp_rate
-        self.pressure = 0.0  # MPa, last measured (load cell)
         self.steps = 0  # loop periods simulated so far
         self.allow_linear = True  # False: step every loop period (the reference path)
         self.on_period: Callable[[], None] | None = None  # called after every period if set
-        self.settle_tolerance = p.limits.settle_tolerance
-        self.settle_time = p.limits.settle_time
-        self.settled = False
-        self._in_tolerance_since: float | None = None
         self._linear_cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     # --- readbacks ----------------------------------------------------------------
@@ -103,27 +85,9 @@ class Press:
     def time(self) -> float:
         return self.steps * self.period
 
-    @property
-    def ramping(self) -> bool:
-        return self.mode == Mode.PRESSURE and self.setpoint != self.target
-
     # --- commands -----------------------------------------------------------------
-    def set_mode(self, mode: Mode) -> None:
-        mode = Mode(mode)
-        if mode == self.mode:
-            return
-        self.mode = mode
-        self.v = 0.0
-        self._in_tolerance_since = None
-        self.settled = False
-        if mode == Mode.PRESSURE:
-            # Hold what is there now; switching the loop on is bumpless.
-            self.target = self.setpoint = max(self.pressure, 0.0)
-            self.pid.oval = 0.0
-            self.pid.set_feedback(True)
-        else:
-            self.pid.set_feedback(False)
-            self.pid.oval = 0.0
+    def _mode_changed(self) -> None:
+        self.v = 0.0  # the valve closes on every change of mode
 
     def set_spring(self, stiffness: float | None) -> None:
         """Put a spring of ``stiffness`` N/um between the piston and the stack (a
@@ -135,25 +99,6 @@ class Press:
         self._linear_cache.clear()
         if force > 0:
             self.y = force / self.k - self.swelling
-
-    def set_target(self, pressure: float) -> None:
-        if pressure != self.target:
-            self._in_tolerance_since = None
-            self.settled = False
-        self.target = pressure
-        if self.ramp_rate <= 0:
-            self.setpoint = pressure
-
-    def set_ramp_rate(self, rate: float) -> None:
-        self.ramp_rate = rate
-        if rate <= 0:
-            self.setpoint = self.target
-
-    def stop(self) -> None:
-        """Hold the pressure measured now; ends any ramp."""
-        if self.mode == Mode.PRESSURE:
-            self.set_target(max(self.pressure, 0.0))
-            self.setpoint = self.target
 
     # --- integration --------------------------------------------------------------
     def run(self, n: int, check: Callable[[], None]) -> None:
@@ -173,22 +118,6 @@ class Press:
             n -= done
             self._update_settle()
             check()
-
-    def _update_settle(self) -> None:
-        """Settled = not ramping and the measured pressure within tolerance of the target
-        for the settle time (experiment time)."""
-        in_tolerance = (
-            self.mode == Mode.PRESSURE
-            and not self.ramping
-            and abs(self.pressure - self.target) <= self.settle_tolerance
-        )
-        if not in_tolerance:
-            self._in_tolerance_since = None
-            self.settled = False
-            return
-        if self._in_tolerance_since is None:
-            self._in_tolerance_since = self.time
-        self.settled = self.time - self._in_tolerance_since >= self.settle_time - 1e-9
 
     def _run_open_loop(self, n: int) -> int:
         if self.on_period is None:
@@ -214,15 +143,6 @@ class Press:
         return max(
             1, math.floor(abs(self.target - self.setpoint) / (self.ramp_rate * self.period))
         )
-
-    def _advance_setpoint(self, dt: float) -> None:
-        if self.setpoint == self.target:
-            return
-        step = self.ramp_rate * dt
-        if self.ramp_rate <= 0 or abs(self.target - self.setpoint) <= step:
-            self.setpoint = self.target
-        else:
-            self.setpoint += math.copysign(step, self.target - self.setpoint)
 
     def _run_fine(self, n: int) -> int:
         """Step every loop period (the reference integration)."""

@@ -1,35 +1,39 @@
 """The boundary between the IOC's PV layer and whatever serves the rig.
 
 Layers, top to bottom: the PV groups (names, units, alarms, messages, access rules) ->
-:class:`RigBackend`, the rig's control and safety (command validation, the setpoint ramp,
-settling, interlocks, event detection, the sequencer, the logged samples) -> one object
-per instrument, with the readings and commands below -> an implementation: the
-simulation's physics (:class:`ssb_ioc.sim.Rig`), or drivers over wire protocols
+:class:`RigBackend`: the rig's control and safety (:mod:`ssb_ioc.core`: command
+validation, the setpoint ramp, settling, interlocks, event detection, the sequencer, the
+logged samples) over its ports (a press, a load cell, a cycler channel and its cell, a
+clock) -> an implementation of the ports: the simulation's physics
+(:class:`ssb_ioc.sim.Rig`), or drivers over wire protocols
 (:class:`ssb_ioc.backends.hardware.HardwareRig`: Modbus TCP press and load cell, a BTS
 cycler channel, the wall's or an instrument's clock).
 
-The PV layer imports nothing below this module: it asks these questions only, so a new
-driver is a new implementation, not a change to the PVs.
+The PV layer imports :mod:`ssb_ioc.core` and the contract only: it asks these questions,
+so a new driver is a new implementation of the ports, not a change to the PVs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from ..sim.cycler import Cycler, SampleBuffer
-    from ..sim.events import EventDetector
-    from ..sim.loadcell import LoadCell
-    from ..sim.params import RigParams
-    from ..sim.press import Press
-    from ..sim.sequencer import Sequencer
+    from ..params import RigParams
+    from .channel import Channel, MeasuredCell, SampleBuffer
+    from .events import EventDetector
+    from .loadcell import ForceReading
+    from .press import PressControl
+    from .sequencer import Sequencer
 
 
-class MeasuredCell(Protocol):
-    """What the rig knows of the cell: its terminal voltage and the current through it."""
-
-    voltage: float
-    current: float
+# What the ports measure, by name: a backend says which of them are stale; the PV layer
+# knows which PVs show each.
+READINGS = (
+    "press.pressure", "press.force", "press.position", "press.gap", "press.settled",
+    "press.error", "press.output", "load_cell.force", "load_cell.signal",
+    "load_cell.overload", "cell.voltage", "cell.current", "channel.capacities",
+)  # fmt: skip
 
 
 @runtime_checkable
@@ -38,9 +42,9 @@ class RigBackend(Protocol):
 
     # --- the instruments, as the control sees them ------------------------------------------
     params: RigParams  # the cell's area and the rig's limits (from the cell file)
-    press: Press  # mode, target and ramped setpoint, settling, loop gains; readbacks
-    load_cell: LoadCell  # force, bridge signal, tare
-    cycler: Cycler  # the channel: the running step, its counters and the sample buffer
+    press: PressControl  # mode, target and ramped setpoint, settling, loop gains; readbacks
+    load_cell: ForceReading  # force, bridge signal, tare
+    cycler: Channel  # the channel: the running step, its counters and the sample buffer
     cell: MeasuredCell
     fast: SampleBuffer  # the load cell at full rate around events
     fast_mode: str
@@ -63,18 +67,19 @@ class RigBackend(Protocol):
     def time(self) -> float:
         """Experiment time, s."""
 
-    # --- one scan ---------------------------------------------------------------------------
-    def advance(self, dt: float) -> None:
-        """Simulation only: run ``dt`` s of experiment time."""
-
-    async def exchange(self) -> None:
-        """Instruments only: read every instrument, run control and safety, write outputs."""
-
-    def stale_pvs(self) -> dict[str, tuple[str, float]]:
-        """Readbacks whose instrument does not answer: PV name (no prefix) -> (why, time of
-        the last good value). Served with an INVALID/COMM alarm, never as fresh."""
+    def stale_readings(self) -> dict[str, tuple[str, float]]:
+        """Readings whose instrument does not answer: a name of :data:`READINGS` -> (why,
+        time of the last good value). Their PVs are served with an INVALID/COMM alarm,
+        never as fresh."""
 
     def resume_clock(self, at: float) -> None: ...
+
+    # --- a client's hold of a simulated clock -----------------------------------------------
+    hold_at: float | None
+
+    @property
+    def held(self) -> bool: ...
+    def hold_clock(self, at: float | None) -> None: ...
 
     # --- commands: each validates and raises RigError with the reason ---------------------
     def set_pressure(self, pressure: float) -> None: ...
@@ -90,6 +95,8 @@ class RigBackend(Protocol):
                           duration: float | None = None) -> None: ...  # fmt: skip
     def set_event_thresholds(self, **values: float) -> None: ...
     def set_event_action(self, kind: str, action: str) -> None: ...
+    def set_event_detection(self, on: bool) -> None: ...
+    def set_log_period(self, period: float) -> None: ...
     def set_current(self, current: float) -> None: ...
     def check_manual(self, what: str) -> None: ...
     def stop(self) -> None: ...
@@ -97,3 +104,20 @@ class RigBackend(Protocol):
     def reset_interlock(self) -> None: ...
     def deadman(self, action: str, floor: float) -> str: ...
     def inject_fault(self, kind: str, size: float = 0.0, at: float | None = None) -> str: ...
+
+
+@runtime_checkable
+class SimulatedBackend(RigBackend, Protocol):
+    """A rig on a simulated clock that the IOC advances at its speed factor."""
+
+    def advance(self, dt: float, stop: Callable[[], bool] | None = None) -> float:
+        """Run up to ``dt`` s of experiment time, less at a clock hold or when ``stop()``
+        says so; returns the time run."""
+
+
+@runtime_checkable
+class InstrumentBackend(RigBackend, Protocol):
+    """A rig of instruments on their own clock, which the IOC scans at its own rate."""
+
+    async def exchange(self) -> None:
+        """Read every instrument, run control and safety, write the outputs."""

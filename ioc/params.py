@@ -21,6 +21,9 @@ from typing import Any
 
 from ssb_contract.records import SAMPLE
 
+PRESETS = resources.files("ssb_ioc").joinpath("presets")  # the shipped cell files
+
+
 CHEMISTRIES = ("nmc-si", "nmc-li", "nmc-liin")
 
 
@@ -336,13 +339,13 @@ def _read_toml(text: str, source: str) -> dict:
 
 
 def _defaults() -> dict:
-    text = resources.files(__package__).joinpath("presets/rig-defaults.toml").read_text()
+    text = PRESETS.joinpath("rig-defaults.toml").read_text()
     return _read_toml(text, "rig-defaults.toml")
 
 
 def preset_names() -> list[str]:
     """Names of the shipped cell presets (``ssb-ioc --cell NAME``)."""
-    folder = resources.files(__package__).joinpath("presets")
+    folder = PRESETS
     return sorted(
         p.name.removesuffix(".toml")
         for p in folder.iterdir()
@@ -357,7 +360,7 @@ def load_cell_file(name_or_path: str | Path) -> RigParams:
         text = _read_text(path)
         source = str(path)
     elif str(name_or_path) in preset_names():
-        text = resources.files(__package__).joinpath(f"presets/{name_or_path}.toml").read_text()
+        text = PRESETS.joinpath(f"{name_or_path}.toml").read_text()
         source = str(name_or_path)
     else:
         raise CellFileError(

@@ -33,11 +33,11 @@ from ssb_contract.refusals import Refusal, Refused, refusal_of
 from ssb_contract.states import SEQUENCE_ACTIVE, SEQUENCE_STATES
 from ssb_contract.table import CyclerStep, RunCycler, SetPressure, Table, TableError, TableStep
 
-from .cycler import SAMPLE_FIELDS, CyclerError, step_of
+from .channel import SAMPLE_FIELDS, CyclerError, step_of
 from .press import Mode
 
 if TYPE_CHECKING:
-    from .rig import Rig
+    from .control import RigControl as Rig
 
 STATES = SEQUENCE_STATES
 ACTIVE = SEQUENCE_ACTIVE  # a sequence that owns the channel and the press

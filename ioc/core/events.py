@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from ssb_contract.records import EVENT_FIELDS, EVENT_KINDS
 
-from .cycler import SampleBuffer
+from .channel import SampleBuffer
 
 EVENT_BUFFER = 10_000  # events held for bulk reads
 
