@@ -16,6 +16,8 @@ import os
 import warnings
 from pathlib import Path
 
+from .compat import structure_clients
+
 CATALOG_ENV = "SSB_CATALOG"
 API_KEY_ENV = "SSB_CATALOG_API_KEY"
 _ROOT_SPECS = [{"name": "CatalogOfBlueskyRuns", "version": "3.0"}]
@@ -43,35 +45,6 @@ def open_catalog(location: str | os.PathLike | None = None, api_key: str | None 
     if is_server(location):
         return _open_server(location, api_key or os.environ.get(API_KEY_ENV))
     return _open_local(Path(location).expanduser())
-
-
-def structure_clients():
-    """tiled's structure clients for one catalog, copied whole when copied.
-
-    bluesky-tiled-plugins' ``catalog.v1``, ``.v2`` and ``run.v2`` set the run class on a
-    ``copy.copy`` of this map, and ``copy.copy`` of tiled's map shares its entries: one
-    ``catalog.v1[uid]`` anywhere in a process would turn every later run of every catalog
-    into the v2 layout (``stream["data"]["xrd_image"]`` instead of ``stream["xrd_image"]``).
-    """
-    from bluesky_tiled_plugins import BlueskyRun
-    from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH, Container
-    from tiled.utils import OneShotCachedMap
-
-    class StructureClients(OneShotCachedMap):
-        __slots__ = ()
-
-        def __copy__(self) -> StructureClients:
-            twin = StructureClients()
-            twin._OneShotCachedMap__mapping = dict(self._OneShotCachedMap__mapping)
-            return twin
-
-    Container.discover_clients_from_entrypoints()
-    clients = StructureClients()
-    clients._OneShotCachedMap__mapping = dict(
-        DEFAULT_STRUCTURE_CLIENT_DISPATCH["numpy"]._OneShotCachedMap__mapping
-    )
-    clients.set("BlueskyRun", lambda: BlueskyRun)  # v3 runs as v3, whatever came before
-    return clients
 
 
 class CatalogUnreachable(ConnectionError):

@@ -197,6 +197,14 @@ def lattice(fr: Frames) -> Lattice:
 # --- figures --------------------------------------------------------------------------------
 
 
+def frames_of(run) -> Frames:
+    """The run's frames (:func:`frames`); a run without a detector is refused by name."""
+    fr = frames(run)
+    if fr is None:
+        raise ValueError(f"run {run.start.get('uid', '?')[:8]} has no diffraction frames")
+    return fr
+
+
 def _window(fr: Frames, name: str, margin: float = 0.1) -> tuple[float, float]:
     (d_lo, d_hi), _ = REFLECTIONS[name]
     return two_theta_of(d_hi, fr.wavelength) - margin, two_theta_of(d_lo, fr.wavelength) + margin
@@ -205,7 +213,7 @@ def _window(fr: Frames, name: str, margin: float = 0.1) -> tuple[float, float]:
 def operando_figure(run) -> Figure:
     """The classic operando figure: the patterns as colour maps against time (the (003)
     and the (018)/(110) regions) beside the voltage curve on the same time axis."""
-    fr = frames(run)
+    fr = frames_of(run)
     fig = Figure(figsize=(10, 6.5), layout="constrained")
     axes = fig.subplots(1, 3, sharey=True, width_ratios=[1, 1, 0.8])
     s = samples(run)
@@ -232,7 +240,7 @@ def operando_figure(run) -> Figure:
 def lattice_figure(run) -> Figure:
     """(003) position against charge passed (charge and discharge apart), and the lattice
     parameters c and a against state of charge, with their fitted uncertainties."""
-    fr = frames(run)
+    fr = frames_of(run)
     fit = lattice(fr)
     fig = Figure(figsize=(10, 4.5), layout="constrained")
     ax_peak, ax_c = fig.subplots(1, 2)
@@ -262,7 +270,7 @@ def _cell(run) -> str:
 
 def key_numbers(run) -> list[list[str]]:
     """Rows for a report: frames, exposure, and the c and a ranges fitted."""
-    fr = frames(run)
+    fr = frames_of(run)
     fit = lattice(fr)
     rows = [["diffraction frames", f"{len(fr.counts)} of {fr.exposure:g} s ({fr.detector})"]]
     if np.isfinite(fit.c).any():

@@ -272,8 +272,8 @@ def impedance_figure(run) -> Figure:
     eis = run["impedance"].read()
     has_fit = "fit" in run and "resistance" in run
     fig = Figure(figsize=(11 if has_fit else 7, 5), layout="constrained")
-    axes = fig.subplots(1, 2 if has_fit else 1)
-    nyquist = axes[0] if has_fit else axes
+    axes = list(fig.subplots(1, 2 if has_fit else 1, squeeze=False)[0])
+    nyquist = axes[0]
     spectrum = eis["spectrum"].values
     pressure = eis["spectrum_pressure"].values
     mapper = _colour_by(nyquist, pressure, "pressure / MPa")

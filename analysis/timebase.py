@@ -39,10 +39,8 @@ def run_origin(run) -> tuple[float, float]:
     """The rig's clock (s) and the Unix time (s) at the run's start."""
     reading = _first(run, "primary", "rig_clock_time")
     sample = _first(run, "samples", "test_time")
-    if reading is None and sample is None:
-        return 0.0, float(run.start["time"])
     if reading is None:
-        return sample[0], float(run.start["time"])
+        return (0.0 if sample is None else sample[0]), float(run.start["time"])
     clock, unix = reading
     if sample is not None and sample[0] < clock:  # logged before the first reading
         return sample[0], unix - (clock - sample[0]) / clock_rate(run)

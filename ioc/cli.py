@@ -26,7 +26,7 @@ log = logging.getLogger("ssb_ioc")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ssb-ioc",
-        description=RigIOC.__doc__.split("\n")[0],
+        description=(RigIOC.__doc__ or "").split("\n")[0],
         epilog="PVs:\n" + (RigIOC.__doc__ or "").split("\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -111,6 +111,7 @@ async def serve(
     stdin closes: the process that started us is gone); then shut down cleanly."""
     context = RigContext(ioc.pvdb, interfaces, nodelay=nodelay)
     task = asyncio.current_task()
+    assert task is not None  # asyncio.run runs us in a task
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
@@ -174,12 +175,11 @@ def serve_detector(args: argparse.Namespace) -> int:
     ioc = DetectorIOC(prefix=args.prefix, sample=args.sample, seed=args.seed)
     if args.list_pvs:
         print("\n".join(ioc.pvdb), flush=True)
-    print(
-        f"ssb-ioc: serving a diffraction detector, {len(ioc.pvdb)} PVs with prefix "
-        f"{args.prefix!r} on {', '.join(args.interfaces)}:{os.environ['EPICS_CA_SERVER_PORT']}; "
-        f"sample: the rig {args.sample!r} (found through {os.environ.get('EPICS_CA_ADDR_LIST')})",
-        flush=True,
-    )
+    log.info(
+        "serving a diffraction detector, %d PVs with prefix %r on %s:%s; sample: the rig %r "
+        "(found through %s)", len(ioc.pvdb), args.prefix, ", ".join(args.interfaces),
+        os.environ["EPICS_CA_SERVER_PORT"], args.sample, os.environ.get("EPICS_CA_ADDR_LIST"),
+    )  # fmt: skip
     asyncio.run(serve(ioc, args.interfaces, not args.no_tcp_nodelay, args.lifeline))
     return 0
 
@@ -260,12 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.list_pvs:
         print("\n".join(ioc.pvdb), flush=True)
-    print(
-        f"ssb-ioc: serving {len(ioc.pvdb)} PVs with prefix {args.prefix!r} on "
-        f"{', '.join(args.interfaces)}, cell {params.cell.name}, "
-        + (f"speed x{args.speed:g}" if rig_file is None else f"rig {rig_file.name}"),
-        flush=True,
-    )
+    log.info(
+        "serving %d PVs with prefix %r on %s, cell %s, %s", len(ioc.pvdb), args.prefix,
+        ", ".join(args.interfaces), params.cell.name,
+        f"speed x{args.speed:g}" if rig_file is None else f"rig {rig_file.name}",
+    )  # fmt: skip
     asyncio.run(
         serve(ioc, args.interfaces, nodelay=not args.no_tcp_nodelay, lifeline=args.lifeline)
     )

@@ -16,6 +16,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
 
 from . import probe
 
@@ -110,7 +112,7 @@ class IOCProcess:
         self.stdout_lines: list[str] = []
         self.heartbeat = f"{self.prefix}Rig:Beat-RB"  # counts from 1 once the IOC serves
         self._reader: threading.Thread | None = None
-        self._log = None
+        self._log: IO[str] | None = None
 
     def start(self, timeout: float = 20.0) -> IOCProcess:
         # stderr to a file (closed in stop()): a file cannot fill up and block like a pipe
@@ -146,6 +148,7 @@ class IOCProcess:
         return beating(probe.server_address(self.env), self.heartbeat)
 
     def _read_stdout(self) -> None:
+        assert self.process is not None and self.process.stdout is not None  # start() made it
         for line in self.process.stdout:
             self.stdout_lines.append(line.rstrip("\n"))
 
@@ -219,7 +222,7 @@ def instruments_listen(rig_file: str | os.PathLike) -> bool:
     """Every instrument of the rig file accepts a TCP connection (an emulator is ready)."""
     from .backends.rigfile import load_rig_file
 
-    rig = load_rig_file(rig_file)
+    rig = load_rig_file(Path(rig_file))
     for device in (rig.press, rig.load_cell, rig.cycler):
         if device is None:
             continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -223,7 +224,7 @@ def _to_canonical(key: str, value: Any, unit: str) -> float:
     return magnitude
 
 
-def _check_range(key: str, x: float, meta: dict) -> None:
+def _check_range(key: str, x: float, meta: Mapping[str, Any]) -> None:
     lo, hi, lo_open = meta["lo"], meta["hi"], meta["lo_open"]
     if not math.isfinite(x):
         raise CellFileError(f"{key}: must be finite, got {x}")
@@ -241,7 +242,7 @@ def _build_section(name: str, cls: type, raw: dict, canonical: bool) -> Any:
     for key in raw:
         if key not in fields:
             raise CellFileError(f"{name}.{key}: unknown key (known: {', '.join(fields)})")
-    values = {}
+    values: dict[str, Any] = {}
     for key, f in fields.items():
         full = f"{name}.{key}"
         if key not in raw:

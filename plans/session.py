@@ -19,6 +19,7 @@ from bluesky.utils import PersistentDict
 
 from ssb_analysis.catalog import default_location, is_server, open_catalog
 
+from .compat import write_persistent_md_now
 from .metadata import cell_metadata, validate_run_metadata
 from .progress import ProgressBars
 from .writer import HEARTBEAT, CatalogWriter
@@ -50,10 +51,7 @@ class Session:
             self.RE.unsubscribe(token)
         self.tokens.clear()
         self.writer.close()
-        if isinstance(self.RE.md, PersistentDict):
-            # bluesky's PersistentDict writes at garbage collection through this finalizer
-            # (tests/test_upstream_internals.py checks the name; bluesky is capped)
-            self.RE.md._finalizer()  # runs once; a weakref.finalize is dead afterwards
+        write_persistent_md_now(self.RE.md)
         if self.md_lock is not None:
             self.md_lock.close()  # releases the flock
             self.md_lock = None

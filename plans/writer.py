@@ -27,6 +27,8 @@ from pathlib import Path
 
 from bluesky_tiled_plugins import TiledWriter
 
+from .compat import flush_run_writer, run_writer_of
+
 HEARTBEAT = 10.0  # s of wall time between the `last_seen` updates of an open run
 log = logging.getLogger(__name__)
 
@@ -99,10 +101,10 @@ class CatalogWriter(TiledWriter):
         self._closed.set()
         self._beats.join(timeout=5)
 
-    def _factory(self, name, doc):
-        callbacks, subfactories = super()._factory(name, doc)
-        (self._runs[doc["uid"]],) = callbacks  # one writer per run, as configured above
-        return callbacks, subfactories
+    def _factory(self, name, doc):  # TiledWriter's, see ssb_plans.compat
+        made = super()._factory(name, doc)
+        self._runs[doc["uid"]] = run_writer_of(made)  # one writer per run, as configured
+        return made
 
     def __call__(self, name, doc):
         with self._lock:
@@ -153,11 +155,7 @@ class CatalogWriter(TiledWriter):
     def flush(self) -> None:
         """Write every buffered row of every open run now."""
         for run in self._runs.values():
-            # The same steps TiledWriter takes for the rows left over at a run's stop.
-            for stream, rows in run._internal_data_cache.items():
-                if rows:
-                    run._write_internal_data(rows, desc_node=run._desc_nodes[stream])
-                    rows.clear()
+            flush_run_writer(run)
         self._last_flush = time.monotonic()
 
 

@@ -10,6 +10,21 @@ versions are capped in pyproject.toml.
   ``pyepics_compat.PV.put`` drops ``cmd.status``). We write through the caproto PV that
   the compat PV wraps (``_caproto_pv``), whose own ``write`` hands the callback the
   response.
+- **Progress of a status** (ophyd). ``DeviceStatus.watch(func)`` keeps ``func`` in
+  ``_watchers``; ophyd calls it only from its own statuses' update paths and offers no
+  public way for a status of ours (a protocol's steps, a step's time, the rig's clock) to
+  report progress to it: :func:`tell_watchers` calls them.
+- **The shared client context** (caproto's pyepics layer, under ophyd): whether one was
+  made is only known from ``pyepics_compat._make_context``'s cache
+  (:func:`shared_context_made`).
+- **Closing before the thread pools stop** (CPython): ``threading._register_atexit`` is
+  the hook ``concurrent.futures`` itself uses (:func:`before_thread_pools_stop`).
+- **A move that completes on put-completion** (ophyd). The press overrides
+  ``PVPositioner``'s move hooks ``_setup_move`` and ``_done_moving`` (its designed
+  override points, in ``press.py``); what else it needs of the positioner's bookkeeping
+  is here: mark the move started (``_move_changed``), finish it (``_done_moving``), drop
+  the done subscription of a move that failed (``_reset_sub``), and the user's limits
+  (``_limits``).
 """
 
 from __future__ import annotations
@@ -66,3 +81,44 @@ def _wire_value(pv, value) -> tuple | bytes:
     if isinstance(value, Iterable):
         return tuple(value)
     return (value,)
+
+
+def tell_watchers(status: Any, **progress: Any) -> None:
+    """Report ``progress`` (name, current, initial, target, unit) to whatever watches
+    ``status`` (bluesky's progress bars, through ``DeviceStatus.watch``)."""
+    for watcher in list(status._watchers):
+        watcher(**progress)
+
+
+def shared_context_made() -> bool:
+    """ophyd's shared caproto client context exists (made at the first PV)."""
+    from caproto.threading import pyepics_compat
+
+    return bool(pyepics_compat._make_context.cache_info().currsize)
+
+
+def before_thread_pools_stop(func: Callable[[], None]) -> None:
+    """Run ``func`` at interpreter exit before the thread pools stop (their hooks run in
+    the reverse order of registration, so this runs first)."""
+    threading._register_atexit(func)  # type: ignore[attr-defined]  # not in the stubs
+
+
+def mark_moving(positioner: Any) -> None:
+    """The positioner's move has started (its done signal reads "moving")."""
+    positioner._move_changed(value=1 - positioner.done_value)
+
+
+def finish_move(positioner: Any, success: bool) -> None:
+    """End the positioner's move bookkeeping, as a done signal would."""
+    positioner._done_moving(success=success)
+
+
+def drop_done_subscription(positioner: Any) -> None:
+    """Forget the callbacks of the move in progress (its status is finished elsewhere)."""
+    positioner._reset_sub(positioner._SUB_REQ_DONE)
+
+
+def user_limits(positioner: Any) -> tuple[float, float] | None:
+    """The limits the positioner was made with (``limits=``), if any."""
+    limits = positioner._limits
+    return None if limits is None else (float(limits[0]), float(limits[1]))

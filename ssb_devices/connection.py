@@ -12,7 +12,8 @@ from __future__ import annotations
 import concurrent.futures.thread  # noqa: F401 - its exit hook first, so that ours runs before it
 import logging
 import os
-import threading
+
+from .compat import before_thread_pools_stop, shared_context_made
 
 
 def use_caprotos_client() -> None:
@@ -39,7 +40,7 @@ def disconnect() -> None:
     point, so caproto's log is quietened for the shutdown."""
     from caproto.threading import pyepics_compat
 
-    if pyepics_compat._make_context.cache_info().currsize:
+    if shared_context_made():
         logging.getLogger("caproto").setLevel(logging.CRITICAL)
         pyepics_compat.PV.default_context().disconnect()
 
@@ -47,5 +48,4 @@ def disconnect() -> None:
 def disconnect_at_exit() -> None:
     """Disconnect before the interpreter stops its thread pools (they are stopped in the
     reverse order of registration, so this runs first)."""
-    # the hook concurrent.futures uses (CPython's, not public: no stub declares it)
-    threading._register_atexit(disconnect)  # type: ignore[attr-defined]
+    before_thread_pools_stop(disconnect)

@@ -38,6 +38,7 @@ from ssb_contract.refusals import Refusal
 from ssb_contract.table import CyclerStep
 
 from .buffers import RowLog, finished, page_signals, read_fresh
+from .compat import tell_watchers
 from .press import RigDisconnected
 from .refusals import ConfirmedSignal, LastRefusal, PutRefused, put_confirmed
 
@@ -67,15 +68,15 @@ class StepStatus(DeviceStatus):
     def progress(self, step_time: float) -> None:
         limits = [t.value for t in self.step.terminations if t.limit == "Time"]
         target = min(limits) if limits else None
-        for watcher in list(self._watchers):
-            watcher(
-                name=self.device.name,
-                current=step_time,
-                initial=0.0,
-                target=target,
-                unit="s",
-                fraction=None if target is None else 1 - min(step_time / target, 1.0),
-            )
+        tell_watchers(
+            self,
+            name=self.device.name,
+            current=step_time,
+            initial=0.0,
+            target=target,
+            unit="s",
+            fraction=None if target is None else 1 - min(step_time / target, 1.0),
+        )
 
 
 class SampleLog(RowLog):

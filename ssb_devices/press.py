@@ -22,6 +22,7 @@ from ophyd.utils import LimitError
 
 from ssb_contract.states import PRESS_MODES
 
+from .compat import drop_done_subscription, finish_move, mark_moving, user_limits
 from .refusals import ConfirmedSignal, LastRefusal, PutRefused, put_confirmed
 
 MODES = PRESS_MODES
@@ -98,9 +99,8 @@ class Press(PVPositionerPC):
     @property
     def limits(self) -> tuple[float, float]:
         """(0, MaxPressure-SP): read live, since the limit can change on the IOC."""
-        if self._limits is not None:
-            return tuple(self._limits)
-        return (0.0, float(self.max_pressure.get()))
+        given = user_limits(self)
+        return given if given is not None else (0.0, float(self.max_pressure.get()))
 
     # --- checks a scientist gets before anything is sent ---------------------------
     def check_value(self, pos) -> None:
@@ -136,14 +136,14 @@ class Press(PVPositionerPC):
 
     def _setup_move(self, position) -> None:
         """PVPositionerPC's move, with the put's answer: done, or refused with the reason."""
-        self._move_changed(value=1 - self.done_value)  # moving, until the IOC answers
+        mark_moving(self)  # until the IOC answers
         put = put_confirmed(self.setpoint, position, refusals=self.refusals, timeout=None)
         put.add_callback(self._on_answer)
 
     def _on_answer(self, put) -> None:
         ex = put.exception()
         if ex is None:
-            self._done_moving(success=True)
+            finish_move(self, success=True)
             return
         rejected = PressureRejected(f"{self.name}: IOC refused the move: {ex}")
         rejected.code = getattr(ex, "code", None)
@@ -155,8 +155,8 @@ class Press(PVPositionerPC):
             pending, self._pending = self._pending, None
         if pending is None or pending.done:
             return
-        self._reset_sub(self._SUB_REQ_DONE)  # the status is finished here, with the reason
-        self._done_moving(success=False)
+        drop_done_subscription(self)  # the status is finished here, with the reason
+        finish_move(self, success=False)
         pending.set_exception(exc)
 
     def _on_connection(self, connected: bool = True, **kwargs) -> None:

@@ -8,6 +8,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import DeviceStatus
 
+from .compat import tell_watchers
 from .cycler import Cycler
 from .events import EventDetection, FastLog
 from .press import Press, RigDisconnected
@@ -47,9 +48,8 @@ class ClockStatus(DeviceStatus):
     def progress(self, now: float) -> None:
         if self.initial is None:
             self.initial = now
-        for watcher in list(self._watchers):
-            watcher(name="experiment time", current=now, initial=self.initial,
-                    target=self.target, unit="s")  # fmt: skip
+        tell_watchers(self, name="experiment time", current=now, initial=self.initial,
+                      target=self.target, unit="s")  # fmt: skip
 
 
 class ClockHold(EpicsSignal):

@@ -33,6 +33,7 @@ from ssb_contract.records import RESULTS_KEPT
 from ssb_contract.states import SEQUENCE_ACTIVE
 
 from .buffers import page_signals, read_fresh
+from .compat import tell_watchers
 from .press import RigDisconnected
 from .refusals import LastRefusal, PutRefused, PutTimedOut, put_confirmed
 
@@ -60,7 +61,7 @@ class SequenceStatus(DeviceStatus):
         self.since: float | None = None  # IOC time of the state read after starting
 
     def watch(self, func) -> None:
-        self._watchers.append(func)
+        super().watch(func)
         self.progress()
 
     def progress(self) -> None:
@@ -71,8 +72,8 @@ class SequenceStatus(DeviceStatus):
         except (TimeoutError, DisconnectedError):
             return  # the IOC went away: the connection callback fails this status
         if not self.done and total:
-            for watcher in list(self._watchers):
-                watcher(name="protocol", current=done, initial=0, target=total, unit="steps")
+            tell_watchers(self, name="protocol", current=done, initial=0, target=total,
+                          unit="steps")  # fmt: skip
 
 
 class Sequencer(Device):

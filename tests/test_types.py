@@ -1,6 +1,6 @@
 """A type checker in CI: mypy --strict on the packages that pass it whole (the contract
-both sides of the wire import), mypy's defaults on the client packages that are clean
-under them (libraries without type information are taken as untyped); the others join
+both sides of the wire import), mypy's defaults on the IOC, the devices, the analysis and
+the lab, clean (libraries without type information are taken as untyped); the plans join
 as they become clean."""
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STRICT = ["contract"]  # folders checked with --strict, no error allowed
-CHECKED = ["ssb_devices", "lab"]  # folders checked with mypy's defaults, no error allowed
+CHECKED = [
+    "ssb_devices",
+    "lab",
+    "ioc",
+    "analysis",
+]  # folders checked with mypy's defaults, no error
 
 
 def mypy(*args: str) -> subprocess.CompletedProcess:

@@ -41,7 +41,8 @@ class Channel:
             raise ValueError(
                 f"channel {text!r}: expected devtype-devid-subdevid-chlid, e.g. 27-1-1-1"
             )
-        return cls(*(int(p) for p in parts), ip=ip)
+        devtype, devid, subdevid, chlid = (int(p) for p in parts)
+        return cls(devtype, devid, subdevid, chlid, ip=ip)
 
     @property
     def attributes(self) -> str:
@@ -95,6 +96,8 @@ class BtsClient(Link):
         return reply
 
     async def _exchange(self, name: str, body: str) -> ET.Element:
+        if self._streams is None:
+            self.fail("not connected")
         reader, writer = self._streams
         frame = f"{HEAD}<cmd>{name}</cmd>{body}{TAIL}".encode() + TERMINATOR
         try:

@@ -31,13 +31,13 @@ import time
 
 from ssb_contract.refusals import Refusal
 
-from ..core.channel import Channel, CyclerError, SafetyLimits
+from ..core.channel import Channel, CyclerError, MeasuredCell, SafetyLimits
 from ..core.control import RigControl
 from ..core.errors import RigError
 from ..core.loadcell import ForceReading
 from ..core.press import Mode, PressControl
 from ..params import RigParams
-from .channel import BtsChannel, MeasuredCell
+from .channel import BtsChannel
 from .link import CommError
 from .modbus import ModbusInstrument
 from .rigfile import RigFile
@@ -137,7 +137,7 @@ class HardwareRig(RigControl):
         limits = SafetyLimits(cyc.v_min, cyc.v_max, cyc.i_max)
         cycler: AbsentCycler | BtsChannel
         if rig.cycler is None:
-            cell: NoCell | MeasuredCell = NoCell()
+            cell: MeasuredCell = NoCell()
             cycler = AbsentCycler(
                 cell, limits, log_period=cyc.log_period, buffer_size=int(cyc.buffer_size)
             )
@@ -149,7 +149,7 @@ class HardwareRig(RigControl):
         self.topology = rig.press.topology
         self.instruments = {d.role: ModbusInstrument(d) for d in rig.devices}
         self.comm = {role: inst.error for role, inst in self.instruments.items()}
-        if rig.cycler is not None:
+        if isinstance(self.cycler, BtsChannel):
             self.comm["cycler"] = self.cycler.client.error
         if rig.press.loop:
             self.set_gains(**rig.press.loop)
@@ -191,7 +191,8 @@ class HardwareRig(RigControl):
             out.update(dict.fromkeys(CYCLER_READINGS, ("this rig has no cycler channel", 0.0)))
         for role, why in self.comm.items():
             if why:
-                link = self.cycler.client if role == "cycler" else self.instruments[role]
+                cycler = self.cycler if isinstance(self.cycler, BtsChannel) else None
+                link = cycler.client if cycler and role == "cycler" else self.instruments[role]
                 for name in sources.get(role, ()):
                     out[name] = (why, link.last_ok)
         return out

@@ -8,6 +8,7 @@ readable (with the time to the next try) until an exchange works again.
 from __future__ import annotations
 
 import time
+from typing import NoReturn
 
 BACKOFF = (0.25, 5.0)  # s: first retry, longest wait
 
@@ -36,7 +37,7 @@ class Link:
             wait = self._retry_at - now
             raise CommError(f"{self.name}: {self.error} (retrying in {wait:.1f} s)")
 
-    def fail(self, why: str):
+    def fail(self, why: str) -> NoReturn:
         """Close, remember why, back off, and raise CommError."""
         self.close()
         self.error = why

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 from struct import error as struct_error  # a malformed frame's symptom
+from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
@@ -61,6 +62,8 @@ def decode(register: Register, words: list[int]) -> tuple[float, float]:
         words = _swap_bytes(words)
     kind = AsyncModbusTcpClient.DATATYPE[register.type.upper()]
     raw = AsyncModbusTcpClient.convert_from_registers(words, kind, register.word_order)
+    if not isinstance(raw, int | float):  # one number per register of a numeric type
+        raise ValueError(f"{register.name}: {raw!r} is not a number")
     return float(raw), float(raw) * register.scale + register.offset
 
 
@@ -134,7 +137,7 @@ class ModbusInstrument(Link):
         if not ok:
             self.fail("no connection")
 
-    async def _call(self, what: str, request) -> object:
+    async def _call(self, what: str, request: Any) -> Any:  # pymodbus's reply
         self._garbled = ""
         try:
             async with asyncio.timeout(self.device.timeout):

@@ -13,7 +13,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 TYPES = {  # register data type -> number of 16-bit registers
     "int16": 1,
@@ -25,6 +25,7 @@ TYPES = {  # register data type -> number of 16-bit registers
 }
 TABLES = ("holding", "input")
 ORDERS = ("big", "little")
+Order = Literal["big", "little"]
 TOPOLOGIES = ("controller", "ioc")
 MAX_FILE_BYTES = 1_000_000  # a rig file is a page of TOML
 
@@ -57,8 +58,8 @@ class Register:
     scale: float = 1.0
     offset: float = 0.0
     unit: str = ""
-    word_order: str = "big"
-    byte_order: str = "big"
+    word_order: Order = "big"
+    byte_order: Order = "big"
     writable: bool = False
 
     @property
@@ -162,9 +163,13 @@ def _take(table: dict, key: str, where: str, kind: type, default: Any = ...) -> 
     if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
         spelled = {float: "number", int: "whole number", str: "string", bool: "true or false"}
         raise RigFileError(f"{where}.{key}: {value!r} is not a {spelled.get(kind, kind.__name__)}")
-    if kind is float and not math.isfinite(value):
+    if kind is float and not math.isfinite(cast(float, value)):
         raise RigFileError(f"{where}.{key}: {value} is not a finite number")
     return value
+
+
+def _order(table: dict, key: str, where: str, default: str) -> Order:
+    return cast(Order, _choice(table, key, where, ORDERS, default))
 
 
 def _choice(table: dict, key: str, where: str, choices: tuple[str, ...], default: str) -> str:
@@ -210,8 +215,8 @@ def _register(name: str, raw: Any, where: str, defaults: dict, writable: bool) -
         scale=scale,
         offset=_take(raw, "offset", where, float, 0.0),
         unit=_take(raw, "unit", where, str, ""),
-        word_order=_choice(raw, "word_order", where, ORDERS, defaults["word_order"]),
-        byte_order=_choice(raw, "byte_order", where, ORDERS, defaults["byte_order"]),
+        word_order=_order(raw, "word_order", where, defaults["word_order"]),
+        byte_order=_order(raw, "byte_order", where, defaults["byte_order"]),
         writable=writable,
     )
     _no_more(raw, where)

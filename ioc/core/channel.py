@@ -87,9 +87,9 @@ class Termination:
 class Step:
     kind: StepKind
     current: float = 0.0  # A: CC/CCCV current (signed); CV current limit (magnitude)
-    voltage: float | None = None  # V for CV and CCCV
-    power: float | None = None  # W for CP (signed, + = charge)
-    resistance: float | None = None  # Ohm for CR
+    voltage: float = 0.0  # V for CV and CCCV (0: not given)
+    power: float = 0.0  # W for CP (signed, + = charge; 0: not given)
+    resistance: float = 0.0  # Ohm for CR (0: not given)
     terminations: tuple[Termination, ...] = ()
     f_start: float = 1e6  # Hz, PEIS: first frequency
     f_end: float = 0.1  # Hz, PEIS: last frequency
@@ -329,9 +329,9 @@ class Channel:
                 )
         if step.kind in (StepKind.CV, StepKind.CCCV):
             v = step.voltage
-            if v is None or not math.isfinite(v) or not lim.v_min <= v <= lim.v_max:
+            if not math.isfinite(v) or not lim.v_min <= v <= lim.v_max:
                 raise CyclerError(
-                    f"voltage {v} V outside {lim.v_min:g}..{lim.v_max:g} V", code=Refusal.LIMIT
+                    f"voltage {v:g} V outside {lim.v_min:g}..{lim.v_max:g} V", code=Refusal.LIMIT
                 )
             if step.current == 0:
                 raise CyclerError(f"{step.kind.value} needs a non-zero current (limit)")
@@ -355,12 +355,10 @@ class Channel:
                 )
         if step.kind == StepKind.CC and step.current == 0:
             raise CyclerError("constant current of 0 A: use a rest step")
-        if step.kind == StepKind.CP and (
-            step.power is None or not math.isfinite(step.power) or step.power == 0
-        ):
+        if step.kind == StepKind.CP and (not math.isfinite(step.power) or step.power == 0):
             raise CyclerError(f"constant power needs a finite, non-zero power, got {step.power}")
         if step.kind == StepKind.CR and (
-            step.resistance is None or not math.isfinite(step.resistance) or step.resistance <= 0
+            not math.isfinite(step.resistance) or step.resistance <= 0
         ):
             raise CyclerError(
                 f"constant resistance needs a resistance > 0 Ohm, got {step.resistance}"

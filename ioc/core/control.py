@@ -44,7 +44,6 @@ class RigControl:
     """The control and safety of one rig over its press, load cell and cycler channel."""
 
     keeps_own_time = False  # True: instruments on their own clock, scanned by exchange()
-    link = "OK"  # the instruments' links: OK | Silent | Lost
     hold_at: float | None = None  # a clock hold (simulation only)
 
     def __init__(
@@ -88,6 +87,11 @@ class RigControl:
     def resume_clock(self, at: float) -> None:
         """Start the clock at ``at`` s (a restarted IOC goes on from where it stopped)."""
         raise NotImplementedError
+
+    @property
+    def link(self) -> str:
+        """The instruments' links: OK | Silent | Lost (a simulation always answers)."""
+        return "OK"
 
     @property
     def held(self) -> bool:
@@ -211,7 +215,8 @@ class RigControl:
         (for ``duration`` s of experiment time from now, if given and > 0), ``"step"``
         (while the running cycler step runs) or ``"off"``. Full-rate data costs wall
         time: the clock slows to it."""
-        mode = {True: "on", False: "off"}.get(mode, mode)
+        if isinstance(mode, bool):
+            mode = "on" if mode else "off"
         if mode not in ("off", "on", "step"):
             raise RigError(f"full-rate sampling {mode!r}: expected off, on or step")
         top = 1.0 / self.press.period

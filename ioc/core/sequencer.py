@@ -266,18 +266,18 @@ class Sequencer:
             )
         self._check_free()
         rig, run = self.rig, self.running
-        repress = self._held_pressure is not None  # held by a restart or a lost link
-        if repress:
+        held = self._held_pressure  # kept by a restart or a lost link: re-press first
+        if held is not None:
             if rig.press.mode != Mode.PRESSURE:
                 rig.set_mode("pressure")
-            rig.set_pressure(self._held_pressure)
+            rig.set_pressure(held)
         self.state, self.reason, self._held_pressure = "Running", "", None
         if run is None:
             self._next()
             return
         run.interruptions.append(f"resumed at t = {rig.time:.1f} s")
         if run.step.do == "cycler":
-            if repress:  # the rest of the step once the pressure is back
+            if held is not None:  # the rest of the step once the pressure is back
                 run.phase = "repress"
             else:
                 self._start_cycler(run, remaining=True)
@@ -350,10 +350,13 @@ class Sequencer:
         return ""
 
     def _next(self) -> None:
+        table, steps = self.table, self._steps
+        if table is None or steps is None:  # nothing loaded, or the sequence has ended
+            return
         try:
-            index, cycle, step = next(self._steps)
+            index, cycle, step = next(steps)
         except StopIteration:
-            self._finish("Done", f"all {self.table.total} steps done")
+            self._finish("Done", f"all {table.total} steps done")
             return
         rig = self.rig
         start = {name: getattr(rig.cycler.counters, name) for name in COUNTERS}
@@ -362,7 +365,7 @@ class Sequencer:
         if step.period is not None:
             run.usual_period = rig.cycler.log_period
             rig.cycler.log_period = step.period
-        if self.table.fast(index):
+        if table.fast(index):
             rig.set_fast_sampling("on", duration=0.0)
         if step.do != "cycler":  # samples logged meanwhile carry this step's numbers
             rig.cycler.counters.step, rig.cycler.counters.cycle = index, cycle
@@ -382,7 +385,7 @@ class Sequencer:
         except (CyclerError, ValueError) as ex:
             self._finish("Failed", f"step {index} ({step.text}) refused: {ex}")
             return
-        if self.table.holds(index) and not rig.keeps_own_time:
+        if table.holds(index) and not rig.keeps_own_time:
             rig.hold_clock(rig.time)  # a client reads its detectors here, then moves on
         self._changed()
 
@@ -395,6 +398,8 @@ class Sequencer:
 
     def _complete(self, reason: str) -> None:
         run, rig = self.running, self.rig
+        if run is None:  # no step is running: nothing to complete
+            return
         self._restore(run)
         c = rig.cycler.counters
         duration = rig.time - run.start_time
@@ -482,7 +487,8 @@ class Sequencer:
         self.results.extend(saved.get("results", []))
         state, step = saved.get("state"), saved.get("step")
         if state not in ("Running", "Paused", "Held") or not step:
-            self.state, self.reason = state if state in STATES else "Idle", saved.get("reason", "")
+            self.state = state if isinstance(state, str) and state in STATES else "Idle"
+            self.reason = str(saved.get("reason", ""))
             return f"sequence {self.state.lower()}"
         step, start_time = int(step), float(saved.get("start_time", 0.0))
         active, done_capacity = saved.get("active", 0.0), saved.get("done_capacity", 0.0)

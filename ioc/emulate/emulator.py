@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
 import threading
 
@@ -116,6 +117,20 @@ class EmulatorThread:
         self.stop()
 
 
+log = logging.getLogger("ssb_ioc.emulate")
+
+
+def _logging() -> None:
+    """Libraries log to stderr with time and level; the emulator's own events go to stdout
+    as ``ssb-emulate: ...`` lines (its console)."""
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("ssb-emulate: %(message)s"))
+    log.addHandler(console)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ssb-emulate",
@@ -132,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         help="exit when stdin closes (set by a parent process that starts the emulator)",
     )
     args = parser.parse_args(argv)
+    _logging()
     try:
         rig = load_rig_file(args.rig)
         emulator = Emulator(rig, args.speed, args.seed)
@@ -144,12 +160,14 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> None:
         if args.lifeline:
-            watch_lifeline(asyncio.current_task())
+            task = asyncio.current_task()
+            assert task is not None  # asyncio.run runs us in a task
+            watch_lifeline(task)
         await emulator.start()
         where = ", ".join(
             f"{role} ({type(d).__name__}) on {d.address}" for role, d in emulator.devices.items()
         )
-        print(f"ssb-emulate: ready: {where}, speed x{emulator.speed:g}", flush=True)
+        log.info("serving %s, speed x%g", where, emulator.speed)
         try:
             await asyncio.Event().wait()
         finally:

@@ -130,7 +130,9 @@ class EmulatedDevice:
             raise KeyError("a read-only register")
         return hit
 
-    def _blocks(self) -> tuple[list[SimData], ...]:
+    def _blocks(
+        self,
+    ) -> tuple[list[SimData], list[SimData], list[SimData], list[SimData]]:
         top = {t: 0 for t in ("holding", "input")}
         for reg in self.device.registers.values():
             top[reg.table] = max(top[reg.table], reg.address + reg.count)

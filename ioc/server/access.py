@@ -147,6 +147,6 @@ def _names(table: dict, key: str, fail) -> frozenset[str]:
 
 def _addresses(host: str, fail) -> set[str]:
     try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None, socket.AF_INET)}
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None, socket.AF_INET)}
     except OSError:
         raise fail("hosts", f"{host!r} does not resolve to an address") from None

@@ -8,6 +8,9 @@ they were read show as a jump in sequence numbers, never as silent loss.
 
 from __future__ import annotations
 
+# caproto's `@pv.putter` redefines the name, as a property setter does (mypy knows only
+# property's):
+# mypy: disable-error-code="no-redef"
 import math
 import time
 from typing import ClassVar

@@ -11,6 +11,9 @@ logged on the instrument are read in bulk from the ``Buf:Page<k>-RB`` pages
 
 from __future__ import annotations
 
+# caproto's `@pv.putter` redefines the name, as a property setter does (mypy knows only
+# property's):
+# mypy: disable-error-code="no-redef"
 import asyncio
 
 import numpy as np

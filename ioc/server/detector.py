@@ -17,9 +17,13 @@ frame's end, so the frame costs the experiment exactly its exposure.
 
 from __future__ import annotations
 
+# caproto's `@pv.putter` redefines the name, as a property setter does (mypy knows only
+# property's):
+# mypy: disable-error-code="no-redef"
 import asyncio
 import logging
 import math
+from typing import Any
 
 import numpy as np
 from caproto import ChannelType
@@ -71,9 +75,9 @@ class SampleLink:
         self.soc = math.nan  # the simulated cell's state of charge (NaN: instruments)
         self.hold_at = 0.0  # the rig's clock hold (0: none), at the last good read
         self.error = "not connected yet"
-        self._pvs = None
+        self._pvs: Any = None  # caproto's client PVs (untyped)
         self._hold = None
-        self._context = None
+        self._context: Any = None
 
     async def read(self) -> bool:
         """Read the rig once; False (and ``error`` says why) if it did not answer."""

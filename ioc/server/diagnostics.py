@@ -6,6 +6,9 @@ update the server (or the network) dropped. Off (rate 0) unless a client asks.
 
 from __future__ import annotations
 
+# caproto's `@pv.putter` redefines the name, as a property setter does (mypy knows only
+# property's):
+# mypy: disable-error-code="no-redef"
 import time
 
 from caproto.server import pvproperty

@@ -6,6 +6,9 @@ caught, kept and followed by full-rate samples whether or not a client is connec
 
 from __future__ import annotations
 
+# caproto's `@pv.putter` redefines the name, as a property setter does (mypy knows only
+# property's):
+# mypy: disable-error-code="no-redef"
 from caproto.server import SubGroup
 
 from ssb_contract.records import EVENT, EVENT_KINDS, EVENT_UNITS, FAST

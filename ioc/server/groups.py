@@ -6,6 +6,9 @@ PV naming: ``{prefix}{Group}:{Name}-{Suffix}`` with ``-SP`` for a value you set,
 
 from __future__ import annotations
 
+# caproto's `@pv.putter` redefines the name, as a property setter does (mypy knows only
+# property's):
+# mypy: disable-error-code="no-redef"
 import asyncio
 import logging
 import math

@@ -31,6 +31,11 @@ class _Guarded:
     put."""
 
     kind: ClassVar[str] = ""  # "float" | "int" | "enum" | "text"
+    # given by the caproto PvpropertyData this is mixed into (caproto has no type hints)
+    pvspec: Any
+    pvname: str
+    group: Any
+    alarm: Any
 
     writer = ""  # who sent the put being handled (user@host; "" for the IOC itself)
 
@@ -125,7 +130,7 @@ class _Guarded:
         Rig:Msg-RB: once per refusal."""
         if getattr(ex, "reported", False):
             return
-        ex.reported = True
+        ex.reported = True  # type: ignore[attr-defined]  # said once, whoever raised it
         message = f"{self.pvname} refused: {ex} (the put: {_cut(value)})"
         holder = _refusal_holder(self.group)
         if holder is not None:
@@ -210,7 +215,7 @@ SCALAR_BACKLOG = 100  # 5 s of 20 Hz readbacks
 ARRAY_BACKLOG = 1  # bulk arrays: only the newest matters (our clients read them with get)
 
 
-def limits(lo: float, hi: float) -> dict[str, float]:
+def limits(lo: float, hi: float) -> dict[str, Any]:
     """Control and display limits (caproto refuses puts outside the control limits)."""
     return {
         "lower_ctrl_limit": lo,

@@ -11,6 +11,9 @@ which the previous one ended, whether or not a client is connected. Clients foll
 
 from __future__ import annotations
 
+# caproto's `@pv.putter` redefines the name, as a property setter does (mypy knows only
+# property's):
+# mypy: disable-error-code="no-redef"
 import json
 
 from ssb_contract.paging import Paging

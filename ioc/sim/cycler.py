@@ -65,7 +65,10 @@ class Cycler(Channel):
         return self.cell.open_circuit_voltage
 
     def _measure_spectrum(self) -> None:
+        sweep = self._sweep
+        if sweep is None:  # no sweep ran: nothing measured
+            return
         count = self.spectrum.count + 1 if self.spectrum else 1
-        z = self.cell.impedance(self._sweep, self._pressure)
-        self.spectrum = Spectrum(self._sweep, z, self._pressure, self.counters.test_time, count)
+        z = self.cell.impedance(sweep, self._pressure)
+        self.spectrum = Spectrum(sweep, z, self._pressure, self.counters.test_time, count)
         self.spectra.append(self.spectrum)
