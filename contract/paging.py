@@ -15,14 +15,22 @@ A page's value starts with its header, ``[page number, records in it]``.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 PAGES = 32  # page PVs per ring: the ring spans at most PAGES - 1 pages, so each is one
 HEADER = 2  # elements before a float page's records: page number, records in the page
 
-R = TypeVar("R", bound=Sequence[Any])
+
+class Records(Protocol):
+    """What a page's records (and their numbers) are: a list, a tuple or an array."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: Any, /) -> Any: ...
+
+
+R = TypeVar("R", bound=Records)
 
 
 def page_name(index: int) -> str:
@@ -74,7 +82,7 @@ class Page(Generic[R]):
     """One page as read: its number, its records' numbers and the records."""
 
     number: int
-    numbers: Sequence[int]
+    numbers: Records  # of ints
     records: R
 
 

@@ -28,7 +28,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from .refusals import Refusal, Refused
 from .states import DIRECTIONS, LIMITS, STEP_KINDS
@@ -104,7 +104,7 @@ class CyclerStep:
 class RunCycler:
     """Run a cycler step to its end."""
 
-    do: ClassVar[str] = "cycler"
+    do: ClassVar[Literal["cycler"]] = "cycler"
     step: CyclerStep
     text: str = ""
     period: float | None = None  # s between logged samples during this step only
@@ -114,7 +114,7 @@ class RunCycler:
 class SetPressure:
     """Set, ramp to or hold a pressure: set and ramp end when the press has settled."""
 
-    do: ClassVar[str] = "pressure"
+    do: ClassVar[Literal["pressure"]] = "pressure"
     action: str  # one of PRESSURE_ACTIONS
     pressure: float  # MPa
     rate: float | None = None  # MPa/s, ramps
@@ -131,7 +131,7 @@ class SetPressure:
 class HoldGap:
     """Lock the press where it stands (gap control); ends at once."""
 
-    do: ClassVar[str] = "gap"
+    do: ClassVar[Literal["gap"]] = "gap"
     text: str = ""
     period: float | None = None
 

@@ -144,6 +144,13 @@ class IOCProcess:
                 )
         return self
 
+    @property
+    def pid(self) -> int:
+        """The process's id (once started)."""
+        if self.process is None:
+            raise RuntimeError(f"{' '.join(self.command[:3])}: not started")
+        return self.process.pid
+
     def ready(self) -> bool:
         return beating(probe.server_address(self.env), self.heartbeat)
 

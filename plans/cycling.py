@@ -120,13 +120,15 @@ def cycler_step(step: Electro | Impedance, capacity: float, i_max: float) -> Cyc
     channel's limit, used as the current limit of a voltage hold)."""
     if isinstance(step, Impedance):
         return CyclerStep("PEIS", f_start=step.f_start, f_end=step.f_end)
-    terms = [Termination("Time", step.duration)] if step.duration is not None else []
-    terms += [_termination(u, capacity, step.line) for u in step.until]
-    if len(terms) > 3:
+    ends = [Termination("Time", step.duration)] if step.duration is not None else []
+    ends += [_termination(u, capacity, step.line) for u in step.until]
+    if len(ends) > 3:
         raise ProtocolError(step.line, 1, "a step takes at most three end conditions")
-    q, terms = step.amount, tuple(terms)
+    q, terms = step.amount, tuple(ends)
     if step.action == "rest":
         return CyclerStep("Rest", terminations=terms)
+    if q is None:  # the parser gives every step but a rest its amount
+        raise ProtocolError(step.line, 1, f"{step.action} needs an amount")
     if step.action == "hold":
         return CyclerStep("CV", current=i_max, voltage=q.value, terminations=terms)
     sign = SIGN[step.action]
@@ -264,6 +266,8 @@ def table_step(planned: PlannedStep) -> seq_table.TableStep:
         rate = source.rate if source.action == "ramp" else None
         return seq_table.SetPressure(source.action, source.pressure, rate, source.duration or 0.0,
                                  text)  # fmt: skip
+    if planned.cycler is None:  # prepare() gives every step but a pressure step its own
+        raise ValueError(f"step {planned.index} ({text}) has no cycler step")
     step = dataclasses.replace(planned.cycler, cycle=0, index=0)  # the table numbers them
     return seq_table.RunCycler(step, text, getattr(source, "period", None))
 
@@ -402,15 +406,15 @@ def follow_sequence(
     sequence = yield from bps.abs_set(rig.sequencer, table, group=group)
     yield from bps.checkpoint()  # a rewind must not start the sequence twice
     schedule = acq.shortfalls.schedule
-    holds = schedule is not None and schedule.holds
-    if acq.simulated and not holds:  # the run's start hold: the sequence runs from it
+    holding = schedule if schedule is not None and schedule.holds else None
+    if acq.simulated and holding is None:  # the run's start hold: the sequence runs from it
         yield from bps.abs_set(rig.clock.hold_at, 0)
     hold: Any = None  # the pending put of the plan's hold: done once the clock stands
     while True:
-        if holds:  # wake where the next reading is due, or at a step the sequencer holds
+        if holding is not None:  # wake where the next reading is due, or where it holds
             if hold is None or hold.done:
                 hold = yield from bps.abs_set(
-                    rig.clock.hold_at, schedule.hold_target(), group="ssb-hold"
+                    rig.clock.hold_at, holding.hold_target(), group="ssb-hold"
                 )
             yield from bps.wait(group="ssb-hold", timeout=acq.poll, error_on_timeout=False)
             done = sequence is None or sequence.done
@@ -712,7 +716,7 @@ def run_protocol(
         "protocol": str(protocol),
         "capacity": capacity,
         "detector_period": detector_period,
-        "reactions": {k: v.value for k, v in watch.reactions.items()},
+        "reactions": {k: watch.reaction(k).value for k in watch.reactions},
         "limits": [repr(limit) for limit in limits],
         "fast_steps": fast_steps if fast_steps == "all" else sorted(fast_steps),
         "detector_steps": detector_steps if detector_steps == "all" else sorted(detector_steps),

@@ -161,7 +161,7 @@ def run_demo(
     """Run the demo; returns a process exit code."""
     from bluesky.utils import RunEngineInterrupted
 
-    from .session import start_session
+    from .session import run_uid, start_session
 
     wall0 = time.monotonic()
     env = loopback_ca_env(free_port_pair())
@@ -172,7 +172,7 @@ def run_demo(
         flush=True,
     )
     with IOCProcess(env=env, cell=cell, speed=speed, seed=0) as ioc:
-        print(f"ssb demo: IOC pid {ioc.process.pid}, PV prefix {ioc.prefix}", flush=True)
+        print(f"ssb demo: IOC pid {ioc.pid}, PV prefix {ioc.prefix}", flush=True)
         session = start_session(catalog, progress=False)
         print(f"ssb demo: catalog {session.location}", flush=True)
         session.describe_experiment(
@@ -194,7 +194,7 @@ def run_demo(
                 ("one cycle in a fixed gap", FIXED_GAP_PROTOCOL),
             ]:
                 print(f"ssb demo: {title}", file=sys.stderr, flush=True)
-                (uid,) = session.RE(run_protocol(rig, protocol, md={"demo": title}))
+                uid = run_uid(session.RE(run_protocol(rig, protocol, md={"demo": title})))
                 uids.append(uid)
             title = "failure watch (faults injected)"
             print(f"ssb demo: {title}", file=sys.stderr, flush=True)

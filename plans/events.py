@@ -23,6 +23,7 @@ once.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ class Limit:
     low: float | None = None
     high: float | None = None
     kind: str = ""
-    _outside: bool = field(default=False, init=False, repr=False, compare=False)
+    _outside: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.field not in SAMPLE_UNITS:
@@ -152,7 +153,7 @@ class EventWatch:
             raise ValueError(f"{ex}: expected one of log, read, pause, end") from None
 
     def reaction(self, kind: str) -> Reaction:
-        return self.reactions.get(kind, Reaction.LOG)
+        return Reaction(self.reactions.get(kind, Reaction.LOG))  # Reactions since __post_init__
 
 
 EVENT_STREAM_UNITS = {

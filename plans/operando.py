@@ -41,7 +41,7 @@ def run_operando_demo(*, speed: float = 2000.0, catalog: str | None = None) -> i
     """Run the operando demo; returns a process exit code."""
     from bluesky.utils import RunEngineInterrupted
 
-    from .session import start_session
+    from .session import run_uid, start_session
 
     wall0 = time.monotonic()
     port = free_port_pair()
@@ -53,8 +53,8 @@ def run_operando_demo(*, speed: float = 2000.0, catalog: str | None = None) -> i
         IOCProcess(env=env, speed=speed, seed=0) as rig_ioc,
         DetectorProcess(rig_ioc.prefix, port, seed=0) as detector_ioc,
     ):
-        print(f"ssb demo --operando: IOC pid {rig_ioc.process.pid}, detector pid "
-              f"{detector_ioc.process.pid}, prefixes {rig_ioc.prefix} and "
+        print(f"ssb demo --operando: IOC pid {rig_ioc.pid}, detector pid "
+              f"{detector_ioc.pid}, prefixes {rig_ioc.prefix} and "
               f"{detector_ioc.prefix}", flush=True)  # fmt: skip
         session = start_session(catalog, progress=False)
         print(f"ssb demo --operando: catalog {session.location}", flush=True)
@@ -69,15 +69,17 @@ def run_operando_demo(*, speed: float = 2000.0, catalog: str | None = None) -> i
         xrd.acquire_time.set(EXPOSURE).wait(10)
         token = session.RE.subscribe(ProtocolProgress())
         try:
-            (uid,) = session.RE(
-                run_protocol(
-                    rig,
-                    OPERANDO_PROTOCOL,
-                    detectors=[xrd],
-                    detector_period=PATTERN_EVERY,
-                    open_circuit_reads=True,
-                    poll=0.1,  # s of wall time: 200 s of experiment time at x2000
-                    md={"demo": "operando diffraction"},
+            uid = run_uid(
+                session.RE(
+                    run_protocol(
+                        rig,
+                        OPERANDO_PROTOCOL,
+                        detectors=[xrd],
+                        detector_period=PATTERN_EVERY,
+                        open_circuit_reads=True,
+                        poll=0.1,  # s of wall time: 200 s of experiment time at x2000
+                        md={"demo": "operando diffraction"},
+                    )
                 )
             )
         except RunEngineInterrupted:
@@ -99,7 +101,7 @@ def run_operando_demo(*, speed: float = 2000.0, catalog: str | None = None) -> i
 
 def summary(run) -> str:
     """What the frames say, from the catalog."""
-    fr = diffraction.frames(run)
+    fr = diffraction.frames_of(run)
     fit = diffraction.lattice(fr)
     top, charged = int(np.nanargmax(fit.c)), int(np.nanargmax(fr.charge))
     return "\n".join([

@@ -56,7 +56,8 @@ def record(rig: Rig, detectors: Sequence[Readable] = ()) -> MsgGenerator:
 
 def _reason(failed: FailedStatus) -> BaseException | None:
     status = failed.args[0] if failed.args else None
-    return status.exception() if hasattr(status, "exception") else None
+    exception = getattr(status, "exception", None)  # a status that failed keeps why
+    return exception() if callable(exception) else None
 
 
 def wait_for_reason(group: str) -> MsgGenerator:

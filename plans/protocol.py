@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ssb_contract import table
@@ -171,8 +172,10 @@ class PressureStep:
         if self.action == "set":
             return f"Set pressure to {_num(self.pressure)} MPa"
         if self.action == "ramp":
-            return f"Ramp pressure to {_num(self.pressure)} MPa at {_num(self.rate)} MPa/s"
-        return f"Hold pressure at {_num(self.pressure)} MPa for {_duration_text(self.duration)}"
+            rate = math.nan if self.rate is None else self.rate  # a ramp has its rate
+            return f"Ramp pressure to {_num(self.pressure)} MPa at {_num(rate)} MPa/s"
+        held = math.nan if self.duration is None else self.duration  # a hold has its time
+        return f"Hold pressure at {_num(self.pressure)} MPa for {_duration_text(held)}"
 
 
 @dataclass(frozen=True)
@@ -277,12 +280,22 @@ class _Cursor:
             match = _TOKEN.match(text, pos)
             if match is None:
                 raise ProtocolError(line, offset + pos + 1, _unexpected(text[pos]))
-            self.tokens.append(_Token(match.lastgroup, match.group(), offset + pos + 1))
+            self.tokens.append(_Token(match.lastgroup or "", match.group(), offset + pos + 1))
             pos = match.end()
         self.end_column = offset + len(text) + 1
 
     def peek(self) -> _Token | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def next_text(self) -> str:
+        """The next token's text ("" at the end of the line)."""
+        token = self.peek()
+        return "" if token is None else token.text
+
+    def next_column(self) -> int:
+        """Where the next token starts (the end of the line at its end)."""
+        token = self.peek()
+        return self.end_column if token is None else token.column
 
     def fail(self, expected: str) -> ProtocolError:
         token = self.peek()
@@ -316,7 +329,7 @@ class _Cursor:
             raise ProtocolError(self.line, token.column, f"{what} must be above 0")
         return value
 
-    def unit(self, table: dict[str, float | tuple], what: str):
+    def unit(self, table: Mapping[str, float | tuple], what: str):
         token = self.peek()
         if token is None or token.kind != "word" or token.text not in table:
             raise self.fail(f"a unit of {what} ({', '.join(table)})")
@@ -345,7 +358,7 @@ def _amount(cur: _Cursor) -> Quantity:
 
 
 def _duration(cur: _Cursor) -> float:
-    column = cur.peek().column if cur.peek() else cur.end_column
+    column = cur.next_column()
     seconds = cur.number("a duration", positive=True) * cur.unit(TIME_UNITS, "time")
     if seconds > MAX_DURATION:
         raise ProtocolError(
@@ -361,12 +374,13 @@ def _electro(cur: _Cursor, action: str, line: int) -> Electro:
         amount = _amount(cur)
         if action == "hold" and amount.kind != "voltage":
             raise ProtocolError(line, cur.tokens[cur.i - 1].column, "Hold needs a voltage")
-    duration, until, period = None, [], None
-    while cur.peek() is not None and cur.peek().text != "(":
+    duration, period = None, None
+    until: list[Until] = []
+    while cur.peek() is not None and cur.next_text() != "(":
         if duration is None and not until and cur.accept("for"):
             duration = _duration(cur)
         elif cur.accept("until"):
-            op = cur.peek().text if cur.peek() and cur.peek().text in "<>" else None
+            op = cur.next_text() if cur.next_text() in ("<", ">") else None
             if op:
                 cur.i += 1
             until.append(Until(_amount(cur), op))
@@ -407,7 +421,7 @@ def _impedance(cur: _Cursor, line: int) -> Impedance:
     cur.word("from")
     f_start = cur.number("a frequency", positive=True) * cur.unit(FREQUENCY_UNITS, "frequency")
     cur.word("to")
-    column = cur.peek().column if cur.peek() else cur.end_column
+    column = cur.next_column()
     f_end = cur.number("a frequency", positive=True) * cur.unit(FREQUENCY_UNITS, "frequency")
     cur.done()
     if f_end == f_start:
@@ -419,9 +433,9 @@ def _step(cur: _Cursor, line: int) -> Step:
     first = cur.word("charge", "discharge", "hold", "rest", "set", "ramp", "measure")
     if first in ("set", "ramp"):
         return _pressure_step(cur, first, line)
-    if first == "hold" and cur.peek() and cur.peek().text.lower() == "pressure":
+    if first == "hold" and cur.next_text().lower() == "pressure":
         return _pressure_step(cur, "hold", line)
-    if first == "hold" and cur.peek() and cur.peek().text.lower() == "gap":
+    if first == "hold" and cur.next_text().lower() == "gap":
         cur.i += 1
         cur.done()
         return GapHold(line=line)
@@ -487,7 +501,7 @@ def parse(text: str | bytes) -> Protocol:
             raise ProtocolError(number, indent + 1, "indentation does not match any block")
         expect_block = False
         cur = _Cursor(body, number, indent)
-        if cur.peek() and cur.peek().text.lower() == "repeat":
+        if cur.next_text().lower() == "repeat":
             if len(stack) > MAX_DEPTH:
                 raise ProtocolError(
                     number, indent + 1, f"Repeat blocks nested more than {MAX_DEPTH} deep"
@@ -680,7 +694,7 @@ def _tally(steps, limits: RigLimits, log_period: float, pressure: float, memo: d
 def _estimate(step: Step, limits: RigLimits, pressure: float) -> float:
     if isinstance(step, PressureStep):
         if step.action == "ramp":
-            return abs(step.pressure - pressure) / step.rate
+            return abs(step.pressure - pressure) / (step.rate or math.inf)  # parsed: a rate
         return step.duration or 5.0
     if isinstance(step, GapHold):
         return 0.0
@@ -688,6 +702,8 @@ def _estimate(step: Step, limits: RigLimits, pressure: float) -> float:
         decades = abs(math.log10(step.f_start / step.f_end))
         freqs = [step.f_end * 10 ** (k / 10) for k in range(int(decades * 10) + 1)]
         return sum(3.0 / f for f in freqs)
+    if not isinstance(step, Electro):  # a Repeat is estimated through its body
+        raise TypeError(f"no estimate for {type(step).__name__}")
     if step.duration is not None:
         return step.duration
     if step.amount is not None and step.amount.kind in ("c_rate", "current"):

@@ -83,9 +83,10 @@ def run_in_shell(session, plan, command: str) -> str | None:
     bluesky_log = logging.getLogger("bluesky")
     level = bluesky_log.level
     bluesky_log.setLevel(logging.CRITICAL)  # a failure is said once, below
+    from .session import run_uid
+
     try:
-        (uid,) = session.RE(plan)
-        return uid
+        return run_uid(session.RE(plan))
     except plan_failures() as ex:
         print(f"ssb {command}: {ex}", file=sys.stderr)
         if started:

@@ -64,19 +64,22 @@ class Schedule:
     def read_periodic(self, now: float, what: str) -> None:
         """A periodic reading is being taken at ``now``; readings whose time passed
         meanwhile (a whole period or more) are missed."""
-        passed = math.floor((now - self.due) / self.period + 1e-9)
+        period = self.period
+        if period is None:  # no periodic readings: nothing is due
+            return
+        passed = math.floor((now - self.due) / period + 1e-9)
         if passed > 0:
             self._miss(passed, f"{what} due every {self.period:g} s from t = {self.due:.1f} s "
                        f"to {now:.1f} s")  # fmt: skip
         self.asked += 1
         self.taken += 1
-        self.due += (passed + 1) * self.period
+        self.due += (passed + 1) * period
 
     def read_at_step(self, now: float) -> None:
         """A reading at a step's start; a periodic one due now is taken by it too."""
         self.asked += 1
         self.taken += 1
-        if self.periodic_due(now):
+        if self.period is not None and self.periodic_due(now):
             self.asked += 1
             self.taken += 1
             self.due += self.period

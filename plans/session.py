@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bluesky import RunEngine
+from bluesky.run_engine import RunEngineResult
 from bluesky.utils import PersistentDict
 
 from ssb_analysis.catalog import default_location, is_server, open_catalog
@@ -56,6 +57,14 @@ class Session:
             self.md_lock.close()  # releases the flock
             self.md_lock = None
         self.catalog.context.close()  # the HTTP connections (or the in-process app)
+
+
+def run_uid(result: Any) -> str:
+    """The one run's uid from what ``RE(plan)`` returns: a tuple of uids, or a
+    ``RunEngineResult`` when the RunEngine is made to return one."""
+    uids = result.run_start_uids if isinstance(result, RunEngineResult) else result
+    (uid,) = uids
+    return str(uid)
 
 
 def default_md_dir() -> Path:
@@ -108,15 +117,17 @@ def start_session(
     if md_dir is None:
         md_dir = default_md_dir() if is_server(location) else Path(location) / "runengine-md"
     md_lock = _lock_md_dir(Path(md_dir))
-    kwargs = {} if context_managers is None else {"context_managers": context_managers}
+    kwargs: dict[str, Any] = {}
+    if context_managers is not None:
+        kwargs["context_managers"] = context_managers
     RE = RunEngine(md_validator=validate_run_metadata, **kwargs)
     try:
-        RE.md = PersistentDict(str(md_dir))
+        RE.md = PersistentDict(str(md_dir))  # type: ignore[assignment]  # bluesky's own way
     except Exception:
         md_lock.close()
         raise
     if progress:
-        RE.waiting_hook = ProgressBars()
+        RE.waiting_hook = ProgressBars()  # type: ignore[assignment]  # typed None upstream
     writer = CatalogWriter(client, flush_interval=flush_interval, heartbeat=heartbeat)
     session = Session(RE=RE, catalog=client, writer=writer, location=location, md_lock=md_lock)
     session.tokens.append(RE.subscribe(writer))

@@ -28,7 +28,7 @@ from ssb_devices import Rig
 
 from .cycling import Acquisition, Outcome, prepare, protocol_run
 from .pressure import start_metadata
-from .protocol import Electro, Impedance, PressureStep, Protocol, Quantity, Repeat, Until
+from .protocol import Electro, Impedance, PressureStep, Protocol, Quantity, Repeat, Step, Until
 from .results import ResultStream
 
 
@@ -100,7 +100,7 @@ def rate_capability(
     c_rates = [float(c) for c in c_rates]
     if not c_rates or any(not c > 0 for c in c_rates):
         raise ValueError(f"c_rates: give positive C-rates, got {c_rates}")
-    steps = [PressureStep("set", pressure)]
+    steps: list[Step] = [PressureStep("set", pressure)]
     for c in c_rates:
         steps += [
             Electro("charge", Quantity("c_rate", charge_rate), until=(_volts(v_max),)),
@@ -269,7 +269,11 @@ def evaluate_impedance_scan(args: dict[str, Any], outcome: Outcome) -> MsgGenera
     rows = ResultStream("resistance", {"pressure": "MPa", "r_int": "ohm"})
     for spectrum in outcome.spectra:
         measured.append(float(np.mean(spectrum["spectrum_pressure"])))
-        resistance.append(interfacial_resistance(spectrum["frequency"], spectrum["z_real"]))
+        resistance.append(
+            interfacial_resistance(
+                np.asarray(spectrum["frequency"]), np.asarray(spectrum["z_real"])
+            )
+        )
         yield from rows.emit(pressure=measured[-1], r_int=resistance[-1])
     law = fit_power_law(measured, resistance)
     fit = ResultStream("fit", {"exponent": "", "exponent_err": "", "r_100": "ohm"})

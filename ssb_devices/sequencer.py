@@ -30,6 +30,7 @@ from ophyd.utils import DisconnectedError
 
 from ssb_contract.paging import Lost, Page, Paging, follow
 from ssb_contract.records import RESULTS_KEPT
+from ssb_contract.refusals import Refusal
 from ssb_contract.states import SEQUENCE_ACTIVE
 
 from .buffers import page_signals, read_fresh
@@ -47,7 +48,7 @@ class SequenceRefused(RuntimeError):
     """The IOC refused a table or a sequencer command; the message says why, ``code``
     (:class:`ssb_contract.refusals.Refusal`) which kind."""
 
-    code = None
+    code: Refusal | None = None
 
 
 class SequenceStatus(DeviceStatus):

@@ -89,6 +89,11 @@ class RigControl:
         raise NotImplementedError
 
     @property
+    def state_of_charge(self) -> float:
+        """The cell's state of charge, where it is known (a simulation's); else NaN."""
+        return math.nan
+
+    @property
     def link(self) -> str:
         """The instruments' links: OK | Silent | Lost (a simulation always answers)."""
         return "OK"

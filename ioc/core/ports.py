@@ -41,22 +41,61 @@ class RigBackend(Protocol):
     """What the PV layer asks of a rig, simulated or on instruments."""
 
     # --- the instruments, as the control sees them ------------------------------------------
-    params: RigParams  # the cell's area and the rig's limits (from the cell file)
-    press: PressControl  # mode, target and ramped setpoint, settling, loop gains; readbacks
-    load_cell: ForceReading  # force, bridge signal, tare
-    cycler: Channel  # the channel: the running step, its counters and the sample buffer
-    cell: MeasuredCell
-    fast: SampleBuffer  # the load cell at full rate around events
-    fast_mode: str
-    event_window: float
-    events: EventDetector
-    sequencer: Sequencer
-    interlock: str  # why the interlock is tripped ("" when it is not)
-    link: str  # OK | Silent | Lost: the instruments' links (a simulation: always OK)
-    missed_replies: int  # scans in which an instrument did not answer
-    news: list[str]  # what the IOC should tell its clients, once each
-    max_setpoint: float
-    over_pressure: float
+    # (read-only here: a backend may give a narrower type, as the simulation's Press)
+    @property
+    def params(self) -> RigParams:
+        """The cell's area and the rig's limits (from the cell file)."""
+
+    @property
+    def press(self) -> PressControl:
+        """Mode, target and ramped setpoint, settling, loop gains; readbacks."""
+
+    @property
+    def load_cell(self) -> ForceReading:
+        """Force, bridge signal, tare."""
+
+    @property
+    def cycler(self) -> Channel:
+        """The channel: the running step, its counters and the sample buffer."""
+
+    @property
+    def cell(self) -> MeasuredCell: ...
+    @property
+    def fast(self) -> SampleBuffer:
+        """The load cell at full rate around events."""
+
+    @property
+    def fast_mode(self) -> str: ...
+    @property
+    def event_window(self) -> float: ...
+    @property
+    def events(self) -> EventDetector: ...
+    @property
+    def sequencer(self) -> Sequencer: ...
+    @property
+    def interlock(self) -> str:
+        """Why the interlock is tripped ("" when it is not)."""
+
+    @property
+    def link(self) -> str:
+        """OK | Silent | Lost: the instruments' links (a simulation: always OK)."""
+
+    @property
+    def missed_replies(self) -> int:
+        """Scans in which an instrument did not answer."""
+
+    @property
+    def news(self) -> list[str]:
+        """What the IOC should tell its clients, once each."""
+
+    @property
+    def max_setpoint(self) -> float: ...
+    @property
+    def over_pressure(self) -> float: ...
+
+    @property
+    def state_of_charge(self) -> float:
+        """The cell's state of charge where the backend knows it (NaN where not)."""
 
     @property
     def keeps_own_time(self) -> bool:
@@ -75,7 +114,8 @@ class RigBackend(Protocol):
     def resume_clock(self, at: float) -> None: ...
 
     # --- a client's hold of a simulated clock -----------------------------------------------
-    hold_at: float | None
+    @property
+    def hold_at(self) -> float | None: ...
 
     @property
     def held(self) -> bool: ...

@@ -54,6 +54,11 @@ class PressControl:
         raise NotImplementedError
 
     @property
+    def platen_position(self) -> float:
+        """Platen travel from first contact with the unswollen stack (um, + = closing)."""
+        raise NotImplementedError
+
+    @property
     def ramping(self) -> bool:
         return self.mode == Mode.PRESSURE and self.setpoint != self.target
 

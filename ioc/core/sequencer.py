@@ -308,7 +308,9 @@ class Sequencer:
         """Longest simulation step (s) that does not run past a pressure hold's end."""
         run = self.running
         if self.state == "Running" and run is not None and run.phase == "holding":
-            return max(run.start_time + run.step.duration - self.rig.time, 1e-3)
+            step = run.step
+            if step.do == "pressure":
+                return max(run.start_time + step.duration - self.rig.time, 1e-3)
         return math.inf
 
     def _ended(self, run: Running) -> str:
@@ -377,7 +379,7 @@ class Sequencer:
             else:
                 if rig.press.mode != Mode.PRESSURE:
                     rig.set_mode("pressure")
-                if step.action == "ramp":
+                if step.action == "ramp" and step.rate is not None:  # a ramp has its rate
                     run.usual_rate = rig.press.ramp_rate
                     rig.set_ramp_rate(step.rate)
                 rig.set_pressure(step.pressure)
@@ -390,6 +392,8 @@ class Sequencer:
         self._changed()
 
     def _start_cycler(self, run: Running, remaining: bool = False) -> None:
+        if run.step.do != "cycler":
+            raise SequenceError(f"step {run.index} is no cycler step", code=Refusal.INVALID)
         step = run.step.step
         if remaining:
             step = step.remaining(run.active, run.done_capacity)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import SubGroup
@@ -578,9 +578,7 @@ class RigIOC(RigPVGroup):
         if finite_number(state.get("time")) and state["time"] >= 0:
             # never behind the newest logged sample (the state is saved every few s)
             rig.resume_clock(max(float(state["time"]), rig.cycler.counters.test_time))
-        for key in ("tare_offset", "drift"):
-            if finite_number(state.get(key)):
-                setattr(lc, key, float(state[key]))
+        lc.restore_state(state)
         sequence = saved.get("sequence")
         if isinstance(sequence, dict):
             try:
@@ -623,7 +621,7 @@ class RigIOC(RigPVGroup):
             return
         rig, lc = self.backend, self.backend.load_cell
         values = {name: self.pvdb[self.prefix + name].value for name in SAVED_PVS}
-        state = {"time": rig.time, "tare_offset": lc.tare_offset, "drift": lc.drift}
+        state = {"time": rig.time, **lc.kept_state()}
         self._sequence_saved = rig.sequencer.changes
         try:
             self.autosave.save(
@@ -664,7 +662,9 @@ class RigIOC(RigPVGroup):
                 break
             step = min(self._slice, wanted - done)
             started = time.monotonic()
-            ran = self.backend.advance(step, stop=lambda: self._behind(now) is not None)
+            ran = cast(SimulatedBackend, self.backend).advance(
+                step, stop=lambda: self._behind(now) is not None
+            )
             took = time.monotonic() - started
             if self.backend.held or self._behind(now) is not None:
                 done += ran
@@ -800,7 +800,7 @@ class RigIOC(RigPVGroup):
 
     async def _exchange(self) -> None:
         """One scan of a hardware rig; say what it had to say."""
-        await self.backend.exchange()
+        await cast(InstrumentBackend, self.backend).exchange()
         for news in self.backend.news:
             log.info("%s", news)
             await self.report(news)
@@ -893,7 +893,7 @@ class RigIOC(RigPVGroup):
             self.time_rb: rig.time,
             self.actual_speed_rb: self._actual_speed,
             self.voltage_rb: rig.cell.voltage,
-            self.soc_rb: getattr(rig.cell, "soc", math.nan),
+            self.soc_rb: rig.state_of_charge,
             pg.demand_rb: press.setpoint,
             pg.force_rb: force_kn,
             pg.position_rb: press.platen_position,

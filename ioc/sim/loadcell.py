@@ -15,6 +15,8 @@ class LoadCell(ForceReading):
     reading at the present load. Forces in newtons.
     """
 
+    kept = ("tare_offset", "drift")  # the drift a restarted IOC goes on from
+
     def __init__(self, params: LoadCellSection, rng: np.random.Generator):
         super().__init__(params.capacity)
         self.p = params

@@ -59,6 +59,10 @@ class Rig(RigControl):
         self._faults: list[tuple[float, str, float]] = []  # scheduled: (time, kind, size)
         self.hold_at: float | None = None  # the clock stops here (see hold_clock)
 
+    @property
+    def state_of_charge(self) -> float:
+        return self.cell.soc
+
     # --- clock ----------------------------------------------------------------------
     def resume_clock(self, at: float) -> None:
         self.press.steps = round(finite("clock", at) / self.press.period)
