@@ -218,3 +218,23 @@ def test_the_simulation_and_the_instruments_serve_one_interface():
     stale = instruments.stale_readings()  # nothing asked yet: nothing is known
     assert {"press.pressure", "cell.voltage"} <= set(stale) <= set(READINGS)
     assert all(why == "not connected yet" for why, _ in stale.values())
+
+
+def test_each_load_cell_says_what_a_restarted_ioc_keeps():
+    """Autosave asks the load cell port what to keep: the tare everywhere, and the
+    simulated bridge's drift too (an amplifier read over a wire has none to keep); what is
+    restored takes finite numbers only and leaves the rest as it is."""
+    import math
+
+    from ssb_ioc.backends import HardwareRig
+    from ssb_ioc.sim import Rig, load_cell_file
+
+    rig_file = load_rig_file(Path(__file__).parent.parent / "rigs" / "emulated.toml")
+    params = load_cell_file(rig_file.cell)
+    simulated, driven = Rig(params).load_cell, HardwareRig(params, rig_file).load_cell
+    assert set(simulated.kept_state()) == {"tare_offset", "drift"}
+    assert set(driven.kept_state()) == {"tare_offset"}
+    simulated.restore_state({"tare_offset": 12.5, "drift": math.nan})
+    assert simulated.tare_offset == 12.5 and simulated.drift == 0.0
+    driven.restore_state({"tare_offset": "a lot", "drift": 3.0})  # type: ignore[dict-item]
+    assert driven.tare_offset == 0.0 and not hasattr(driven, "drift")
