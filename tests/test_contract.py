@@ -132,7 +132,7 @@ def test_every_reading_of_the_ports_is_shown_by_pvs_the_contract_lists():
     """The PV layer maps each reading a backend can call stale to the PVs that show it:
     every reading is mapped, and every PV it maps to is a rig PV of the contract."""
     from ssb_ioc.core.ports import READINGS
-    from ssb_ioc.server.groups import READING_PVS
+    from ssb_ioc.server.alarms import READING_PVS
 
     assert set(READING_PVS) == set(READINGS)
     for reading, names in READING_PVS.items():

@@ -22,6 +22,7 @@ only ``OFF`` is accepted as a mode.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from ssb_contract.records import EVENT_KINDS, FAST_FIELDS
@@ -40,7 +41,7 @@ __all__ = ["FAST_BUFFER", "RigControl", "RigError"]
 FAST_BUFFER = 200_000  # full-rate rows held for bulk reads: 200 s at 1 kHz
 
 
-class RigControl:
+class RigControl(ABC):
     """The control and safety of one rig over its press, load cell and cycler channel."""
 
     keeps_own_time = False  # True: instruments on their own clock, scanned by exchange()
@@ -84,9 +85,9 @@ class RigControl:
         """Experiment time (s): the press's clock."""
         return self.press.time
 
+    @abstractmethod
     def resume_clock(self, at: float) -> None:
         """Start the clock at ``at`` s (a restarted IOC goes on from where it stopped)."""
-        raise NotImplementedError
 
     @property
     def state_of_charge(self) -> float:
@@ -204,7 +205,7 @@ class RigControl:
             self.fast_on = on
             self._fast_sampling_changed(on, event=on and now < self._fast_until)
 
-    def _fast_sampling_changed(self, on: bool, event: bool) -> None:
+    def _fast_sampling_changed(self, on: bool, event: bool) -> None:  # noqa: B027 (a hook)
         """Full-rate sampling starts (an ``event`` leads it) or stops: the backend records
         every load-cell reading into :attr:`fast` while it is on."""
 

@@ -11,6 +11,7 @@ target at ``ramp_rate`` MPa/s (0 = step).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from enum import IntEnum
 
 from ..params import RigParams
@@ -23,7 +24,7 @@ class Mode(IntEnum):
     GAP = 2
 
 
-class PressControl:
+class PressControl(ABC):
     """Mode, target and setpoint ramp, settle state and loop of a press; its clock and
     its measured pressure come from below (:attr:`time`, :attr:`pressure`)."""
 
@@ -44,19 +45,19 @@ class PressControl:
         self._in_tolerance_since: float | None = None
 
     @property
+    @abstractmethod
     def time(self) -> float:
         """Experiment time (s) of the press's clock."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def gap(self) -> float:
         """Distance between the platens (um)."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def platen_position(self) -> float:
         """Platen travel from first contact with the unswollen stack (um, + = closing)."""
-        raise NotImplementedError
 
     @property
     def ramping(self) -> bool:
@@ -80,7 +81,7 @@ class PressControl:
             self.pid.set_feedback(False)
             self.pid.oval = 0.0
 
-    def _mode_changed(self) -> None:
+    def _mode_changed(self) -> None:  # noqa: B027 (a hook)
         """What the mechanics below do when the mode changes (nothing here)."""
 
     def set_target(self, pressure: float) -> None:

@@ -1,4 +1,8 @@
-"""The rig IOC: press, load cell and rig PVGroups over the simulated (or real) backend.
+"""The rig IOC's root group: the rig-level PVs, the scan that runs the backend (advance
+a simulation, exchange with instruments), and the subgroups (press and load cell in
+:mod:`.press`, the cycler, events, sequencer and diagnostics in theirs); autosave in
+:mod:`.persistence`, the clock hold's lease in :mod:`.clock`, stale readbacks in
+:mod:`.alarms`.
 
 PV naming: ``{prefix}{Group}:{Name}-{Suffix}`` with ``-SP`` for a value you set,
 ``-RB`` for a value the rig reports and ``-Cmd`` for a push button (write 1).
@@ -24,10 +28,14 @@ from ssb_ioc.core.ports import InstrumentBackend, SimulatedBackend
 from ssb_ioc.core.press import Mode
 
 from .access import AccessRules
-from .autosave import SAVED_PVS, STATE_PERIOD, AutosaveFile, finite_number
+from .alarms import StaleReadbacks, limit_alarm
+from .autosave import AutosaveFile
+from .clock import HoldLease
 from .cycler import CyclerGroup
 from .diagnostics import DiagnosticsGroup
-from .events import EventsGroup, FastRows
+from .events import EventsGroup
+from .persistence import Persistence
+from .press import NO_YES, LoadCellGroup, PressGroup
 from .pvs import (
     BEAT_WRAP,
     RigPVGroup,
@@ -46,30 +54,9 @@ from .sequencer import SequencerGroup
 
 log = logging.getLogger("ssb_ioc")  # the IOC's own events (cli.py: to stdout, 'ssb-ioc: ...')
 
-MODES = [m.name.title() for m in Mode]  # Off, Pressure, Gap
-NO_YES = ["No", "Yes"]
-# The PVs that show each reading of the ports (ssb_ioc.core.ports.READINGS).
-READING_PVS = {
-    "press.pressure": ("Press:Pressure-RB",),
-    "press.force": ("Press:Force-RB",),
-    "press.position": ("Press:Position-RB",),
-    "press.gap": ("Press:Gap-RB",),
-    "press.settled": ("Press:Settled-RB",),
-    "press.error": ("Press:Error-RB",),
-    "press.output": ("Press:Output-RB",),
-    "load_cell.force": ("LC:Force-RB",),
-    "load_cell.signal": ("LC:Signal-RB",),
-    "load_cell.overload": ("LC:Overload-RB",),
-    "cell.voltage": ("Cyc:Voltage-RB", "Rig:CellVoltage-RB"),
-    "cell.current": ("Cyc:Current-RB",),
-    "channel.capacities": ("Cyc:StepCharge-RB", "Cyc:StepDischarge-RB",
-                           "Cyc:ChargeCapacity-RB", "Cyc:DischargeCapacity-RB",
-                           "Cyc:ChargeEnergy-RB", "Cyc:DischargeEnergy-RB"),
-}  # fmt: skip
 SCAN_PERIOD = 0.05  # s of wall time between simulation advances and readback updates
 TICK_BUDGET = 0.04  # s of wall time the simulation may use per scan
 SLICE_WALL = 0.005  # s of wall time per advance() call: the budget is checked between them
-HOLD_LEASE = 10.0  # s of wall time a clock hold lasts without a client renewing it
 OVERRIDE_WINDOW = 30.0  # s of wall time a manual override (Rig:Override-Cmd) stays open
 HELD_STACK = 1.0  # MPa: above this, the press holds a stack that a release would let go
 DEVIATION_MINOR = 1.0  # MPa off the working setpoint: Pressure-RB alarms MINOR
@@ -84,241 +71,6 @@ EXPERIMENT_PVS = (
     "Evt:PressureSpikeAction-SP", "Evt:PressureDropAction-SP", "Evt:SoftShortAction-SP",
     "Evt:ResistanceJumpAction-SP", "Cyc:LogPeriod-SP", "Cyc:Capacity-SP",
 )  # fmt: skip
-
-
-class PressGroup(RigPVGroup):
-    """Servo-hydraulic press with the pressure loop (``{prefix}Press:``).
-
-    Pressure-SP       MPa   target pressure; put with callback completes when settled
-    Pressure-RB       MPa   measured pressure (load-cell force / cell area)
-    PressureDemand-RB MPa   working setpoint of the loop (follows the ramp)
-    Force-RB          kN    measured force
-    Position-RB       um    platen travel from first contact (+ = closing)
-    Gap-RB            um    distance between platens (stack thickness under load)
-    Mode-SP/-RB             Off | Pressure | Gap
-    RampRate-SP       MPa/s ramp rate for new setpoints, 0 = step
-    MaxPressure-SP    MPa   highest pressure setpoint accepted
-    OverPressure-SP   MPa   interlock: release the press above this pressure
-    KP-SP  um/s/MPa, KI-SP 1/s (repeats/s), KD-SP s, DRVH-SP/DRVL-SP um/s: epid loop
-    Output-RB         um/s  loop output (valve speed command), Error-RB MPa
-    SettleTol-SP      MPa   |pressure - target| within this ...
-    SettleTime-SP     s     ... for this long (experiment time) = settled
-    Settled-RB              No | Yes (the done flag of a pressure move)
-    Stop-Cmd                hold the pressure measured now; completes pending moves
-    Deadman-SP        s     wall-clock seconds without a client put to Heartbeat-Cmd after
-                            which the press takes DeadmanAction-SP (0 = off, the default)
-    DeadmanAction-SP        Hold (the pressure measured then) | RampDown (to DeadmanFloor-SP
-                            at RampRate-SP, or 1 MPa/s if that is 0)
-    DeadmanFloor-SP   MPa   where RampDown ends
-    Heartbeat-Cmd           a client says it is alive (write 1)
-    Deadman-RB              Armed | Off | Expired (the action was taken; a heartbeat re-arms)
-    DevMinor-SP, DevMajor-SP MPa  Pressure-RB alarms MINOR, then MAJOR, when it is this far
-                            from the working setpoint in Pressure mode (once the move has
-                            settled, or while it ramps), whatever Mode-RB says
-    """
-
-    last_refusal = refusals("")  # the last refused put: Refusal-RB, RefusalMsg-RB
-
-    pressure_sp = setting("Pressure-SP", "MPa", 0.0, 200.0, "Target pressure")
-    pressure_rb = reading("Pressure-RB", "MPa", -400.0, 400.0, "Measured pressure")
-    demand_rb = reading("PressureDemand-RB", "MPa", 0.0, 400.0, "Working setpoint")
-    force_rb = reading("Force-RB", "kN", -100.0, 100.0, "Measured force")
-    position_rb = reading("Position-RB", "um", -1e5, 1e5, "Platen travel", precision=2)
-    gap_rb = reading("Gap-RB", "um", -1e5, 1e5, "Distance between platens", precision=2)
-    mode_sp = choice("Mode-SP", MODES, "Press mode: Off, Pressure or Gap")
-    mode_rb = choice("Mode-RB", MODES, "Press mode in effect", read_only=True)
-    ramp_rate_sp = setting(
-        "RampRate-SP",
-        "MPa/s",
-        0.0,
-        50.0,
-        "Ramp rate, 0 = step",
-        apply=lambda rig, value: rig.set_ramp_rate(value),
-    )
-    max_pressure_sp = setting("MaxPressure-SP", "MPa", 0.0, 400.0, "Setpoint limit")
-    over_pressure_sp = setting("OverPressure-SP", "MPa", 0.0, 400.0, "Interlock limit")
-    kp_sp = setting(
-        "KP-SP",
-        "um/s/MPa",
-        0.0,
-        1e4,
-        "Proportional gain (epid KP)",
-        apply=lambda rig, value: rig.set_gains(kp=value),
-    )
-    ki_sp = setting(
-        "KI-SP",
-        "1/s",
-        0.0,
-        1e3,
-        "Integral gain, repeats/s (epid KI)",
-        apply=lambda rig, value: rig.set_gains(ki=value),
-    )
-    kd_sp = setting(
-        "KD-SP",
-        "s",
-        0.0,
-        10.0,
-        "Derivative time (epid KD)",
-        apply=lambda rig, value: rig.set_gains(kd=value),
-    )
-    drvh_sp = setting(
-        "DRVH-SP",
-        "um/s",
-        -1e4,
-        1e4,
-        "Loop output high limit",
-        apply=lambda rig, value: rig.set_output_limits(drvh=value),
-    )
-    drvl_sp = setting(
-        "DRVL-SP",
-        "um/s",
-        -1e4,
-        1e4,
-        "Loop output low limit",
-        apply=lambda rig, value: rig.set_output_limits(drvl=value),
-    )
-    output_rb = reading("Output-RB", "um/s", -1e4, 1e4, "Loop output (valve speed)")
-    error_rb = reading("Error-RB", "MPa", -400.0, 400.0, "Loop error")
-    settle_tol_sp = setting(
-        "SettleTol-SP",
-        "MPa",
-        0.001,
-        100.0,
-        "Settle tolerance",
-        apply=lambda rig, value: rig.set_settle(tolerance=value),
-    )
-    settle_time_sp = setting(
-        "SettleTime-SP",
-        "s",
-        0.0,
-        3600.0,
-        "Settle time (experiment)",
-        apply=lambda rig, value: rig.set_settle(time=value),
-    )
-    settled_rb = choice("Settled-RB", NO_YES, "Pressure settled at the target", read_only=True)
-    stop_cmd = command("Stop-Cmd", "Hold the present pressure; ends ramps and moves")
-    deadman_sp = setting("Deadman-SP", "s", 0.0, 86400.0, "Seconds without heartbeat, 0 = off")
-    deadman_action_sp = choice("DeadmanAction-SP", ["Hold", "RampDown"], "Deadman action")
-    deadman_floor_sp = setting("DeadmanFloor-SP", "MPa", 0.0, 400.0, "Deadman ramp-down floor")
-    heartbeat_cmd = command("Heartbeat-Cmd", "A client is alive (write 1)")
-    deadman_rb = choice("Deadman-RB", ["Off", "Armed", "Expired"], "Deadman state", read_only=True)
-    dev_minor_sp = setting("DevMinor-SP", "MPa", 0.001, 400.0, "Deviation for a MINOR alarm")
-    dev_major_sp = setting("DevMajor-SP", "MPa", 0.001, 400.0, "Deviation for a MAJOR alarm")
-
-    @pressure_sp.putter
-    async def pressure_sp(self, instance, value):
-        self.rig.set_pressure(value)
-        await instance.write(value, verify_value=False)  # show the new target at once
-        await self.root.wait_until_settled()
-        return self.rig.press.target  # differs from value after a stop
-
-    @mode_sp.putter
-    async def mode_sp(self, instance, value):
-        self.rig.set_mode(value)
-        await self.root.update_readbacks()
-        return value
-
-    @max_pressure_sp.putter
-    async def max_pressure_sp(self, instance, value):
-        self.rig.set_max_setpoint(value)
-        await self.pressure_sp.write_metadata(**limits(0.0, value))
-        await self.pressure_rb.write_metadata(upper_warning_limit=value)
-        return value
-
-    @over_pressure_sp.putter
-    async def over_pressure_sp(self, instance, value):
-        self.rig.set_over_pressure(value)
-        await self.pressure_rb.write_metadata(upper_alarm_limit=value)
-        await self.root.update_readbacks()  # a lowered limit may have tripped
-        return value
-
-    @deadman_sp.putter
-    async def deadman_sp(self, instance, value):
-        self.root.heartbeat()
-        await publish(self.deadman_rb, "Armed" if value > 0 else "Off")
-        return value
-
-    @heartbeat_cmd.putter
-    async def heartbeat_cmd(self, instance, value):
-        self.root.heartbeat()
-        await publish(self.deadman_rb, "Armed" if self.deadman_sp.value > 0 else "Off")
-        return 0
-
-    @stop_cmd.putter
-    async def stop_cmd(self, instance, value):
-        if value:
-            self.rig.stop()
-            self.root.finish_moves()
-            await self.pressure_sp.write(self.rig.press.target, verify_value=False)
-            await self.root.update_readbacks()
-        return 0
-
-
-class LoadCellGroup(RigPVGroup):
-    """Strain-gauge load cell (``{prefix}LC:``).
-
-    Force-RB        kN    measured force (after tare)
-    Signal-RB       mV/V  bridge output
-    Capacity-RB     kN    rated capacity (overload above it)
-    Sensitivity-RB  mV/V  rated output at capacity
-    SampleRate-RB   Hz    sampling rate
-    TareOffset-RB   kN    force subtracted by tare
-    Overload-RB           No | Yes
-    Tare-Cmd              zero the reading (press Off, cell unloaded)
-    Fast-SP               Off | On | Step: keep every sample (at FastRate-SP) for bulk
-                          reads; Step: while the running cycler step runs; also on for
-                          Evt:Window-SP after each event
-    FastRate-SP     Hz    rate of the kept samples, up to SampleRate-RB
-    FastFor-SP      s     On ends by itself this much experiment time after this put
-                          (put it after Fast-SP; 0 = until Off)
-    Fast:NextSeq-RB, Fast:OldestSeq-RB, Fast:Kept-RB, Fast:Page0-RB .. Fast:Page31-RB
-                          rows of (seq, time s, pressure MPa, force kN, gap um,
-                          voltage V, current A)
-    """
-
-    last_refusal = refusals("")  # the last refused put: Refusal-RB, RefusalMsg-RB
-
-    fast = SubGroup(FastRows, prefix="Fast:")
-    fast_sp = choice("Fast-SP", ["Off", "On", "Step"], "Keep every load-cell sample")
-    fast_rate_sp = setting(
-        "FastRate-SP",
-        "Hz",
-        0.001,
-        1e6,
-        "Rate of kept samples",
-        1,
-        apply=lambda rig, value: rig.set_fast_sampling(rig.fast_mode, rate=value),
-    )
-    fast_for_sp = setting(
-        "FastFor-SP",
-        "s",
-        0.0,
-        1e9,
-        "Full-rate sampling On for this long (0 = until Off)",
-        3,
-        apply=lambda rig, value: rig.set_fast_sampling(rig.fast_mode, duration=value),
-    )
-
-    force_rb = reading("Force-RB", "kN", -100.0, 100.0, "Measured force")
-    signal_rb = reading("Signal-RB", "mV/V", -100.0, 100.0, "Bridge output", precision=5)
-    capacity_rb = reading("Capacity-RB", "kN", 0.0, 1e4, "Rated capacity")
-    sensitivity_rb = reading("Sensitivity-RB", "mV/V", 0.0, 100.0, "Rated output")
-    sample_rate_rb = reading("SampleRate-RB", "Hz", 0.0, 1e6, "Sampling rate", precision=0)
-    tare_offset_rb = reading("TareOffset-RB", "kN", -100.0, 100.0, "Tare offset", precision=5)
-    overload_rb = choice("Overload-RB", NO_YES, "Force above capacity", read_only=True)
-    tare_cmd = command("Tare-Cmd", "Zero the reading (press Off, unloaded)")
-
-    @fast_sp.putter
-    async def fast_sp(self, instance, value):
-        self.rig.set_fast_sampling(value.lower(), duration=0.0)  # until Off or FastFor-SP
-        return value
-
-    @tare_cmd.putter
-    async def tare_cmd(self, instance, value):
-        if value:
-            self.rig.tare()
-            await self.root.update_readbacks()
-        return 0
 
 
 async def _fault_type(group, instance, value):
@@ -448,9 +200,7 @@ class RigIOC(RigPVGroup):
         self.backend = backend
         self.access_rules = access_rules
         self.autosave = autosave
-        self._settings_changed = False
-        self._state_saved = time.monotonic()
-        self._sequence_saved = 0
+        self.persistence = Persistence(autosave)
         self._heartbeat = time.monotonic()
         self._deadman_expired = False
         self.speed = speed
@@ -460,12 +210,9 @@ class RigIOC(RigPVGroup):
         self._actual_speed = speed
         self._slice = 1.0  # s of experiment time per advance(), adapted to the regime
         self._last_wall = time.monotonic()
-        self._stale: set[str] = set()  # readbacks whose instrument does not answer
-        self._hold_seen: float | None = None  # the backend's hold at the last look
-        self._hold_renewed = time.monotonic()
-        self._held_since: float | None = None  # wall time the clock came to its hold
+        self.stale = StaleReadbacks()  # readbacks whose instrument does not answer
+        self.hold = HoldLease()  # a client's hold of the clock, lapsing if not renewed
         self._pacing = ""  # the buffer the clock waits for, while it does
-        self._holds: list[asyncio.Future] = []  # HoldAt-SP puts waiting for the clock
         self._settled_on: float | None = None  # the target the press last settled at
         self._override_until = 0.0  # monotonic time the manual override closes
         self._override_by = ""
@@ -556,87 +303,15 @@ class RigIOC(RigPVGroup):
     # --- autosave -----------------------------------------------------------------------
     async def restore(self) -> None:
         """Restore saved settings through the checks of a client's put, then the clock."""
-        if self.autosave is None:
-            return
-        try:
-            saved = self.autosave.load()
-        except ValueError as ex:
-            await self.report(f"autosave: {ex}; using the cell file's settings")
-            log.warning("autosave: %s; using the cell file's settings", ex)
-            return
-        values = saved.get("pvs", {}) if isinstance(saved.get("pvs"), dict) else {}
-        restored, refused = [], []
-        for name in SAVED_PVS:
-            if name in values:
-                try:
-                    await self.pvdb[self.prefix + name].write(values[name])
-                    restored.append(f"{name}={values[name]}")
-                except Exception:
-                    refused.append(name)
-        state = saved.get("state", {}) if isinstance(saved.get("state"), dict) else {}
-        rig, lc = self.backend, self.backend.load_cell
-        if finite_number(state.get("time")) and state["time"] >= 0:
-            # never behind the newest logged sample (the state is saved every few s)
-            rig.resume_clock(max(float(state["time"]), rig.cycler.counters.test_time))
-        lc.restore_state(state)
-        sequence = saved.get("sequence")
-        if isinstance(sequence, dict):
-            try:
-                found = rig.sequencer.restore(sequence)
-                await self.sequencer.restored()
-            except (ValueError, KeyError, TypeError, StopIteration) as ex:
-                found = f"saved sequence not restored ({ex})"
-            await self.report(f"autosave: {found}")
-            log.info("autosave: %s", found)
-        if saved:
-            found = (
-                "the press and the cell as the instruments report them"
-                if rig.keeps_own_time
-                else "press Off, cell at open circuit"
-            )
-            log.info(
-                "autosave: restored from %s (saved for %s): the clock at %.1f s, %s%s",
-                self.autosave.path,
-                self.autosave.identity or "this prefix",
-                rig.time,
-                ", ".join(restored) or "no settings",
-                f"; refused today and left at the cell file's: {', '.join(refused)}"
-                if refused
-                else "",
-            )
-            await self.report(
-                f"autosave: restored {len(restored)} settings and the clock ({rig.time:.1f} s) "
-                f"from {self.autosave.path}; {found}"
-            )
-        self._settings_changed = False
+        await self.persistence.restore(self)
 
     def setting_changed(self, pvname: str) -> None:
         """A client changed a saved setting: save it at the next scan."""
-        if self.autosave is not None and pvname[len(self.prefix) :] in SAVED_PVS:
-            self._settings_changed = True
+        self.persistence.changed(pvname[len(self.prefix) :])
 
     def save(self) -> None:
         """Write the saved settings and the clock now."""
-        if self.autosave is None:
-            return
-        rig, lc = self.backend, self.backend.load_cell
-        values = {name: self.pvdb[self.prefix + name].value for name in SAVED_PVS}
-        state = {"time": rig.time, **lc.kept_state()}
-        self._sequence_saved = rig.sequencer.changes
-        try:
-            self.autosave.save(
-                {"pvs": values, "state": state, "sequence": rig.sequencer.snapshot()}
-            )
-        except OSError as ex:
-            log.error("autosave to %s failed: %s", self.autosave.path, ex)
-        self._settings_changed = False
-        self._state_saved = time.monotonic()
-
-    def _save_if_due(self) -> None:
-        since = time.monotonic() - self._state_saved
-        boundary = self.backend.sequencer.changes != self._sequence_saved
-        if self._settings_changed or (boundary and since > 1.0) or since > STATE_PERIOD:
-            self.save()
+        self.persistence.save(self)
 
     async def tick(self) -> None:
         """Advance the simulation by the wall time elapsed times the speed factor.
@@ -656,7 +331,9 @@ class RigIOC(RigPVGroup):
             await self._finish_scan()
             return
         wanted, done = elapsed * self.speed, 0.0
-        await self._check_hold(now)
+        released = self.hold.check(self.backend, now)
+        if released:
+            await self.report(released)
         while done < wanted and time.monotonic() - now < TICK_BUDGET:
             if self.backend.held or await self._paced(now):
                 break
@@ -723,28 +400,7 @@ class RigIOC(RigPVGroup):
     # --- the clock's hold and pace ------------------------------------------------------
     def renew_hold(self) -> None:
         """A client is still there to move the hold on."""
-        self._hold_renewed = time.monotonic()
-
-    async def _check_hold(self, now: float) -> None:
-        """A clock that stands at a hold nobody renews goes on: the experiment outlives a
-        coordinator that is gone (HOLD_LEASE s of wall time after the hold was reached
-        or last renewed)."""
-        rig = self.backend
-        if rig.hold_at != self._hold_seen:  # set by a client or by the sequencer
-            self._hold_seen = rig.hold_at
-            self._hold_renewed = now
-        if not rig.held:
-            self._held_since = None
-            return
-        if self._held_since is None:
-            self._held_since = now
-        if now - max(self._hold_renewed, self._held_since) > HOLD_LEASE:
-            rig.hold_clock(None)
-            self._hold_seen = self._held_since = None
-            await self.report(
-                f"clock hold at t = {rig.time:.1f} s released: no client renewed it for "
-                f"{HOLD_LEASE:g} s of wall time; the experiment goes on"
-            )
+        self.hold.renew(time.monotonic())
 
     def _keeps(self):
         rig = self.backend
@@ -779,14 +435,6 @@ class RigIOC(RigPVGroup):
             )
         return True
 
-    def _resolve_holds(self) -> None:
-        rig = self.backend
-        if self._holds and (rig.held or rig.hold_at is None):
-            for hold in self._holds:
-                if not hold.done():
-                    hold.set_result(None)
-            self._holds.clear()
-
     async def _finish_scan(self) -> None:
         if self._override_until and time.monotonic() >= self._override_until:
             self._override_until = 0.0
@@ -795,8 +443,8 @@ class RigIOC(RigPVGroup):
         await self.update_readbacks()
         await self.beat_rb.write(self.beat_rb.value % BEAT_WRAP + 1)  # configured; the clock runs
         self._resolve_moves()
-        self._resolve_holds()
-        self._save_if_due()
+        self.hold.resolve(self.backend)
+        self.persistence.save_if_due(self)
 
     async def _exchange(self) -> None:
         """One scan of a hardware rig; say what it had to say."""
@@ -925,7 +573,8 @@ class RigIOC(RigPVGroup):
                 await pv.write(value, verify_value=False)
         await self.events.update()
         await self.load_cell.fast.update()
-        await self._mark_stale()
+        for why in await self.stale.mark(self.pvdb, self.prefix, self.backend):
+            await self.report(why)  # each new reason once
         if rig.interlock and rig.interlock != self._reported_trip:
             await self.report(f"interlock tripped: {rig.interlock}")
         self._reported_trip = rig.interlock
@@ -959,46 +608,15 @@ class RigIOC(RigPVGroup):
             press.ramping or self._settled_on == press.target
         )
         deviation = abs(press.pressure - press.setpoint) if watching else 0.0
-        status, severity = _limit_alarm(pv, value)
+        status, severity = limit_alarm(pv, value)
         if deviation >= self.press.dev_major_sp.value:
             status, severity = AlarmStatus.STATE, AlarmSeverity.MAJOR_ALARM
         elif deviation >= self.press.dev_minor_sp.value and severity < AlarmSeverity.MINOR_ALARM:
             status, severity = AlarmStatus.STATE, AlarmSeverity.MINOR_ALARM
-        if "Press:Pressure-RB" in self._stale:
-            return  # the instrument is lost: that says more (see _mark_stale)
+        if "Press:Pressure-RB" in self.stale.names:
+            return  # the instrument is lost: that says more (see StaleReadbacks)
         if (pv.value, pv.status, pv.severity) != (value, status, severity):
             await pv.write(value, status=status, severity=severity, verify_value=False)
-
-    async def _mark_stale(self) -> None:
-        """An instrument that does not answer: its readbacks keep their last value and
-        time with an INVALID/COMM alarm, so that no client takes them for fresh."""
-        stale = {
-            name: why_when
-            for reading, why_when in self.backend.stale_readings().items()
-            for name in READING_PVS[reading]
-        }
-        for name in self._stale | set(stale):
-            pv = self.pvdb[self.prefix + name]
-            if name in stale:
-                last_ok = stale[name][1]
-                if pv.severity != AlarmSeverity.INVALID_ALARM:
-                    await pv.write(
-                        pv.value,
-                        status=AlarmStatus.COMM,
-                        severity=AlarmSeverity.INVALID_ALARM,
-                        timestamp=last_ok or None,
-                        verify_value=False,
-                    )
-            elif pv.severity == AlarmSeverity.INVALID_ALARM:
-                await pv.write(
-                    pv.value,
-                    status=AlarmStatus.NO_ALARM,
-                    severity=AlarmSeverity.NO_ALARM,
-                    verify_value=False,
-                )
-        for why in dict.fromkeys(stale[name][0] for name in stale if name not in self._stale):
-            await self.report(why)  # each new reason once
-        self._stale = set(stale)
 
     # --- rig-level settings -------------------------------------------------------------
     @speed_sp.putter
@@ -1019,9 +637,7 @@ class RigIOC(RigPVGroup):
         at = rig.hold_at or 0.0  # a time already past holds now
         await instance.write(at, verify_value=False)
         if rig.hold_at is not None and not rig.held:
-            hold = asyncio.get_running_loop().create_future()
-            self._holds.append(hold)
-            await hold  # done means the clock stands still (or the hold is gone)
+            await self.hold.reached()  # the clock stands still (or the hold is gone)
         return rig.hold_at or 0.0
 
     @current_sp.putter
@@ -1076,17 +692,3 @@ def _is_off(data, data_type) -> bool:
         return float(value) == 0.0
     except (TypeError, ValueError):
         return False
-
-
-def _limit_alarm(pv, value: float) -> tuple[AlarmStatus, AlarmSeverity]:
-    """The alarm a value's HIHI/HIGH/LOW/LOLO limits give it (as caproto computes it)."""
-    checks = (
-        (pv.upper_alarm_limit, value >= pv.upper_alarm_limit, AlarmStatus.HIHI, True),
-        (pv.lower_alarm_limit, value <= pv.lower_alarm_limit, AlarmStatus.LOLO, True),
-        (pv.upper_warning_limit, value >= pv.upper_warning_limit, AlarmStatus.HIGH, False),
-        (pv.lower_warning_limit, value <= pv.lower_warning_limit, AlarmStatus.LOW, False),
-    )
-    for limit, beyond, status, major in checks:
-        if limit and beyond:
-            return status, AlarmSeverity.MAJOR_ALARM if major else AlarmSeverity.MINOR_ALARM
-    return AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM
