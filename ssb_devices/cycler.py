@@ -3,8 +3,9 @@
 ``Cycler.set(step)`` writes the step's settings, then puts ``Cyc:Start-Cmd`` with a
 completion callback: the IOC completes it when the step terminates, so the status is done
 exactly when the instrument says so; ``status.reason`` then holds why (``"voltage >= 4.2
-V"``). A step the IOC refuses, or ends with a safety trip, fails the status with
-:class:`StepRejected` and the IOC's words, read from ``Rig:Msg-RB``.
+V"``). A step the IOC refuses (the put itself fails), or ends with a safety trip, fails
+the status with :class:`StepRejected`: its ``code`` from ``Cyc:Refusal-RB`` and the
+IOC's words from ``Cyc:RefusalMsg-RB``.
 
 On a pause or a suspension the RunEngine calls ``stop(success=True)`` and ``pause()``:
 the channel goes to open circuit and remembers what the step had done; ``resume()``
