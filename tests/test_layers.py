@@ -21,6 +21,7 @@ FOLDERS = {
     "ssb_contract": "contract",
     "ssb_ioc": "ioc",
     "ssb_devices": "ssb_devices",
+    "ssb_async": "ssb_async",
     "ssb_plans": "plans",
     "ssb_analysis": "analysis",
     "ssb_lab": "lab",
@@ -28,17 +29,24 @@ FOLDERS = {
 FORBIDDEN = {
     "ssb_contract": {  # what both sides know: it imports neither, nor any library
         "ssb_ioc", "ssb_devices", "ssb_plans", "ssb_analysis", "ssb_lab", "ophyd", "bluesky",
-        "caproto", "numpy", "tiled", "databroker", "p4p", "pandas",
+        "caproto", "numpy", "tiled", "databroker", "p4p", "pandas", "ssb_async", "ophyd_async",
     },
     "ssb_ioc": {
         "ssb_devices", "ssb_plans", "ssb_analysis", "ssb_lab", "ophyd", "bluesky", "databroker",
+        "ssb_async", "ophyd_async",
     },
     "ssb_devices": {
         "ssb_ioc", "ssb_plans", "ssb_analysis", "ssb_lab", "bluesky", "databroker", "tiled",
+        "ssb_async", "ophyd_async",
+    },
+    "ssb_async": {  # the ophyd-async family: neither the ophyd one nor anything above
+        "ssb_ioc", "ssb_devices", "ssb_plans", "ssb_analysis", "ssb_lab", "ophyd",
+        "databroker", "tiled",
     },
     "ssb_plans": {"ssb_ioc", "ssb_lab"},
     "ssb_analysis": {
         "ssb_ioc", "ssb_devices", "ssb_plans", "ssb_lab", "ophyd", "caproto", "bluesky",
+        "ssb_async", "ophyd_async",
     },
     "ssb_lab": {"ssb_ioc"},
 }  # fmt: skip

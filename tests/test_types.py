@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STRICT = ["ssb_contract"]  # packages checked with --strict, no error allowed
-CHECKED = ["ssb_ioc", "ssb_devices", "ssb_plans", "ssb_analysis", "ssb_lab"]  # defaults
+CHECKED = ["ssb_ioc", "ssb_devices", "ssb_async", "ssb_plans", "ssb_analysis", "ssb_lab"]
 
 
 @pytest.fixture(scope="module")

@@ -113,6 +113,34 @@ def test_tiled_one_shot_cached_map_keeps_its_mapping_under_a_mangled_name():
     assert mapping["a"] == 1
 
 
+def test_a_refused_aioca_put_still_passes_ophyd_asyncs_retry_block():
+    """ssb_async/compat.py: ``SignalW.set`` puts inside stamina's retry block (timeouts
+    only); aioca raises a refused put as a falsy ``CANothing``, which the block's
+    ``concurrent.futures.Future`` does not re-raise. When this fails, upstream re-raises
+    it: ``signal.set`` then reports refusals and ``answered_put`` can go."""
+    import asyncio
+
+    from aioca import CANothing
+    from ophyd_async.core import SignalW
+    from stamina import retry_context
+
+    assert not bool(CANothing("SSB:Press:Mode-SP", 160))  # ECA_PUTFAIL, falsy
+    assert "retry_context(" in inspect.getsource(SignalW.set)
+
+    async def refused_put():
+        async for attempt in retry_context(on=asyncio.TimeoutError, attempts=1):
+            with attempt:
+                raise CANothing("SSB:Press:Mode-SP", 160)
+        return "passed as a success"
+
+    assert asyncio.run(refused_put()) == "passed as a success"
+    from ophyd_async.core import soft_signal_rw
+
+    signal = soft_signal_rw(float)  # answered_put reaches the transport as set() does
+    assert inspect.iscoroutinefunction(signal._connector.backend.put)
+    assert "self._connector.backend.put(value)" in inspect.getsource(SignalW.set)
+
+
 # Private names of each library, and the one module (per package) allowed to use them.
 PRIVATE = {
     "_finalizer": "plans/compat.py",
@@ -128,6 +156,7 @@ PRIVATE = {
     "_reset_sub": "ssb_devices/compat.py",
     "_SUB_REQ_DONE": "ssb_devices/compat.py",
     "_limits": "ssb_devices/compat.py",
+    "_connector": "ssb_async/compat.py",
 }
 
 
@@ -142,7 +171,7 @@ def test_each_private_name_is_used_in_its_compat_module_only(name):
     used = re.compile(rf"[.\"']{name}\b")  # an attribute, or its name in a getattr
     users = sorted(
         str(path.relative_to(root))
-        for folder in ("ssb_devices", "plans", "analysis", "lab", "contract")
+        for folder in ("ssb_devices", "ssb_async", "plans", "analysis", "lab", "contract")
         for path in (root / folder).rglob("*.py")
         if used.search(path.read_text())
     )
