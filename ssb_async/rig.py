@@ -35,11 +35,18 @@ class PressureRejected(ValueError):
     """A pressure the press cannot be asked for now; the message says why."""
 
 
+async def _rejected(code: SignalR[str], message: SignalR[str]) -> PressureRejected:
+    """The IOC's refusal as it put it on the group's refusal PVs (before it answered)."""
+    return PressureRejected(f"{await code.get_value()}: {await message.get_value()}")
+
+
 @dataclass
 class PressMoveLogic(MovableLogic[float]):
     mode: SignalR[PressMode]
     max_pressure: SignalR[float]
     stop_: TriggerableCommand
+    refusal: SignalR[str]
+    refusal_message: SignalR[str]
 
     async def check_move(self, new_position: float) -> None:
         if not math.isfinite(new_position):
@@ -57,7 +64,10 @@ class PressMoveLogic(MovableLogic[float]):
 
     async def move(self, new_position: float, timeout: TimeoutCalculator) -> None:
         # the IOC's put-completion is the settle; its refusal fails the put
-        await answered_put(self.setpoint, new_position, timeout())
+        try:
+            await answered_put(self.setpoint, new_position, timeout())
+        except PutRefused:
+            raise await _rejected(self.refusal, self.refusal_message) from None
 
     async def stop(self) -> None:
         await self.stop_.trigger()  # hold the pressure measured now
@@ -90,8 +100,7 @@ class Press(EpicsDevice, StandardReadable, StandardMovable[float]):
         try:
             await answered_put(self.mode, mode, timeout)
         except PutRefused:
-            code, why = await self.refusal.get_value(), await self.refusal_message.get_value()
-            raise PressureRejected(f"{code}: {why}") from None
+            raise await _rejected(self.refusal, self.refusal_message) from None
 
     @cached_property
     def movable_logic(self) -> MovableLogic:
@@ -101,6 +110,8 @@ class Press(EpicsDevice, StandardReadable, StandardMovable[float]):
             mode=self.mode,
             max_pressure=self.max_pressure,
             stop_=self.stop_,
+            refusal=self.refusal,
+            refusal_message=self.refusal_message,
         )
 
 

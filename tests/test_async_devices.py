@@ -79,6 +79,29 @@ def test_a_put_the_ioc_fails_fails_the_move_with_its_reason():
     run(main())
 
 
+def test_a_refusal_over_channel_access_fails_the_move_with_the_iocs_code_and_words():
+    """aioca reports a refused put with a falsy CANothing; the move still fails, saying
+    what the IOC put on the group's refusal PVs."""
+    from aioca import CANothing
+
+    async def main():
+        rig = await mock_rig()
+        set_mock_value(rig.press.refusal, "STATE")
+        set_mock_value(rig.press.refusal_message, "SSB:Press:Pressure-SP refused: busy")
+
+        def refuse(value):
+            raise CANothing("SSB:Press:Pressure-SP", 160)  # ECA_PUTFAIL
+
+        callback_on_mock_put(rig.press.setpoint, refuse)
+        with pytest.raises(PressureRejected, match="STATE: SSB:Press:Pressure-SP refused: busy"):
+            await rig.press.set(20.0)
+        callback_on_mock_put(rig.press.mode, refuse)
+        with pytest.raises(PressureRejected, match="STATE"):
+            await rig.press.set_mode(PressMode.OFF)
+
+    run(main())
+
+
 def test_the_rig_reads_pressure_force_and_time_and_configures_the_press():
     async def main():
         rig = await mock_rig()
@@ -159,7 +182,3 @@ def test_the_async_rig_presses_a_real_ioc_over_channel_access(ioc):
     assert settled == YesNo.YES and abs(pressure - 20.0) < 1.0
     assert mode == PressMode.PRESSURE  # neither refused change took effect
     assert ioc.enum("Press:Refusal-RB") == "LIMIT"
-
-
-def test_loadcell_and_press_are_importable_alone():
-    assert Press.__name__ == "Press" and LoadCell.__name__ == "LoadCell"

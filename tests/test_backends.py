@@ -238,3 +238,16 @@ def test_each_load_cell_says_what_a_restarted_ioc_keeps():
     assert simulated.tare_offset == 12.5 and simulated.drift == 0.0
     driven.restore_state({"tare_offset": "a lot", "drift": 3.0})  # type: ignore[dict-item]
     assert driven.tare_offset == 0.0 and not hasattr(driven, "drift")
+
+
+def test_the_hardware_rigs_stale_readings_are_the_ports_readings():
+    """A reading name the ports do not know would have no PVs to mark (a KeyError in the
+    PV layer at the first silent instrument)."""
+    from ssb_ioc.backends import hardware
+    from ssb_ioc.core.ports import READINGS
+
+    named = {
+        *hardware.PRESS_READINGS, *hardware.LOAD_CELL_READINGS, *hardware.LOOP_READINGS,
+        *hardware.CYCLER_READINGS,
+    }  # fmt: skip
+    assert named <= set(READINGS), named - set(READINGS)
